@@ -1,0 +1,265 @@
+"""config.toml plus NEWSLETTER_* environment variables -> one frozen, validated Settings."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import time
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from newsletter.errors import ConfigError
+
+ENV_PREFIX = "NEWSLETTER_"
+ENV_NESTING = "__"
+#: Read only from the environment: a secret committed in config.toml would leak with the repo.
+SECRET_KEYS = {("smtp", "password"), ("secret_key",)}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    #: SQLAlchemy URL; a relative SQLite path is taken from the config file's folder.
+    url: str = "sqlite:///var/newsletter.db"
+
+    @field_validator("url")
+    @classmethod
+    def _parses_as_sqlalchemy_url(cls, value: str) -> str:
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                "expected a database URL such as sqlite:///var/newsletter.db"
+            ) from None
+        return value
+
+
+class SenderSettings(_Section):
+    name: str = Field(min_length=1)
+    address: EmailStr
+    #: From address of transactional mail (the opt-in confirmation); empty means `address`.
+    transactional_address: EmailStr | Literal[""] = ""
+    #: Mailbox behind the mailto: half of List-Unsubscribe.
+    unsubscribe_address: EmailStr
+    #: Printed in every footer (CAN-SPAM); lines separated by newlines.
+    postal_address: str = Field(min_length=1)
+
+    @property
+    def postal_lines(self) -> list[str]:
+        return [line.strip() for line in self.postal_address.splitlines() if line.strip()]
+
+    @property
+    def transactional_from(self) -> str:
+        return self.transactional_address or self.address
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+
+class SiteSettings(_Section):
+    #: Public base URL of the web app; every link in an email starts with it.
+    base_url: HttpUrl = HttpUrl("http://localhost:8000")
+
+    @property
+    def base(self) -> str:
+        return str(self.base_url).rstrip("/")
+
+
+class SmtpSettings(_Section):
+    #: Empty: no relay; mail goes to the development outbox under var/outbox/.
+    host: str = ""
+    port: int = Field(default=587, ge=1, le=65535)
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    username: str = ""
+    password: SecretStr | None = None
+
+
+class SendingSettings(_Section):
+    max_per_second: float = Field(default=10.0, gt=0)
+    #: 0 means no hourly or daily cap.
+    max_per_hour: int = Field(default=0, ge=0)
+    max_per_day: int = Field(default=0, ge=0)
+    connections: int = Field(default=2, ge=1, le=100)
+
+
+class ScheduleSettings(_Section):
+    timezone: str = "UTC"
+    send_window_start: time = time(8, 0)
+    send_window_end: time = time(20, 0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _is_known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("expected an IANA time zone such as Europe/London") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class PathSettings(_Section):
+    lessons: Path = Path("lessons")
+    templates: Path = Path("templates/emails")
+    #: Runtime state: the SQLite file, the development outbox, previews, the generated secret.
+    var: Path = Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTING,
+    )
+
+    database: DatabaseSettings = DatabaseSettings()
+    sender: SenderSettings
+    site: SiteSettings = SiteSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    sending: SendingSettings = SendingSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    paths: PathSettings = PathSettings()
+    secret_key: SecretStr | None = None
+    #: Folder of the config file; relative paths in it are taken from here.
+    root: Path = Path()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init arguments; the environment overrides them.
+        return (env_settings, init_settings)
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else self.root / path
+
+    @property
+    def lessons_dir(self) -> Path:
+        return self.resolve(self.paths.lessons)
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.resolve(self.paths.templates)
+
+    @property
+    def var_dir(self) -> Path:
+        return self.resolve(self.paths.var)
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get(f"{ENV_PREFIX}CONFIG", "config.toml"))
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read, merge and validate; every failure is one ConfigError line per bad key."""
+    path = path or default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        values = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+    for key in SECRET_KEYS:
+        if _lookup(values, key) is not None:
+            dotted = ".".join(key)
+            raise ConfigError(
+                f"{path}:{_line_of(text, key)}: {dotted}: secrets are not read from the file; "
+                f"set {_env_name(key)} instead"
+            )
+    try:
+        return Settings(**values, root=path.resolve().parent)
+    except ValidationError as exc:
+        raise ConfigError(
+            "\n".join(_describe(error, path, text) for error in exc.errors())
+        ) from None
+
+
+def _describe(error: Any, path: Path, text: str) -> str:
+    key = tuple(str(part) for part in error["loc"])
+    dotted = ".".join(key)
+    env_name = _env_name(key)
+    if env_name in os.environ:
+        where = f"environment variable {env_name}"
+    else:
+        # A missing key has no line of its own; point at its table instead.
+        line = _line_of(text, key) or _line_of(text, key[:-1])
+        where = f"{path}:{line}" if line else str(path)
+    kind = error["type"]
+    if kind == "missing":
+        return f"{where}: {dotted}: missing; this key is required"
+    if kind == "extra_forbidden":
+        return f"{where}: {dotted}: unknown key{_known_keys_hint(key)}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {dotted}: {message[0].lower()}{message[1:]} (got {error['input']!r})"
+
+
+def _known_keys_hint(key: tuple[str, ...]) -> str:
+    model: type[BaseModel] = Settings
+    for part in key[:-1]:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    known = sorted(name for name in model.model_fields if name != "root")
+    return f" (expected one of: {', '.join(known)})"
+
+
+def _env_name(key: tuple[str, ...]) -> str:
+    return ENV_PREFIX + ENV_NESTING.join(part.upper() for part in key)
+
+
+def _lookup(values: dict[str, Any], key: tuple[str, ...]) -> Any:
+    node: Any = values
+    for part in key:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+_TABLE = re.compile(r"^\s*\[([A-Za-z0-9_.\- ]+)\]\s*(#.*)?$")
+_ASSIGNMENT = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
+
+
+def _line_of(text: str, key: tuple[str, ...]) -> int:
+    """Best-effort line of `key` in the TOML text, for editors; 0 when not found."""
+    table: tuple[str, ...] = ()
+    for number, line in enumerate(text.splitlines(), start=1):
+        if match := _TABLE.match(line):
+            table = tuple(part.strip() for part in match.group(1).split("."))
+            if table == key:
+                return number
+        elif (match := _ASSIGNMENT.match(line)) and (*table, match.group(1)) == key:
+            return number
+    return 0
