@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import tomllib
 from datetime import time
 from pathlib import Path
@@ -263,3 +264,27 @@ def _line_of(text: str, key: tuple[str, ...]) -> int:
         elif (match := _ASSIGNMENT.match(line)) and (*table, match.group(1)) == key:
             return number
     return 0
+
+
+def load_secret_key(settings: Settings) -> str:
+    """NEWSLETTER_SECRET_KEY, or a key generated once into var/secret_key and kept there."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    path = settings.var_dir / "secret_key"
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written aside, then linked into place: a process starting at the same moment sees
+    # either no key or the whole key, and exactly one key wins.
+    draft = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(secrets.token_urlsafe(32) + "\n")
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
+    return path.read_text(encoding="ascii").strip()

@@ -50,6 +50,17 @@ def parse_duration(text: str) -> timedelta:
     return sum((int(m.group(1)) * _UNIT[m.group(2).lower()] for m in parts), timedelta())
 
 
+def format_duration(delay: timedelta) -> str:
+    """The inverse of parse_duration, in the largest whole units: '2 days', '36 hours'."""
+    if not delay:
+        return "at once"
+    for unit in ("week", "day", "hour", "minute"):
+        count, rest = divmod(delay, _UNIT[unit])
+        if not rest:
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return str(delay)
+
+
 def parse_time_of_day(text: str) -> time:
     if not (match := _TIME_OF_DAY.fullmatch(text.strip())):
         raise ValueError(f'expected a time of day such as "09:30", got {text!r}')

@@ -1,0 +1,206 @@
+"""The `newsletter` command: builds the parts from config, calls them, prints the outcome."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from newsletter.config import Settings, default_config_path, load_secret_key, load_settings
+from newsletter.content.check import check_course
+from newsletter.content.course import Course, load_course
+from newsletter.content.lessons import format_duration
+from newsletter.content.split import split_article
+from newsletter.errors import NewsletterError
+from newsletter.render import (
+    ConfirmationEmail,
+    LessonEmail,
+    Recipient,
+    make_environment,
+    make_message_id,
+)
+from newsletter.tokens import LinkMaker, Tokens
+
+app = typer.Typer(
+    help="A self-hosted email course and newsletter sender.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+course_app = typer.Typer(help="Write and check courses (lessons/<slug>/).", no_args_is_help=True)
+app.add_typer(course_app, name="course")
+
+out = Console()
+err = Console(stderr=True)
+
+#: Preview links are signed for this id, which no real subscriber has.
+PREVIEW_SUBSCRIBER_ID = 0
+
+
+class Fail(Exception):
+    """Stop with exit status 1 after the message has been printed."""
+
+
+class PreviewFormat(StrEnum):
+    EML = "eml"
+    HTML = "html"
+    TEXT = "text"
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Config file [default: $NEWSLETTER_CONFIG or config.toml]"),
+]
+_config_path: Path | None = None
+
+
+@app.callback()
+def _global_options(config: ConfigOption = None) -> None:
+    global _config_path
+    _config_path = config
+
+
+def settings() -> Settings:
+    return load_settings(_config_path or default_config_path())
+
+
+def resolve_course_path(reference: str, settings: Settings) -> Path:
+    """A course given as a slug (looked up in the lessons folder) or as a folder path."""
+    candidate = Path(reference)
+    if candidate.is_dir():
+        return candidate
+    return settings.lessons_dir / reference
+
+
+@course_app.command("check")
+def course_check(
+    course_dir: Annotated[Path, typer.Argument(help="The course folder, e.g. lessons/my-course")],
+) -> None:
+    """Validate a course before it can be queued; errors name file and line."""
+    config = settings()
+    course, problems = check_course(
+        course_dir, make_environment(config.templates_dir), config.sender
+    )
+    for problem in problems:
+        err.print(str(problem), markup=False, highlight=False)
+    if problems or course is None:
+        err.print(f"[red]{len(problems)} problem(s)[/] in {course_dir}")
+        raise Fail
+    out.print(_lessons_table(course))
+    out.print(f"[green]OK[/]: {course_dir} ({len(course.lessons)} lessons)")
+
+
+@course_app.command("split")
+def course_split(
+    article: Annotated[Path, typer.Argument(help="Markdown or plain-text article")],
+    out_dir: Annotated[Path, typer.Option("--out", help="New course folder, lessons/<slug>")],
+    force: Annotated[bool, typer.Option(help="Overwrite lesson files already there")] = False,
+) -> None:
+    """Turn an article into a draft course: one lesson per section, defaults to edit."""
+    try:
+        text = article.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NewsletterError(f"{article}: cannot read the article ({exc})") from None
+    draft = split_article(text, fallback_title=article.stem.replace("-", " ").capitalize())
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise NewsletterError(f"{out_dir}: not empty; pass --force to overwrite")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "course.toml").write_text(draft.manifest(), encoding="utf-8")
+    for lesson in draft.lessons:
+        (out_dir / lesson.filename).write_text(lesson.to_markdown(), encoding="utf-8")
+    table = Table("file", "subject", "delay", title=draft.title)
+    for lesson in draft.lessons:
+        table.add_row(lesson.filename, lesson.subject, lesson.delay)
+    out.print(table)
+    out.print(f"Draft written to {out_dir}; edit it, then run: newsletter course check {out_dir}")
+
+
+@app.command()
+def preview(
+    course_ref: Annotated[str, typer.Argument(metavar="COURSE", help="Slug or course folder")],
+    lesson_ref: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[LESSON]", help="Number, name or file; 'confirm' for the opt-in email"
+        ),
+    ] = None,
+    to: Annotated[str, typer.Option(help="Recipient address")] = "reader@example.com",
+    name: Annotated[str, typer.Option(help="Recipient first name")] = "",
+    format: Annotated[PreviewFormat, typer.Option(help="eml, html or text")] = PreviewFormat.EML,
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="File (one lesson) or folder (whole course); default stdout"),
+    ] = None,
+) -> None:
+    """Show exactly what will be sent: one lesson, or the whole course into a folder."""
+    config = settings()
+    course = load_course(resolve_course_path(course_ref, config))
+    env = make_environment(config.templates_dir)
+    links = LinkMaker(
+        Tokens(load_secret_key(config)), config.site.base, config.sender.unsubscribe_address
+    )
+    now = datetime.now(UTC)
+    recipient = Recipient(to, name)
+
+    def render(reference: str, fmt: PreviewFormat) -> bytes:
+        message_id = make_message_id(config.sender.domain)
+        if reference == "confirm":
+            if fmt is not PreviewFormat.EML:
+                raise NewsletterError("the confirmation email previews as eml only")
+            url = links.confirm_url(PREVIEW_SUBSCRIBER_ID, now)
+            return ConfirmationEmail(env, config.sender, course).render(
+                to, url, message_id=message_id, date=now
+            )
+        email = LessonEmail(env, config.sender, course, course.lesson(reference))
+        personal = links.personal_links(PREVIEW_SUBSCRIBER_ID, now)
+        if fmt is PreviewFormat.HTML:
+            return email.html(recipient, personal).encode("utf-8")
+        if fmt is PreviewFormat.TEXT:
+            return email.text(recipient, personal).encode("utf-8")
+        return email.render(recipient, personal, message_id=message_id, date=now)
+
+    if lesson_ref is not None:
+        data = render(lesson_ref, format)
+        if out_path is None:
+            sys.stdout.buffer.write(data)
+        else:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_bytes(data)
+            out.print(f"Wrote {out_path}")
+        return
+
+    folder = (out_path or config.var_dir / "preview") / course.slug
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = {PreviewFormat.EML: "eml", PreviewFormat.HTML: "html", PreviewFormat.TEXT: "txt"}
+    for lesson in course.lessons:
+        for fmt in PreviewFormat:
+            (folder / f"{lesson.path.stem}.{suffix[fmt]}").write_bytes(render(lesson.key, fmt))
+    (folder / "confirm.eml").write_bytes(render("confirm", PreviewFormat.EML))
+    out.print(_lessons_table(course))
+    out.print(f"Previews of {len(course.lessons)} lessons and the confirmation email in {folder}")
+
+
+def _lessons_table(course: Course) -> Table:
+    table = Table("#", "file", "subject", "after", "at", title=course.title)
+    for number, lesson in enumerate(course.lessons, start=1):
+        at = lesson.send_at.strftime("%H:%M") if lesson.send_at else "window"
+        table.add_row(
+            str(number), lesson.path.name, lesson.subject, format_duration(lesson.delay), at
+        )
+    return table
+
+
+def main() -> None:
+    try:
+        app()
+    except NewsletterError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(1)
+    except Fail:
+        sys.exit(1)
