@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run test lint lock clean
+.PHONY: run test bench-render lock clean
 
 run: $(RUNTIME_STAMP)
 	$(BIN)/newsletter course check lessons/leg-weakness-after-microdiscectomy
@@ -19,6 +19,9 @@ test: $(DEV_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+bench-render: $(RUNTIME_STAMP)
+	$(BIN)/python bench/render.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -23,7 +23,7 @@ class Link:
 
 
 def to_html(source: str) -> str:
-    return _md.render(source)
+    return str(_md.render(source))
 
 
 def links_in(source: str) -> list[Link]:
@@ -32,7 +32,7 @@ def links_in(source: str) -> list[Link]:
         if block.type != "inline" or not block.children:
             continue
         line = block.map[0] + 1 if block.map else 0
-        href, words = "", []
+        href, words = "", list[str]()
         for token in block.children:
             if token.type == "link_open":
                 href, words = str(token.attrGet("href") or ""), []

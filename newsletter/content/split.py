@@ -82,8 +82,9 @@ def split_article(text: str, fallback_title: str) -> DraftCourse:
 
     lessons = []
     for number, section in enumerate(sections, start=1):
-        # A lesson without a heading of its own: the course title, or its opening words.
-        subject = section.heading or (title if number == 1 else _first_sentence(section.paragraphs))
+        # A lesson without a heading of its own is named after the course; its preheader
+        # (the opening sentence) then says what this part is about.
+        subject = section.heading or (title if number == 1 else f"{title}, part {number}")
         lessons.append(
             DraftLesson(
                 filename=f"{number:02d}-{_slug(subject) or 'lesson'}.md",
