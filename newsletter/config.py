@@ -143,9 +143,18 @@ class Settings(BaseSettings):
     sending: SendingSettings = SendingSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     paths: PathSettings = PathSettings()
+    #: Signs the links in emails; from NEWSLETTER_SECRET_KEY only.
     secret_key: SecretStr | None = None
-    #: Folder of the config file; relative paths in it are taken from here.
-    root: Path = Path()
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough_to_sign(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError(
+                "must be at least 16 characters; make one with "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -159,20 +168,17 @@ class Settings(BaseSettings):
         # The file's values arrive as init arguments; the environment overrides them.
         return (env_settings, init_settings)
 
-    def resolve(self, path: Path) -> Path:
-        return path if path.is_absolute() else self.root / path
-
     @property
     def lessons_dir(self) -> Path:
-        return self.resolve(self.paths.lessons)
+        return self.paths.lessons
 
     @property
     def templates_dir(self) -> Path:
-        return self.resolve(self.paths.templates)
+        return self.paths.templates
 
     @property
     def var_dir(self) -> Path:
-        return self.resolve(self.paths.var)
+        return self.paths.var
 
 
 def default_config_path() -> Path:
@@ -199,18 +205,41 @@ def load_settings(path: Path | None = None) -> Settings:
                 f"set {_env_name(key)} instead"
             )
     try:
-        return Settings(**values, root=path.resolve().parent)
+        settings = Settings(**values)
     except ValidationError as exc:
         raise ConfigError(
             "\n".join(_describe(error, path, text) for error in exc.errors())
         ) from None
+    return _anchored(settings, path.resolve().parent)
+
+
+def _anchored(settings: Settings, root: Path) -> Settings:
+    """Relative paths (folders, a SQLite file) are taken from the config file's folder,
+    so commands behave the same from any working directory."""
+    folders = {
+        name: value if value.is_absolute() else root / value
+        for name, value in settings.paths.model_dump().items()
+    }
+    url = make_url(settings.database.url)
+    database = url.database or ":memory:"
+    if url.get_backend_name() == "sqlite" and database != ":memory:":
+        url = url.set(database=str(root / database))  # an absolute path stays as it is
+    return settings.model_copy(
+        update={
+            "paths": settings.paths.model_copy(update=folders),
+            "database": settings.database.model_copy(
+                update={"url": url.render_as_string(hide_password=False)}
+            ),
+        }
+    )
 
 
 def _describe(error: Any, path: Path, text: str) -> str:
     key = tuple(str(part) for part in error["loc"])
     dotted = ".".join(key)
-    env_name = _env_name(key)
-    if env_name in os.environ:
+    # Variable names match without regard to case, as pydantic-settings reads them.
+    env_name = next((n for n in os.environ if n.upper() == _env_name(key)), None)
+    if env_name is not None:
         where = f"environment variable {env_name}"
     else:
         # A missing key has no line of its own; point at its table instead.
@@ -232,7 +261,7 @@ def _known_keys_hint(key: tuple[str, ...]) -> str:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return ""
         model = annotation
-    known = sorted(name for name in model.model_fields if name != "root")
+    known = sorted(model.model_fields)
     return f" (expected one of: {', '.join(known)})"
 
 

@@ -24,7 +24,7 @@ def _no_newsletter_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for name in os.environ:
-        if name.startswith("NEWSLETTER_"):
+        if name.upper().startswith("NEWSLETTER_"):
             monkeypatch.delenv(name)
 
 

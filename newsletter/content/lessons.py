@@ -53,7 +53,7 @@ def parse_duration(text: str) -> timedelta:
 def format_duration(delay: timedelta) -> str:
     """The inverse of parse_duration, in the largest whole units: '2 days', '36 hours'."""
     if not delay:
-        return "at once"
+        return "0 days"
     for unit in ("week", "day", "hour", "minute"):
         count, rest = divmod(delay, _UNIT[unit])
         if not rest:
@@ -90,6 +90,8 @@ def parse_lesson(path: Path, text: str) -> Lesson:
         raise ContentError([Problem(path, 1, "front matter is never closed by '---'")]) from None
 
     fields, problems = _read_front_matter(path, "\n".join(lines[1:end]))
+    if problems and not fields:
+        raise ContentError(problems)  # unreadable YAML: the keys' absence says nothing more
     values: dict[str, object] = {}
     for key, (raw, line) in fields.items():
         if key not in REQUIRED_KEYS + OPTIONAL_KEYS:

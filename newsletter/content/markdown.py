@@ -41,6 +41,8 @@ def links_in(source: str) -> list[Link]:
                 href = ""
             elif href and token.type in ("text", "code_inline"):
                 words.append(token.content)
+            elif href and token.type == "softbreak":
+                words.append(" ")
     return found
 
 
@@ -60,11 +62,11 @@ def _text_blocks(tokens: list[Token]) -> Iterator[tuple[str, bool]]:
     for index, token in enumerate(tokens):
         match token.type:
             case "bullet_list_open":
+                list_opened = not counters  # a nested list continues its parent item
                 counters.append(0)
-                list_opened = True
             case "ordered_list_open":
+                list_opened = not counters
                 counters.append(int(str(token.attrGet("start") or 1)) - 1)
-                list_opened = True
             case "bullet_list_close" | "ordered_list_close":
                 counters.pop()
             case "list_item_open":

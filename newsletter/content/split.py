@@ -81,13 +81,14 @@ def split_article(text: str, fallback_title: str) -> DraftCourse:
     sections = [section for section in sections if section.paragraphs]
 
     lessons = []
+    used_names: set[str] = set()
     for number, section in enumerate(sections, start=1):
         # A lesson without a heading of its own is named after the course; its preheader
         # (the opening sentence) then says what this part is about.
         subject = section.heading or (title if number == 1 else f"{title}, part {number}")
         lessons.append(
             DraftLesson(
-                filename=f"{number:02d}-{_slug(subject) or 'lesson'}.md",
+                filename=f"{number:02d}-{_unique_name(subject, number, used_names)}.md",
                 subject=_first_words(subject, SUBJECT_MAX_CHARS),
                 preheader=_first_words(_first_sentence(section.paragraphs), PREHEADER_MAX_CHARS),
                 delay=FIRST_DELAY if number == 1 else NEXT_DELAY,
@@ -171,5 +172,11 @@ def _first_words(text: str, limit: int) -> str:
     return cut.rstrip(",;:") + "…"
 
 
-def _slug(text: str) -> str:
-    return "-".join(re.findall(r"[a-z0-9]+", text.lower()))[:40].strip("-")
+def _unique_name(subject: str, number: int, used: set[str]) -> str:
+    """The lesson's name (its identity once queued): from the subject, never repeated."""
+    name = "-".join(re.findall(r"[a-z0-9]+", subject.lower()))[:40].strip("-") or "lesson"
+    base, suffix = name, number
+    while name in used:
+        name, suffix = f"{base}-{suffix}", suffix + 1
+    used.add(name)
+    return name

@@ -20,7 +20,9 @@ FIXTURES = REPO / "tests" / "fixtures" / "articles"
 
 def newsletter(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    environment |= {"NEWSLETTER_SECRET_KEY": "e2e-secret", "COLUMNS": "200"} | (env or {})
+    environment |= {"NEWSLETTER_SECRET_KEY": "e2e-secret-of-some-length", "COLUMNS": "200"} | (
+        env or {}
+    )
     return subprocess.run(
         [sys.executable, "-m", "newsletter", *args],
         cwd=REPO,
