@@ -100,12 +100,28 @@ class SendingSettings(_Section):
     max_per_hour: int = Field(default=0, ge=0)
     max_per_day: int = Field(default=0, ge=0)
     connections: int = Field(default=2, ge=1, le=100)
+    #: Deliveries one dispatcher pass claims; also the most a crashed worker can send twice.
+    batch_size: int = Field(default=50, ge=1, le=10_000)
+    #: How long a claim holds before another worker may take the delivery over.
+    lease_s: float = Field(default=600, gt=0)
+    retry_first_delay_s: float = Field(default=300, gt=0)
+    retry_max_delay_s: float = Field(default=4 * 3600, gt=0)
+    give_up_after_s: float = Field(default=4 * 86400, gt=0)
+    smtp_timeout_s: float = Field(default=60, gt=0)
+    #: RFC 5321 allows the server ten minutes to answer the end of the message body.
+    smtp_data_timeout_s: float = Field(default=600, gt=0)
 
 
 class ScheduleSettings(_Section):
     timezone: str = "UTC"
     send_window_start: time = time(8, 0)
     send_window_end: time = time(20, 0)
+    #: A first lesson without delay goes out on confirmation, even outside the window.
+    welcome_at_once: bool = True
+    #: How often the planner and the dispatcher run.
+    tick_s: float = Field(default=1.0, gt=0)
+    #: Enrollments one planner pass looks at.
+    planner_batch: int = Field(default=1000, ge=1)
 
     @field_validator("timezone")
     @classmethod

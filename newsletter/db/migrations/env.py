@@ -1,0 +1,20 @@
+"""Alembic environment: runs migrations over a synchronous connection to the configured URL."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from newsletter.db.models import Base
+
+url = context.config.attributes["url"]
+engine = create_engine(url)
+with engine.begin() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        # SQLite cannot ALTER most things in place; batch mode rebuilds the table instead.
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    context.run_migrations()
+engine.dispose()

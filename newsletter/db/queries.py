@@ -1,0 +1,358 @@
+"""Every database query the application makes, as a named async function.
+
+No query here assumes one process or SQLite: claims are single atomic statements that
+PostgreSQL runs with SKIP LOCKED, and uniqueness is left to the constraints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from newsletter.db.models import (
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    LessonSnapshot,
+    SequenceStatus,
+    SequenceVersion,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+    SystemFlag,
+    deliveries_table,
+    enrollments_table,
+)
+from newsletter.db.models import (
+    Sequence as SequenceRow,
+)
+
+SENDING_PAUSED = "sending_paused"
+
+
+def insert_ignoring_duplicates(session: AsyncSession, model: Any) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING in the dialect at hand."""
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(model).on_conflict_do_nothing()
+
+
+# --- subscribers -------------------------------------------------------------------------
+
+
+async def subscriber_by_email(session: AsyncSession, email: str) -> Subscriber | None:
+    return await session.scalar(select(Subscriber).where(Subscriber.email == email))
+
+
+async def is_suppressed(session: AsyncSession, email: str) -> bool:
+    return (
+        await session.scalar(select(Suppression.id).where(Suppression.email == email)) is not None
+    )
+
+
+async def suppress(
+    session: AsyncSession, email: str, reason: str, detail: str, now: datetime
+) -> None:
+    await session.execute(
+        insert_ignoring_duplicates(session, Suppression).values(
+            email=email, reason=reason, detail=detail, created_at=now
+        )
+    )
+
+
+async def stop_enrollments(session: AsyncSession, subscriber_ids: Iterable[int]) -> None:
+    await session.execute(
+        update(Enrollment)
+        .where(Enrollment.subscriber_id.in_(list(subscriber_ids)))
+        .where(Enrollment.status == EnrollmentStatus.ACTIVE)
+        .values(status=EnrollmentStatus.STOPPED, next_check_at=None)
+    )
+
+
+# --- sequences ---------------------------------------------------------------------------
+
+
+async def sequence_by_slug(session: AsyncSession, slug: str) -> SequenceRow | None:
+    return await session.scalar(select(SequenceRow).where(SequenceRow.slug == slug))
+
+
+async def version_lessons(session: AsyncSession, version_id: int) -> list[LessonSnapshot]:
+    rows = await session.scalars(
+        select(LessonSnapshot)
+        .where(LessonSnapshot.version_id == version_id)
+        .order_by(LessonSnapshot.position)
+    )
+    return list(rows)
+
+
+async def enroll(
+    session: AsyncSession, subscriber_id: int, sequence_id: int, now: datetime
+) -> bool:
+    """Start a subscriber on a sequence; False when they were on it already."""
+    result = await session.execute(
+        insert_ignoring_duplicates(session, Enrollment).values(
+            subscriber_id=subscriber_id,
+            sequence_id=sequence_id,
+            status=EnrollmentStatus.ACTIVE,
+            last_sent_at=now,
+            next_check_at=now,
+            enrolled_at=now,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def shift_pending_work(session: AsyncSession, sequence_id: int, by: timedelta) -> None:
+    """Move every waiting step of a sequence later by the length of its pause."""
+    enrollments = enrollments_table
+    await session.execute(
+        enrollments.update()
+        .where(enrollments.c.sequence_id == sequence_id)
+        .where(enrollments.c.next_check_at.is_not(None))
+        .values(next_check_at=enrollments.c.next_check_at + by)
+    )
+    deliveries = deliveries_table
+    await session.execute(
+        deliveries.update()
+        .where(deliveries.c.sequence_id == sequence_id)
+        .where(deliveries.c.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]))
+        .values(due_at=deliveries.c.due_at + by)
+    )
+
+
+# --- planning ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DueEnrollment:
+    id: int
+    subscriber_id: int
+    sequence_id: int
+    version_id: int
+    last_sent_at: datetime
+    timezone: str | None
+
+
+async def due_enrollments(session: AsyncSession, now: datetime, limit: int) -> list[DueEnrollment]:
+    rows = await session.execute(
+        select(
+            Enrollment.id,
+            Enrollment.subscriber_id,
+            Enrollment.sequence_id,
+            SequenceRow.current_version_id,
+            Enrollment.last_sent_at,
+            Subscriber.timezone,
+        )
+        .join(SequenceRow, SequenceRow.id == Enrollment.sequence_id)
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        .where(Enrollment.status == EnrollmentStatus.ACTIVE)
+        .where(Enrollment.next_check_at <= now)
+        .where(SequenceRow.status == SequenceStatus.LIVE)
+        .where(Subscriber.status == SubscriberStatus.CONFIRMED)
+        .order_by(Enrollment.next_check_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=Enrollment)
+    )
+    return [DueEnrollment(*cast(tuple[Any, ...], row)) for row in rows]
+
+
+async def handled_lesson_keys(
+    session: AsyncSession, enrollments: Sequence[DueEnrollment]
+) -> dict[tuple[int, int], set[str]]:
+    """(subscriber, sequence) -> keys of lessons that have a delivery row, in any state."""
+    wanted = {(e.subscriber_id, e.sequence_id) for e in enrollments}
+    keys: dict[tuple[int, int], set[str]] = {pair: set() for pair in wanted}
+    if not wanted:
+        return keys
+    rows = await session.execute(
+        select(Delivery.subscriber_id, Delivery.sequence_id, Delivery.lesson_key)
+        .where(Delivery.subscriber_id.in_({s for s, _ in wanted}))
+        .where(Delivery.sequence_id.in_({q for _, q in wanted}))
+    )
+    for subscriber_id, sequence_id, key in rows:
+        pair = (subscriber_id, sequence_id)
+        if pair in keys and key is not None:
+            keys[pair].add(key)
+    return keys
+
+
+async def create_lesson_deliveries(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert_ignoring_duplicates(session, Delivery), rows)
+
+
+async def set_next_checks(session: AsyncSession, changes: list[dict[str, Any]]) -> None:
+    """Bulk update of enrollments by id: keys id, next_check_at, status."""
+    if not changes:
+        return
+    table = enrollments_table
+    await session.execute(
+        table.update()
+        .where(table.c.id == bindparam("enrollment_id"))
+        .values(next_check_at=bindparam("next_check"), status=bindparam("new_status")),
+        changes,
+    )
+
+
+# --- dispatching -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    id: int
+    kind: str
+    sequence_id: int | None
+    lesson_id: int | None
+    message_id: str
+    attempts: int
+    first_attempt_at: datetime
+    subscriber_id: int
+    email: str
+    first_name: str
+    subscriber_status: str
+    suppressed: bool
+
+
+async def claim_due_deliveries(
+    session: AsyncSession, *, now: datetime, limit: int, lease_until: datetime, worker: str
+) -> list[ClaimedDelivery]:
+    """Take up to `limit` due deliveries for this worker in ONE statement, so that two
+    dispatchers can never both take the same row. An expired lease (a worker that died
+    mid-batch) makes its rows claimable again."""
+    candidates = (
+        select(Delivery.id)
+        .outerjoin(SequenceRow, SequenceRow.id == Delivery.sequence_id)
+        .where(
+            or_(
+                and_(
+                    Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]),
+                    Delivery.due_at <= now,
+                ),
+                and_(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < now),
+            )
+        )
+        .where(or_(Delivery.sequence_id.is_(None), SequenceRow.status == SequenceStatus.LIVE))
+        .order_by(Delivery.priority, Delivery.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=Delivery)
+    )
+    table = deliveries_table
+    claimed = await session.execute(
+        table.update()
+        .where(table.c.id.in_(candidates.scalar_subquery()))
+        .values(
+            status=DeliveryStatus.SENDING,
+            lease_until=lease_until,
+            claimed_by=worker,
+            attempts=table.c.attempts + 1,
+            first_attempt_at=func.coalesce(table.c.first_attempt_at, now),
+        )
+        .returning(table.c.id)
+    )
+    ids = [row[0] for row in claimed]
+    if not ids:
+        return []
+    rows = await session.execute(
+        select(
+            Delivery.id,
+            Delivery.kind,
+            Delivery.sequence_id,
+            Delivery.lesson_id,
+            Delivery.message_id,
+            Delivery.attempts,
+            Delivery.first_attempt_at,
+            Subscriber.id,
+            Subscriber.email,
+            Subscriber.first_name,
+            Subscriber.status,
+            Suppression.id.is_not(None),
+        )
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .outerjoin(Suppression, Suppression.email == Subscriber.email)
+        .where(Delivery.id.in_(ids))
+        .order_by(Delivery.priority, Delivery.due_at)
+    )
+    return [ClaimedDelivery(*cast(tuple[Any, ...], row)) for row in rows]
+
+
+async def update_deliveries(session: AsyncSession, changes: list[dict[str, Any]]) -> None:
+    """Bulk update by id; every dict has the same keys (id first)."""
+    if not changes:
+        return
+    table = deliveries_table
+    columns = [key for key in changes[0] if key != "id"]
+    await session.execute(
+        table.update()
+        .where(table.c.id == bindparam("delivery_id"))
+        .values({column: bindparam(f"new_{column}") for column in columns}),
+        [
+            {"delivery_id": change["id"]} | {f"new_{c}": change[c] for c in columns}
+            for change in changes
+        ],
+    )
+
+
+async def lessons_sent(session: AsyncSession, pairs: list[tuple[int, int]], now: datetime) -> None:
+    """The enrollments of these (subscriber, sequence) pairs move on: the planner looks at
+    them now to time their next lesson from this send."""
+    if not pairs:
+        return
+    table = enrollments_table
+    await session.execute(
+        table.update()
+        .where(table.c.subscriber_id == bindparam("subscriber"))
+        .where(table.c.sequence_id == bindparam("sequence"))
+        .where(table.c.status == EnrollmentStatus.ACTIVE)
+        .values(last_sent_at=now, next_check_at=now),
+        [{"subscriber": s, "sequence": q} for s, q in pairs],
+    )
+
+
+async def mark_bounced(session: AsyncSession, subscriber_ids: list[int], now: datetime) -> None:
+    if not subscriber_ids:
+        return
+    await session.execute(
+        update(Subscriber)
+        .where(Subscriber.id.in_(subscriber_ids))
+        .values(status=SubscriberStatus.BOUNCED, updated_at=now)
+    )
+    await stop_enrollments(session, subscriber_ids)
+
+
+async def sent_since(session: AsyncSession, since: datetime) -> int:
+    count = await session.scalar(
+        select(func.count()).select_from(Delivery).where(Delivery.sent_at >= since)
+    )
+    return int(count or 0)
+
+
+# --- system flags ------------------------------------------------------------------------
+
+
+async def flag(session: AsyncSession, name: str) -> SystemFlag | None:
+    return await session.get(SystemFlag, name)
+
+
+async def set_flag(
+    session: AsyncSession, name: str, *, until: datetime | None, reason: str, now: datetime
+) -> None:
+    await session.execute(delete(SystemFlag).where(SystemFlag.name == name))
+    session.add(SystemFlag(name=name, until=until, reason=reason, set_at=now))
+
+
+async def clear_flag(session: AsyncSession, name: str) -> bool:
+    result = await session.execute(delete(SystemFlag).where(SystemFlag.name == name))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def current_version(session: AsyncSession, sequence_id: int) -> SequenceVersion | None:
+    sequence = await session.get(SequenceRow, sequence_id)
+    if sequence is None or sequence.current_version_id is None:
+        return None
+    return await session.get(SequenceVersion, sequence.current_version_id)

@@ -1,0 +1,102 @@
+"""Pure: given where a subscriber stands and the time, what should happen next.
+
+Rules (docs/delivery.md tells them to admins):
+- A lesson is due its delay after the previous lesson was actually sent (the first lesson:
+  after enrolling), then moved to the lesson's own send time or into the send window, in
+  the subscriber's time zone, daylight-saving changes included.
+- The next lesson is the first lesson of the sequence's current version that this
+  subscriber has no delivery for. A re-queued sequence therefore never repeats a lesson,
+  and a lesson inserted behind a subscriber is still sent (unless skipped when queued).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+
+@dataclass(frozen=True, slots=True)
+class SendWindow:
+    start: time
+    end: time  #: may be earlier than start: a window across midnight
+
+    def contains(self, moment: time) -> bool:
+        if self.start <= self.end:
+            return self.start <= moment < self.end
+        return moment >= self.start or moment < self.end
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedLesson:
+    id: int
+    key: str
+    delay: timedelta
+    send_at: time | None
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    lesson: PlannedLesson
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    pass
+
+
+Step = Send | Wait | Complete
+
+
+def next_step(
+    lessons: Sequence[PlannedLesson],
+    handled_keys: set[str],
+    *,
+    last_sent_at: datetime,
+    now: datetime,
+    zone: ZoneInfo,
+    window: SendWindow,
+    welcome_at_once: bool,
+) -> Step:
+    lesson = next((item for item in lessons if item.key not in handled_keys), None)
+    if lesson is None:
+        return Complete()
+    earliest = last_sent_at + lesson.delay
+    is_welcome = not handled_keys and not lesson.delay
+    if is_welcome and welcome_at_once:
+        # Someone who confirms at 23:00 hears from us at once, not the next morning.
+        due = earliest
+    else:
+        due = send_time(earliest, send_at=lesson.send_at, window=window, zone=zone)
+    return Send(lesson, due) if due <= now else Wait(due)
+
+
+def send_time(
+    earliest: datetime, *, send_at: time | None, window: SendWindow, zone: ZoneInfo
+) -> datetime:
+    """The first instant (UTC) at or after `earliest` when the lesson may go out."""
+    local = earliest.astimezone(zone)
+    if send_at is not None:
+        candidate = _at(local.date(), send_at, zone)
+        if candidate < earliest:
+            candidate = _at(local.date() + timedelta(days=1), send_at, zone)
+        return candidate
+    if window.contains(local.time()):
+        return earliest.astimezone(UTC)
+    opening = _at(local.date(), window.start, zone)
+    if opening < earliest:
+        opening = _at(local.date() + timedelta(days=1), window.start, zone)
+    return opening
+
+
+def _at(day: date, moment: time, zone: ZoneInfo) -> datetime:
+    # A wall time skipped by a spring-forward change (02:30) resolves to the same distance
+    # past the change (03:30); an ambiguous autumn time takes its first occurrence.
+    return datetime.combine(day, moment, tzinfo=zone).astimezone(UTC)

@@ -1,0 +1,132 @@
+"""When each lesson is due: delays, send times, windows, time zones and DST."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from newsletter.scheduling.planner import (
+    Complete,
+    PlannedLesson,
+    Send,
+    SendWindow,
+    Wait,
+    next_step,
+    send_time,
+)
+
+LONDON = ZoneInfo("Europe/London")
+NEW_YORK = ZoneInfo("America/New_York")
+DAYTIME = SendWindow(time(8), time(20))
+OVERNIGHT = SendWindow(time(22), time(6))
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("earliest", "send_at", "window", "zone", "expected"),
+    [
+        # inside the window: at once
+        ("2026-06-10 12:00", None, DAYTIME, LONDON, "2026-06-10 12:00"),
+        # before the window opens (07:00 BST = 06:00 UTC): at 08:00 BST the same day
+        ("2026-06-10 05:00", None, DAYTIME, LONDON, "2026-06-10 07:00"),
+        # after it closes (21:00 BST): 08:00 BST the next morning
+        ("2026-06-10 20:00", None, DAYTIME, LONDON, "2026-06-11 07:00"),
+        # the window is in the subscriber's zone: 12:00 UTC is 08:00 in New York (EDT)
+        ("2026-06-10 11:00", None, DAYTIME, NEW_YORK, "2026-06-10 12:00"),
+        # a window across midnight
+        ("2026-06-10 23:30", None, OVERNIGHT, ZoneInfo("UTC"), "2026-06-10 23:30"),
+        ("2026-06-10 12:00", None, OVERNIGHT, ZoneInfo("UTC"), "2026-06-10 22:00"),
+        # a lesson's own send time: later today, or tomorrow when it has passed
+        ("2026-06-10 06:00", time(9, 30), DAYTIME, LONDON, "2026-06-10 08:30"),
+        ("2026-06-10 09:00", time(9, 30), DAYTIME, LONDON, "2026-06-11 08:30"),
+        # winter: London is on GMT, so 09:30 local is 09:30 UTC
+        ("2026-01-10 06:00", time(9, 30), DAYTIME, LONDON, "2026-01-10 09:30"),
+    ],
+)
+def test_send_time(earliest, send_at, window, zone, expected):
+    assert send_time(utc(earliest), send_at=send_at, window=window, zone=zone) == utc(expected)
+
+
+def test_a_daily_send_time_keeps_its_local_hour_across_the_spring_dst_change():
+    # Europe/London moves from GMT to BST at 01:00 UTC on 2026-03-29.
+    before = send_time(utc("2026-03-28 07:00"), send_at=time(9), window=DAYTIME, zone=LONDON)
+    after = send_time(utc("2026-03-29 07:00"), send_at=time(9), window=DAYTIME, zone=LONDON)
+    assert before == utc("2026-03-28 09:00")
+    assert after == utc("2026-03-29 08:00")
+    assert before.astimezone(LONDON).hour == after.astimezone(LONDON).hour == 9
+
+
+def test_a_send_time_skipped_by_the_clock_change_goes_out_just_after_it():
+    # 01:30 does not exist in London on 2026-03-29; it resolves to 02:30 BST (01:30 UTC).
+    due = send_time(utc("2026-03-29 00:00"), send_at=time(1, 30), window=DAYTIME, zone=LONDON)
+    assert due == utc("2026-03-29 01:30")
+    assert due.astimezone(LONDON).time() == time(2, 30)
+
+
+def test_an_ambiguous_autumn_send_time_goes_out_once_at_its_first_occurrence():
+    # 01:30 happens twice in London on 2026-10-25; the first is BST (00:30 UTC).
+    due = send_time(utc("2026-10-25 00:00"), send_at=time(1, 30), window=DAYTIME, zone=LONDON)
+    assert due == utc("2026-10-25 00:30")
+
+
+LESSONS = [
+    PlannedLesson(1, "welcome", timedelta(0), None),
+    PlannedLesson(2, "cause", timedelta(days=2), None),
+    PlannedLesson(3, "outcomes", timedelta(days=2), time(9)),
+]
+
+
+def step(handled: set[str], last_sent: str, now: str, welcome_at_once: bool = True):
+    return next_step(
+        LESSONS,
+        handled,
+        last_sent_at=utc(last_sent),
+        now=utc(now),
+        zone=LONDON,
+        window=DAYTIME,
+        welcome_at_once=welcome_at_once,
+    )
+
+
+def test_someone_confirming_late_at_night_gets_the_welcome_at_once():
+    assert step(set(), "2026-06-10 22:00", "2026-06-10 22:00") == Send(
+        LESSONS[0], utc("2026-06-10 22:00")
+    )
+
+
+def test_without_welcome_at_once_the_welcome_waits_for_the_window():
+    assert step(set(), "2026-06-10 22:00", "2026-06-10 22:00", welcome_at_once=False) == Wait(
+        utc("2026-06-11 07:00")
+    )
+
+
+def test_the_next_lesson_waits_its_delay_after_the_previous_was_sent():
+    assert step({"welcome"}, "2026-06-10 12:00", "2026-06-11 12:00") == Wait(
+        utc("2026-06-12 12:00")
+    )
+    assert step({"welcome"}, "2026-06-10 12:00", "2026-06-12 12:00") == Send(
+        LESSONS[1], utc("2026-06-12 12:00")
+    )
+
+
+def test_a_lesson_with_a_send_time_waits_for_it():
+    assert step({"welcome", "cause"}, "2026-06-10 12:00", "2026-06-12 12:00") == Wait(
+        utc("2026-06-13 08:00")
+    )
+
+
+def test_a_lesson_inserted_behind_the_subscriber_is_sent_next():
+    assert step({"welcome", "outcomes"}, "2026-06-10 12:00", "2026-06-20 12:00") == Send(
+        LESSONS[1], utc("2026-06-12 12:00")
+    )
+
+
+def test_the_course_completes_when_every_lesson_is_handled():
+    assert step({"welcome", "cause", "outcomes"}, "2026-06-10 12:00", "2026-06-20 12:00") == (
+        Complete()
+    )
