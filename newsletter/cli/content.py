@@ -1,4 +1,4 @@
-"""The `newsletter` command: builds the parts from config, calls them, prints the outcome."""
+"""Commands for editors: check and split courses, preview emails."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from newsletter.config import Settings, default_config_path, load_secret_key, load_settings
+from newsletter.cli.app import Fail, app, course_app, err, out, settings
+from newsletter.config import Settings, load_secret_key
 from newsletter.content.check import check_course
 from newsletter.content.course import Course, load_course
 from newsletter.content.lessons import format_duration
@@ -27,47 +27,14 @@ from newsletter.render import (
 )
 from newsletter.tokens import LinkMaker, Tokens
 
-app = typer.Typer(
-    help="A self-hosted email course and newsletter sender.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-course_app = typer.Typer(help="Write and check courses (lessons/<slug>/).", no_args_is_help=True)
-app.add_typer(course_app, name="course")
-
-out = Console()
-err = Console(stderr=True)
-
 #: Preview links are signed for this id, which no real subscriber has.
 PREVIEW_SUBSCRIBER_ID = 0
-
-
-class Fail(Exception):
-    """Stop with exit status 1 after the message has been printed."""
 
 
 class PreviewFormat(StrEnum):
     EML = "eml"
     HTML = "html"
     TEXT = "text"
-
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Config file [default: $NEWSLETTER_CONFIG or config.toml]"),
-]
-_config_path: Path | None = None
-
-
-@app.callback()
-def _global_options(config: ConfigOption = None) -> None:
-    global _config_path
-    _config_path = config
-
-
-def settings() -> Settings:
-    return load_settings(_config_path or default_config_path())
 
 
 def resolve_course_path(reference: str, settings: Settings) -> Path:
@@ -194,13 +161,3 @@ def _lessons_table(course: Course) -> Table:
             str(number), lesson.path.name, lesson.subject, format_duration(lesson.delay), at
         )
     return table
-
-
-def main() -> None:
-    try:
-        app()
-    except NewsletterError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        sys.exit(1)
-    except Fail:
-        sys.exit(1)

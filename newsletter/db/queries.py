@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -109,21 +109,24 @@ async def enroll(
 
 
 async def shift_pending_work(session: AsyncSession, sequence_id: int, by: timedelta) -> None:
-    """Move every waiting step of a sequence later by the length of its pause."""
-    enrollments = enrollments_table
-    await session.execute(
-        enrollments.update()
-        .where(enrollments.c.sequence_id == sequence_id)
-        .where(enrollments.c.next_check_at.is_not(None))
-        .values(next_check_at=enrollments.c.next_check_at + by)
+    """Move every waiting step of a sequence later by the length of its pause.
+
+    Done row by row in Python: date arithmetic in SQL differs between SQLite (text) and
+    PostgreSQL, and a resume is rare and touches one sequence."""
+    waiting = await session.execute(
+        select(Enrollment.id, Enrollment.next_check_at)
+        .where(Enrollment.sequence_id == sequence_id)
+        .where(Enrollment.next_check_at.is_not(None))
     )
-    deliveries = deliveries_table
-    await session.execute(
-        deliveries.update()
-        .where(deliveries.c.sequence_id == sequence_id)
-        .where(deliveries.c.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]))
-        .values(due_at=deliveries.c.due_at + by)
+    await _bulk_update(
+        session, enrollments_table, [{"id": i, "next_check_at": t + by} for i, t in waiting if t]
     )
+    pending = await session.execute(
+        select(Delivery.id, Delivery.due_at)
+        .where(Delivery.sequence_id == sequence_id)
+        .where(Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]))
+    )
+    await _bulk_update(session, deliveries_table, [{"id": i, "due_at": t + by} for i, t in pending])
 
 
 # --- planning ----------------------------------------------------------------------------
@@ -283,18 +286,19 @@ async def claim_due_deliveries(
 
 async def update_deliveries(session: AsyncSession, changes: list[dict[str, Any]]) -> None:
     """Bulk update by id; every dict has the same keys (id first)."""
+    await _bulk_update(session, deliveries_table, changes)
+
+
+async def _bulk_update(session: AsyncSession, table: Table, changes: list[dict[str, Any]]) -> None:
+    """One executemany UPDATE … WHERE id = ?; every dict has the same keys, "id" among them."""
     if not changes:
         return
-    table = deliveries_table
     columns = [key for key in changes[0] if key != "id"]
     await session.execute(
         table.update()
-        .where(table.c.id == bindparam("delivery_id"))
+        .where(table.c.id == bindparam("row_id"))
         .values({column: bindparam(f"new_{column}") for column in columns}),
-        [
-            {"delivery_id": change["id"]} | {f"new_{c}": change[c] for c in columns}
-            for change in changes
-        ],
+        [{"row_id": change["id"]} | {f"new_{c}": change[c] for c in columns} for change in changes],
     )
 
 

@@ -1,0 +1,579 @@
+"""Commands for admins: the database, subscribers, sequences, enrolling, sending switches."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress
+from rich.table import Table
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from newsletter.cli.app import (
+    Fail,
+    app,
+    db_app,
+    err,
+    out,
+    run,
+    sending_app,
+    sequences_app,
+    settings,
+    subscribers_app,
+)
+from newsletter.cli.content import resolve_course_path
+from newsletter.config import Settings
+from newsletter.content.check import check_course
+from newsletter.courses import queue_course
+from newsletter.db import queries
+from newsletter.db.models import (
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Sequence,
+    SequenceStatus,
+    Subscriber,
+    SubscriberStatus,
+)
+from newsletter.db.session import create_engine, make_sessionmaker, upgrade_database
+from newsletter.errors import NewsletterError
+from newsletter.render import make_environment
+from newsletter.subscribers import NewSubscriber, add_subscriber, forget, unsubscribe
+
+IMPORT_BATCH = 1000
+ADMIN_CONSENT = {"form": "admin command line", "text": "added by an administrator"}
+
+
+@asynccontextmanager
+async def database(config: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the configured database; the embedded SQLite file migrates itself."""
+    if config.database.url.startswith("sqlite"):
+        upgrade_database(config.database.url)
+    engine = create_engine(config.database.url)
+    try:
+        yield make_sessionmaker(engine)
+    finally:
+        await engine.dispose()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_when(text: str | None) -> datetime:
+    if not text:
+        return now()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise NewsletterError(f"{text!r}: expected a time like 2026-12-01T09:00+01:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# --- db ----------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending schema migrations (run this before starting PostgreSQL workers)."""
+    upgrade_database(settings().database.url)
+    out.print("Database schema is up to date.")
+
+
+# --- subscribers -------------------------------------------------------------------------
+
+
+EnrollOption = Annotated[
+    list[str] | None, typer.Option("--enroll", help="Sequence slug to enroll in (repeatable)")
+]
+
+
+@subscribers_app.command("add")
+def subscribers_add(
+    email: str,
+    name: Annotated[str, typer.Option(help="First name")] = "",
+    timezone: Annotated[str | None, typer.Option(help="IANA time zone")] = None,
+    enroll: EnrollOption = None,
+) -> None:
+    """Add a confirmed subscriber (you vouch for their consent) and enroll them."""
+    config = settings()
+    new = NewSubscriber.parse(email, name, timezone)
+
+    async def work() -> None:
+        async with database(config) as sessions, sessions.begin() as session:
+            subscriber, created = await add_subscriber(
+                session, new, status=SubscriberStatus.CONFIRMED, consent=ADMIN_CONSENT, now=now()
+            )
+            for slug in enroll or []:
+                await _enroll(session, subscriber, slug)
+            verb = "Added" if created else "Already subscribed:"
+            out.print(f"{verb} {subscriber.email} (id {subscriber.id})")
+
+    run(work)
+
+
+async def _enroll(
+    session: AsyncSession, subscriber: Subscriber, slug: str, at: datetime | None = None
+) -> bool:
+    sequence = await _live_sequence(session, slug)
+    if subscriber.status != SubscriberStatus.CONFIRMED:
+        raise NewsletterError(
+            f"{subscriber.email} is {subscriber.status}; only confirmed subscribers can be enrolled"
+        )
+    return await queries.enroll(session, subscriber.id, sequence.id, at or now())
+
+
+async def _live_sequence(session: AsyncSession, slug: str) -> Sequence:
+    sequence = await queries.sequence_by_slug(session, slug)
+    if sequence is None:
+        raise NewsletterError(
+            f"no sequence '{slug}'; queue it with: newsletter sequences queue lessons/{slug}"
+        )
+    if sequence.status == SequenceStatus.ARCHIVED:
+        raise NewsletterError(f"sequence '{slug}' is archived")
+    return sequence
+
+
+async def _subscriber(session: AsyncSession, email: str) -> Subscriber:
+    subscriber = await queries.subscriber_by_email(session, NewSubscriber.parse(email).email)
+    if subscriber is None:
+        raise NewsletterError(f"no subscriber {email}")
+    return subscriber
+
+
+@subscribers_app.command("list")
+def subscribers_list(
+    status: Annotated[SubscriberStatus | None, typer.Option(help="Only this status")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows")] = 50,
+) -> None:
+    """List subscribers, newest first."""
+    config = settings()
+
+    async def work() -> None:
+        async with database(config) as sessions, sessions() as session:
+            query = select(Subscriber).order_by(Subscriber.id.desc()).limit(limit)
+            if status is not None:
+                query = query.where(Subscriber.status == status)
+            table = Table("id", "email", "name", "status", "time zone", "since")
+            for row in await session.scalars(query):
+                table.add_row(
+                    str(row.id),
+                    row.email,
+                    row.first_name,
+                    row.status,
+                    row.timezone or "(default)",
+                    f"{row.created_at:%Y-%m-%d}",
+                )
+            total = await session.scalar(select(func.count()).select_from(Subscriber))
+            out.print(table)
+            out.print(f"{total} subscribers in all")
+
+    run(work)
+
+
+@subscribers_app.command("show")
+def subscribers_show(email: str) -> None:
+    """One subscriber: status, consent, enrollments and every email sent or queued."""
+    config = settings()
+
+    async def work() -> None:
+        async with database(config) as sessions, sessions() as session:
+            subscriber = await _subscriber(session, email)
+            out.print(f"[bold]{subscriber.email}[/] (id {subscriber.id}) {subscriber.status}")
+            out.print(
+                f"name: {subscriber.first_name or '-'}; "
+                f"time zone: {subscriber.timezone or '(default)'}"
+            )
+            out.print(f"consent: {subscriber.consent}")
+            table = Table("sequence", "lesson", "status", "due", "sent", "attempts", "last error")
+            rows = await session.execute(
+                select(Delivery, Sequence.slug)
+                .outerjoin(Sequence, Sequence.id == Delivery.sequence_id)
+                .where(Delivery.subscriber_id == subscriber.id)
+                .order_by(Delivery.id)
+            )
+            for delivery, slug in rows:
+                table.add_row(
+                    slug or "-",
+                    delivery.lesson_key or delivery.kind,
+                    delivery.status,
+                    f"{delivery.due_at:%Y-%m-%d %H:%M}",
+                    f"{delivery.sent_at:%Y-%m-%d %H:%M}" if delivery.sent_at else "",
+                    str(delivery.attempts),
+                    delivery.last_error[:60],
+                )
+            out.print(table)
+
+    run(work)
+
+
+@subscribers_app.command("remove")
+def subscribers_remove(
+    email: str,
+    forget_them: Annotated[
+        bool, typer.Option("--forget", help="Delete them and their history")
+    ] = False,
+) -> None:
+    """Unsubscribe someone (effective for mail already queued), or forget them entirely."""
+    config = settings()
+
+    async def work() -> None:
+        async with database(config) as sessions, sessions.begin() as session:
+            subscriber = await _subscriber(session, email)
+            if forget_them:
+                await forget(session, subscriber)
+                out.print(f"Forgot {subscriber.email} and their history.")
+            else:
+                await unsubscribe(session, subscriber, now())
+                out.print(f"Unsubscribed {subscriber.email}.")
+
+    run(work)
+
+
+@subscribers_app.command("import")
+def subscribers_import(
+    csv_path: Annotated[
+        Path, typer.Argument(help="CSV with a header: email[,first_name][,timezone]")
+    ],
+    enroll: EnrollOption = None,
+) -> None:
+    """Import confirmed subscribers from a CSV file (you vouch for their consent)."""
+    config = settings()
+    try:
+        lines = csv_path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NewsletterError(f"{csv_path}: cannot read ({exc})") from None
+    reader = csv.DictReader(lines)
+    if not reader.fieldnames or "email" not in reader.fieldnames:
+        raise NewsletterError(f"{csv_path}:1: the header must name an 'email' column")
+    rows = list(reader)
+    problems: list[str] = []
+    added = 0
+
+    async def work() -> None:
+        nonlocal added
+        async with database(config) as sessions:
+            sequences = []
+            async with sessions() as session:
+                sequences = [await _live_sequence(session, slug) for slug in enroll or []]
+            with Progress(console=err, transient=True) as progress:
+                task = progress.add_task("Importing", total=len(rows))
+                for start in range(0, len(rows), IMPORT_BATCH):
+                    async with sessions.begin() as session:
+                        for offset, row in enumerate(rows[start : start + IMPORT_BATCH]):
+                            line = start + offset + 2  # the header is line 1
+                            try:
+                                new = NewSubscriber.parse(
+                                    row["email"] or "",
+                                    row.get("first_name") or row.get("name") or "",
+                                    row.get("timezone"),
+                                )
+                            except NewsletterError as exc:
+                                problems.append(f"{csv_path}:{line}: {exc}")
+                                continue
+                            subscriber, created = await add_subscriber(
+                                session,
+                                new,
+                                status=SubscriberStatus.CONFIRMED,
+                                consent=ADMIN_CONSENT | {"source": csv_path.name},
+                                now=now(),
+                            )
+                            added += created
+                            if subscriber.status == SubscriberStatus.CONFIRMED:
+                                for sequence in sequences:
+                                    await queries.enroll(session, subscriber.id, sequence.id, now())
+                    progress.advance(task, min(IMPORT_BATCH, len(rows) - start))
+
+    run(work)
+    for problem in problems:
+        err.print(problem, markup=False, highlight=False)
+    out.print(f"Imported {added} new subscribers from {len(rows)} rows.")
+    if problems:
+        err.print(
+            f"[red]{len(problems)} row(s) rejected[/]; fix them and import again "
+            "(rows already imported are skipped)."
+        )
+        raise Fail
+
+
+@subscribers_app.command("export")
+def subscribers_export(
+    out_path: Annotated[Path | None, typer.Option("--out", help="CSV file; default stdout")] = None,
+) -> None:
+    """Export every subscriber as CSV."""
+    config = settings()
+
+    async def work() -> None:
+        async with database(config) as sessions, sessions() as session:
+            handle = out_path.open("w", newline="", encoding="utf-8") if out_path else sys.stdout
+            writer = csv.writer(handle)
+            writer.writerow(
+                ["email", "first_name", "timezone", "status", "created_at", "confirmed_at"]
+            )
+            result = await session.stream_scalars(select(Subscriber).order_by(Subscriber.id))
+            async for row in result:
+                writer.writerow(
+                    [
+                        row.email,
+                        row.first_name,
+                        row.timezone or "",
+                        row.status,
+                        row.created_at.isoformat(),
+                        row.confirmed_at.isoformat() if row.confirmed_at else "",
+                    ]
+                )
+            if out_path:
+                handle.close()
+
+    run(work)
+
+
+@app.command("enroll")
+def enroll_command(
+    slug: Annotated[str, typer.Argument(help="Sequence slug")],
+    emails: Annotated[list[str] | None, typer.Argument(help="Subscribers to enroll")] = None,
+    all_confirmed: Annotated[
+        bool, typer.Option("--all", help="Every confirmed subscriber")
+    ] = False,
+    start_at: Annotated[
+        str | None, typer.Option(help="When their first lesson may start (ISO time)")
+    ] = None,
+) -> None:
+    """Enroll subscribers in a sequence; those already on it are left as they are."""
+    config = settings()
+    if not emails and not all_confirmed:
+        raise NewsletterError("name subscribers to enroll, or pass --all")
+    at = parse_when(start_at)
+
+    async def work() -> int:
+        async with database(config) as sessions, sessions.begin() as session:
+            if all_confirmed:
+                return await _enroll_all(session, await _live_sequence(session, slug), at)
+            count = 0
+            for email in emails or []:
+                count += await _enroll(session, await _subscriber(session, email), slug, at)
+            return count
+
+    out.print(f"Enrolled {run(work)} subscriber(s) in {slug}.")
+
+
+async def _enroll_all(session: AsyncSession, sequence: Sequence, at: datetime) -> int:
+    ids = await session.scalars(
+        select(Subscriber.id).where(Subscriber.status == SubscriberStatus.CONFIRMED)
+    )
+    return sum(
+        [await queries.enroll(session, subscriber_id, sequence.id, at) for subscriber_id in ids]
+    )
+
+
+# --- sequences ---------------------------------------------------------------------------
+
+
+@sequences_app.command("queue")
+def sequences_queue(
+    course_dir: Annotated[
+        str, typer.Argument(help="Course folder or slug, e.g. lessons/my-course")
+    ],
+    start_at: Annotated[
+        str | None, typer.Option(help="When newly enrolled subscribers start (ISO time)")
+    ] = None,
+    enroll_all: Annotated[
+        bool, typer.Option("--enroll-all", help="Enroll every confirmed subscriber")
+    ] = False,
+    skip_inserted: Annotated[
+        bool, typer.Option(help="Do not send lessons inserted behind a subscriber's position")
+    ] = False,
+) -> None:
+    """Check a course, store it as the sequence's next version, and make it live."""
+    config = settings()
+    path = resolve_course_path(course_dir, config)
+    course, problems = check_course(path, make_environment(config.templates_dir), config.sender)
+    for problem in problems:
+        err.print(str(problem), markup=False, highlight=False)
+    if problems or course is None:
+        err.print(f"[red]{len(problems)} problem(s)[/]; nothing was queued.")
+        raise Fail
+
+    async def work() -> str:
+        async with database(config) as sessions, sessions.begin() as session:
+            queued = await queue_course(session, course, now(), skip_inserted=skip_inserted)
+            enrolled = 0
+            if enroll_all:
+                sequence = await session.get(Sequence, queued.sequence_id)
+                assert sequence is not None
+                enrolled = await _enroll_all(session, sequence, parse_when(start_at))
+            what = "new sequence" if queued.created else f"version {queued.version}"
+            return (
+                f"Queued {course.slug} ({what}, {len(course.lessons)} lessons); "
+                f"{enrolled} enrolled, {queued.skipped} inserted lessons skipped."
+            )
+
+    out.print(run(work))
+
+
+@sequences_app.command("list")
+def sequences_list() -> None:
+    """Every sequence with its version and progress."""
+    config = settings()
+
+    async def work() -> None:
+        async with database(config) as sessions, sessions() as session:
+            table = Table(
+                "slug", "status", "version", "lessons", "active", "completed", "sent", "queued"
+            )
+            for sequence in await session.scalars(select(Sequence).order_by(Sequence.slug)):
+                version = await queries.current_version(session, sequence.id)
+                lessons = len(await queries.version_lessons(session, version.id)) if version else 0
+                counts = await _counts(session, sequence.id)
+                table.add_row(
+                    sequence.slug,
+                    sequence.status,
+                    str(version.number if version else "-"),
+                    str(lessons),
+                    str(counts["active"]),
+                    str(counts["completed"]),
+                    str(counts["sent"]),
+                    str(counts["queued"]),
+                )
+            out.print(table)
+
+    run(work)
+
+
+async def _counts(session: AsyncSession, sequence_id: int) -> dict[str, int]:
+    counts: dict[str, int] = {"active": 0, "completed": 0, "sent": 0, "queued": 0}
+    for status, n in await session.execute(
+        select(Enrollment.status, func.count())
+        .where(Enrollment.sequence_id == sequence_id)
+        .group_by(Enrollment.status)
+    ):
+        if status in (EnrollmentStatus.ACTIVE, EnrollmentStatus.COMPLETED):
+            counts[status] = n
+    for status, n in await session.execute(
+        select(Delivery.status, func.count())
+        .where(Delivery.sequence_id == sequence_id)
+        .group_by(Delivery.status)
+    ):
+        if status == DeliveryStatus.SENT:
+            counts["sent"] = n
+        elif status in (DeliveryStatus.QUEUED, DeliveryStatus.RETRY, DeliveryStatus.SENDING):
+            counts["queued"] += n
+    return counts
+
+
+@sequences_app.command("show")
+def sequences_show(slug: str) -> None:
+    """The lessons of a sequence's current version, with how many have received each."""
+    config = settings()
+
+    async def work() -> None:
+        async with database(config) as sessions, sessions() as session:
+            sequence = await _live_sequence(session, slug)
+            version = await queries.current_version(session, sequence.id)
+            assert version is not None
+            out.print(
+                f"[bold]{version.title}[/] ({sequence.slug}, {sequence.status}, "
+                f"version {version.number})"
+            )
+            sent = dict(
+                (
+                    await session.execute(
+                        select(Delivery.lesson_key, func.count())
+                        .where(
+                            Delivery.sequence_id == sequence.id,
+                            Delivery.status == DeliveryStatus.SENT,
+                        )
+                        .group_by(Delivery.lesson_key)
+                    )
+                )
+                .tuples()
+                .all()
+            )
+            table = Table("#", "lesson", "subject", "delay", "sent")
+            for lesson in await queries.version_lessons(session, version.id):
+                table.add_row(
+                    str(lesson.position),
+                    lesson.key,
+                    lesson.subject,
+                    f"{lesson.delay_s / 86400:g} days",
+                    str(sent.get(lesson.key, 0)),
+                )
+            out.print(table)
+
+    run(work)
+
+
+def _set_status(slug: str, status: SequenceStatus) -> None:
+    config = settings()
+
+    async def work() -> None:
+        async with database(config) as sessions, sessions.begin() as session:
+            sequence = await _live_sequence(session, slug)
+            moment = now()
+            if status == SequenceStatus.LIVE and sequence.paused_at is not None:
+                # Catch-up rule: every waiting step moves later by the pause's length, so
+                # resuming sends nothing in a burst that would not have gone out anyway.
+                await queries.shift_pending_work(session, sequence.id, moment - sequence.paused_at)
+            sequence.paused_at = moment if status == SequenceStatus.PAUSED else None
+            sequence.status = status
+            out.print(f"{slug} is {status}.")
+
+    run(work)
+
+
+@sequences_app.command("pause")
+def sequences_pause(slug: str) -> None:
+    """Stop sending this sequence; nothing is lost."""
+    _set_status(slug, SequenceStatus.PAUSED)
+
+
+@sequences_app.command("resume")
+def sequences_resume(slug: str) -> None:
+    """Continue a paused sequence; waiting lessons shift by the pause (no burst)."""
+    _set_status(slug, SequenceStatus.LIVE)
+
+
+@sequences_app.command("archive")
+def sequences_archive(slug: str) -> None:
+    """Retire a sequence for good: nothing more of it is sent."""
+    _set_status(slug, SequenceStatus.ARCHIVED)
+
+
+# --- sending -----------------------------------------------------------------------------
+
+
+@sending_app.command("resume")
+def sending_resume() -> None:
+    """Resume sending after it was paused (e.g. the relay refused our login)."""
+    config = settings()
+
+    async def work() -> bool:
+        async with database(config) as sessions, sessions.begin() as session:
+            return await queries.clear_flag(session, queries.SENDING_PAUSED)
+
+    out.print("Sending resumed." if run(work) else "Sending was not paused.")
+
+
+@sending_app.command("pause")
+def sending_pause(
+    reason: Annotated[str, typer.Option(help="Why, for the log")] = "paused by an admin",
+) -> None:
+    """Pause all sending until `newsletter sending resume`."""
+    config = settings()
+
+    async def work() -> None:
+        async with database(config) as sessions, sessions.begin() as session:
+            await queries.set_flag(
+                session, queries.SENDING_PAUSED, until=None, reason=reason, now=now()
+            )
+
+    run(work)
+    out.print("Sending paused.")

@@ -1,0 +1,77 @@
+"""The Typer application and what every command shares: settings, consoles, failing."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from newsletter.config import Settings, default_config_path, load_settings
+from newsletter.errors import NewsletterError
+
+app = typer.Typer(
+    help="A self-hosted email course and newsletter sender.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+course_app = typer.Typer(help="Write and check courses (lessons/<slug>/).", no_args_is_help=True)
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+subscribers_app = typer.Typer(help="Add, list, import, export, remove.", no_args_is_help=True)
+sequences_app = typer.Typer(help="Queue courses and control their sending.", no_args_is_help=True)
+sending_app = typer.Typer(help="Pause or resume all sending.", no_args_is_help=True)
+app.add_typer(course_app, name="course")
+app.add_typer(db_app, name="db")
+app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(sequences_app, name="sequences")
+app.add_typer(sending_app, name="sending")
+
+out = Console()
+err = Console(stderr=True)
+
+T = TypeVar("T")
+
+
+class Fail(Exception):
+    """Stop with exit status 1 after the message has been printed."""
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Config file [default: $NEWSLETTER_CONFIG or config.toml]"),
+]
+_config_path: Path | None = None
+
+
+@app.callback()
+def _global_options(config: ConfigOption = None) -> None:
+    global _config_path
+    _config_path = config
+
+
+def settings() -> Settings:
+    return load_settings(_config_path or default_config_path())
+
+
+def run(coroutine: Callable[[], Awaitable[T]]) -> T:
+    async def wrapped() -> T:
+        return await coroutine()
+
+    return asyncio.run(wrapped())
+
+
+def main() -> None:
+    try:
+        app()
+    except NewsletterError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(1)
+    except Fail:
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,163 @@
+"""Commands that run the service: serve, worker, tick, and the development outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from sqlalchemy import func, select
+
+from newsletter.cli.admin import database, parse_when
+from newsletter.cli.app import app, out, run, settings
+from newsletter.clock import Clock, FastForwardClock, FrozenClock, SystemClock
+from newsletter.config import Settings, load_secret_key
+from newsletter.content.course import load_course
+from newsletter.courses import queue_course
+from newsletter.db.models import Sequence
+from newsletter.delivery.transport import OutboxTransport, SmtpTransport, Transport, list_outbox
+from newsletter.render import make_environment
+from newsletter.scheduling.jobs import build_scheduler
+from newsletter.scheduling.worker import PassReport, Worker
+from newsletter.tokens import LinkMaker, Tokens
+
+SpeedOption = Annotated[
+    float,
+    typer.Option(help="Run the clock this many times faster (e.g. 8640: a day in 10 s)"),
+]
+
+
+def build_transport(config: Settings) -> Transport:
+    smtp = config.smtp
+    if not smtp.host:
+        return OutboxTransport(config.var_dir / "outbox")
+    return SmtpTransport(
+        host=smtp.host,
+        port=smtp.port,
+        tls=smtp.tls,
+        username=smtp.username,
+        password=smtp.password.get_secret_value() if smtp.password else "",
+        connections=config.sending.connections,
+        timeout_s=config.sending.smtp_timeout_s,
+        data_timeout_s=config.sending.smtp_data_timeout_s,
+    )
+
+
+def build_worker(config: Settings, sessions, transport: Transport) -> Worker:  # type: ignore[no-untyped-def]
+    links = LinkMaker(
+        Tokens(load_secret_key(config)), config.site.base, config.sender.unsubscribe_address
+    )
+    return Worker(config, sessions, transport, make_environment(config.templates_dir), links)
+
+
+async def queue_shipped_courses(config: Settings, sessions) -> list[str]:  # type: ignore[no-untyped-def]
+    """On the very first start, every course under lessons/ is queued, so a newcomer has
+    something to enroll in."""
+    async with sessions.begin() as session:
+        if await session.scalar(select(func.count()).select_from(Sequence)):
+            return []
+        queued = []
+        for folder in sorted(path for path in config.lessons_dir.iterdir() if path.is_dir()):
+            await queue_course(session, load_course(folder), datetime.now(UTC))
+            queued.append(folder.name)
+        return queued
+
+
+async def run_service(config: Settings, clock: Clock, *, first_start: bool) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # Their routine chatter (every job run, every migration step) buries what matters.
+    for noisy in ("apscheduler", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    async with database(config) as sessions:
+        if first_start:
+            for slug in await queue_shipped_courses(config, sessions):
+                out.print(f"Queued the shipped course [bold]{slug}[/].")
+        transport = build_transport(config)
+        scheduler = build_scheduler(
+            build_worker(config, sessions, transport), clock, config.schedule.tick_s
+        )
+        where = config.smtp.host or f"the development outbox {config.var_dir / 'outbox'}"
+        out.print(
+            f"Sending to {where}. Add someone with: newsletter subscribers add you@example.com "
+            "--enroll <slug>. Ctrl-C stops."
+        )
+        scheduler.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            scheduler.shutdown(wait=False)
+            await transport.close()
+
+
+def _clock(speed: float) -> Clock:
+    return FastForwardClock(datetime.now(UTC), speed) if speed != 1 else SystemClock()
+
+
+@app.command()
+def serve(speed: SpeedOption = 1.0) -> None:
+    """Run the service: the scheduler (planner and dispatcher) on the configured database."""
+    config = settings()
+    try:
+        asyncio.run(run_service(config, _clock(speed), first_start=True))
+    except KeyboardInterrupt:
+        out.print("Stopped.")
+
+
+@app.command()
+def worker(speed: SpeedOption = 1.0) -> None:
+    """Run the scheduler alone (one of several workers on a shared database)."""
+    config = settings()
+    try:
+        asyncio.run(run_service(config, _clock(speed), first_start=False))
+    except KeyboardInterrupt:
+        out.print("Stopped.")
+
+
+@app.command()
+def tick(
+    at: Annotated[
+        str | None, typer.Option("--now", help="The instant to act at (ISO time); default now")
+    ] = None,
+) -> None:
+    """One planner pass and dispatcher passes until nothing due is left, then exit (for cron,
+    tests and demos)."""
+    config = settings()
+    clock = FrozenClock(parse_when(at))
+
+    async def work() -> tuple[PassReport, PassReport]:
+        async with database(config) as sessions:
+            transport = build_transport(config)
+            try:
+                worker = build_worker(config, sessions, transport)
+                planned = await worker.plan_once(clock.now())
+                sent = PassReport()
+                while True:
+                    report = await worker.dispatch_once(clock.now())
+                    sent.counts.update(report.counts)
+                    if sum(report.counts.values()) == 0 or report["paused"]:
+                        return planned, sent
+            finally:
+                await transport.close()
+
+    planned, sent = run(work)
+    out.print(f"planned: {planned}; dispatched: {sent}")
+
+
+@app.command()
+def outbox(limit: Annotated[int, typer.Option(help="Show the newest N")] = 20) -> None:
+    """List the messages in the development outbox (used when no SMTP host is configured)."""
+    folder = settings().var_dir / "outbox"
+    entries = list_outbox(folder)[-limit:]
+    table = Table("date", "to", "subject", "file", title=str(folder))
+    for entry in entries:
+        table.add_row(
+            f"{entry.date:%Y-%m-%d %H:%M}" if entry.date else "",
+            entry.to,
+            entry.subject,
+            entry.path.name,
+        )
+    out.print(table)
+    out.print(f"{len(list_outbox(folder))} messages in the outbox.")

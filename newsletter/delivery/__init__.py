@@ -1,0 +1,1 @@
+"""Sending rendered messages: the transport port, retry decisions and rate limits."""

@@ -1,0 +1,39 @@
+"""APScheduler wiring only: two periodic jobs drive the worker's passes.
+
+The database is the queue, so there is no job per subscriber: a million subscribers cost
+the scheduler exactly what ten do."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from newsletter.clock import Clock
+from newsletter.scheduling.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def build_scheduler(worker: Worker, clock: Clock, tick_s: float) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    for name, run_pass in (("plan", worker.plan_once), ("dispatch", worker.dispatch_once)):
+
+        async def job(run_pass=run_pass, name=name) -> None:  # type: ignore[no-untyped-def]
+            report = await run_pass(clock.now())
+            if report.counts:
+                log.info("%s pass: %s", name, report, extra={"action": f"{name}_pass"})
+
+        scheduler.add_job(
+            job,
+            IntervalTrigger(seconds=tick_s),
+            id=name,
+            name=f"{name} pass",
+            # A slow pass is never run twice at once, and missed runs collapse into one.
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
+    return scheduler

@@ -1,0 +1,160 @@
+"""A whole delivery stack on a real SQLite file and a real SMTP server, driven by a clock
+the test moves: queue a course, add subscribers, run worker passes, read what arrived."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from newsletter.clock import FrozenClock
+from newsletter.config import Settings
+from newsletter.content.course import Course, load_course
+from newsletter.courses import queue_course
+from newsletter.db import queries
+from newsletter.db.models import Delivery, Subscriber, SubscriberStatus
+from newsletter.db.session import create_engine, make_sessionmaker, upgrade_database
+from newsletter.delivery.transport import SmtpTransport, Transport
+from newsletter.render import make_environment
+from newsletter.scheduling.worker import PassReport, Worker
+from newsletter.subscribers import NewSubscriber, add_subscriber
+from newsletter.tokens import LinkMaker, Tokens
+from tests.smtpd import SmtpServer
+
+
+def settings_for(base: Settings, tmp_path: Path, **sending: object) -> Settings:
+    """The shipped settings, on a database and var/ folder of the test's own."""
+    return base.model_copy(
+        update={
+            "database": base.database.model_copy(
+                update={"url": f"sqlite:///{tmp_path / 'newsletter.db'}"}
+            ),
+            "paths": base.paths.model_copy(update={"var": tmp_path / "var"}),
+            "sending": base.sending.model_copy(update={"max_per_second": 1000.0, **sending}),
+            "schedule": base.schedule.model_copy(update={"timezone": "Europe/London"}),
+        }
+    )
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    clock: FrozenClock
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    server: SmtpServer
+    transport: Transport
+    workers: list[Worker] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, settings: Settings, server: SmtpServer, start: datetime) -> Stack:
+        upgrade_database(settings.database.url)
+        engine = create_engine(settings.database.url)
+        transport = SmtpTransport(
+            host=server.host,
+            port=server.port,
+            tls="none",
+            username="",
+            password="",
+            connections=settings.sending.connections,
+            timeout_s=5,
+            data_timeout_s=5,
+        )
+        stack = cls(
+            settings, FrozenClock(start), engine, make_sessionmaker(engine), server, transport
+        )
+        stack.workers.append(stack.new_worker(transport))
+        return stack
+
+    def new_worker(self, transport: Transport, name: str = "worker-1") -> Worker:
+        links = LinkMaker(
+            Tokens("integration-test-secret"), self.settings.site.base, "u@example.org"
+        )
+        env = make_environment(self.settings.templates_dir)
+        return Worker(
+            self.settings, self.sessions, transport, env, links, name=name, rng=random.Random(7)
+        )
+
+    @property
+    def worker(self) -> Worker:
+        return self.workers[0]
+
+    async def close(self) -> None:
+        await self.transport.close()
+        await self.engine.dispose()
+
+    async def queue(self, course: Course, **options: bool) -> int:
+        async with self.sessions.begin() as session:
+            return (await queue_course(session, course, self.clock.now(), **options)).sequence_id
+
+    async def subscribe(
+        self, email: str, *, name: str = "", timezone: str | None = None, sequence_id: int
+    ) -> int:
+        async with self.sessions.begin() as session:
+            subscriber, _ = await add_subscriber(
+                session,
+                NewSubscriber.parse(email, name, timezone),
+                status=SubscriberStatus.CONFIRMED,
+                consent={"form": "test"},
+                now=self.clock.now(),
+            )
+            await queries.enroll(session, subscriber.id, sequence_id, self.clock.now())
+            return subscriber.id
+
+    async def run(self) -> PassReport:
+        """Plan and dispatch at the current instant until nothing more is due now."""
+        total = PassReport()
+        while True:
+            planned = await self.worker.plan_once(self.clock.now())
+            sent = await self.worker.dispatch_once(self.clock.now())
+            total.counts.update(planned.counts)
+            total.counts.update(sent.counts)
+            if sent["paused"] or not (planned["queued"] or sum(sent.counts.values())):
+                return total
+
+    async def run_for(self, span: timedelta, step: timedelta = timedelta(hours=1)) -> PassReport:
+        total = PassReport()
+        end = self.clock.now() + span
+        while self.clock.now() < end:
+            total.counts.update((await self.run()).counts)
+            self.clock.advance(step)
+        return total
+
+    async def deliveries(self, subscriber_id: int) -> list[Delivery]:
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(Delivery)
+                .where(Delivery.subscriber_id == subscriber_id)
+                .order_by(Delivery.id)
+            )
+            return list(rows)
+
+    async def subscriber(self, subscriber_id: int) -> Subscriber:
+        async with self.sessions() as session:
+            subscriber = await session.get(Subscriber, subscriber_id)
+            assert subscriber is not None
+            return subscriber
+
+    def received(self, recipient: str | None = None) -> list[EmailMessage]:
+        messages = []
+        for _, rcpt_tos, data in self.server.messages:
+            if recipient is None or recipient in rcpt_tos:
+                message = message_from_bytes(data, policy=policy.default)
+                assert isinstance(message, EmailMessage)
+                messages.append(message)
+        return messages
+
+
+def shipped_course(root: Path) -> Course:
+    return load_course(root / "lessons" / "leg-weakness-after-microdiscectomy")
+
+
+def run(coroutine):  # type: ignore[no-untyped-def]
+    return asyncio.run(coroutine)

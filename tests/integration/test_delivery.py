@@ -1,0 +1,365 @@
+"""Drip delivery end to end: real SQLite file, real SMTP server, a clock the test moves."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from newsletter.content.course import load_course
+from newsletter.db import queries
+from newsletter.db.models import (
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Sequence,
+    SequenceStatus,
+    Subscriber,
+    SubscriberStatus,
+)
+from newsletter.subscribers import unsubscribe
+from tests.conftest import COURSE_DIR, REPO
+from tests.integration.harness import Stack, settings_for, shipped_course
+
+# A Tuesday morning in London, in summer time.
+START = datetime(2026, 6, 9, 9, 0, tzinfo=UTC)
+LONDON = ZoneInfo("Europe/London")
+
+
+def run(coroutine):  # type: ignore[no-untyped-def]
+    return asyncio.run(coroutine)
+
+
+async def with_stack(settings, tmp_path, smtp_server, scenario, **sending):  # type: ignore[no-untyped-def]
+    stack = await Stack.start(settings_for(settings, tmp_path, **sending), smtp_server, START)
+    try:
+        return await scenario(stack)
+    finally:
+        await stack.close()
+
+
+def test_every_lesson_arrives_once_in_order_on_the_right_day_and_hour(
+    settings, tmp_path, smtp_server
+):
+    course = shipped_course(REPO)
+
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(course)
+        ana = await stack.subscribe("ana@example.com", name="Ana", sequence_id=sequence)
+        await stack.run_for(timedelta(days=30))
+
+        received = stack.received("ana@example.com")
+        assert [m["Subject"] for m in received] == [lesson.subject for lesson in course.lessons]
+        deliveries = await stack.deliveries(ana)
+        assert [d.status for d in deliveries] == [DeliveryStatus.SENT] * len(course.lessons)
+        sent = [d.sent_at for d in deliveries]
+        assert sent[0] == START  # the welcome goes out at once
+        for previous, current, lesson in zip(sent, sent[1:], course.lessons[1:], strict=False):
+            assert previous is not None
+            assert current is not None
+            gap = current - previous
+            # Due its delay after the previous send, then within the hour the test steps by.
+            assert lesson.delay <= gap < lesson.delay + timedelta(hours=1)
+            local = current.astimezone(LONDON).time()
+            assert settings.schedule.send_window_start <= local < settings.schedule.send_window_end
+        assert len({m["Message-ID"] for m in received}) == len(received)
+
+        async with stack.sessions() as session:
+            enrollment = await session.scalar(select(Enrollment))
+            assert enrollment is not None
+            assert enrollment.status == EnrollmentStatus.COMPLETED
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario))
+
+
+def test_lessons_follow_the_subscribers_time_zone_across_a_dst_change(
+    settings, tmp_path, smtp_server
+):
+    course_dir = Path(shutil.copytree(COURSE_DIR, tmp_path / "timed"))
+    for lesson in course_dir.glob("0[2-6]-*.md"):
+        text = lesson.read_text()
+        lesson.write_text(
+            re.sub(r"^(delay: .*)$", r'\1\nsend_at: "07:30"', text, count=1, flags=re.M)
+        )
+    course = load_course(course_dir)
+    new_york = ZoneInfo("America/New_York")
+
+    async def scenario(stack: Stack) -> None:
+        # US clocks go back on 2026-11-01: the course runs across it.
+        stack.clock.set(datetime(2026, 10, 27, 16, 0, tzinfo=UTC))
+        sequence = await stack.queue(course)
+        bo = await stack.subscribe(
+            "bo@example.com", timezone="America/New_York", sequence_id=sequence
+        )
+        await stack.run_for(timedelta(days=20), step=timedelta(minutes=30))
+
+        timed = [d for d in await stack.deliveries(bo) if d.lesson_key != "welcome"]
+        assert [d.status for d in timed] == [DeliveryStatus.SENT] * 5
+        local_times = {d.sent_at.astimezone(new_york).strftime("%H:%M") for d in timed if d.sent_at}
+        assert local_times == {"07:30"}
+        offsets = {d.sent_at.astimezone(new_york).utcoffset() for d in timed if d.sent_at}
+        assert offsets == {timedelta(hours=-4), timedelta(hours=-5)}  # both sides of the change
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario))
+
+
+def test_temporary_failures_are_retried_then_given_up_and_the_course_goes_on(
+    settings, tmp_path, smtp_server
+):
+    smtp_server.answer_rcpt("cy@example.com", 451, "4.3.0 Try again later")
+
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(shipped_course(REPO))
+        cy = await stack.subscribe("cy@example.com", sequence_id=sequence)
+        await stack.run_for(timedelta(hours=2), step=timedelta(minutes=5))
+        [welcome] = await stack.deliveries(cy)
+        assert welcome.status == DeliveryStatus.RETRY
+        assert 2 <= welcome.attempts <= 5  # first retry after ~5 min, then doubling
+        assert "451" in welcome.last_error
+
+        # Given up after 4 days; the next lesson is due 2 days after that.
+        await stack.run_for(timedelta(days=7), step=timedelta(hours=1))
+        deliveries = await stack.deliveries(cy)
+        assert deliveries[0].status == DeliveryStatus.FAILED
+        assert "gave up" in deliveries[0].last_error
+        assert len({d.message_id for d in deliveries}) == len(deliveries)
+        assert len(deliveries) > 1  # the next lesson was queued after giving up
+        assert (await stack.subscriber(cy)).status == SubscriberStatus.CONFIRMED
+        assert stack.received("cy@example.com") == []
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario))
+
+
+def test_a_retried_message_keeps_its_message_id(settings, tmp_path, smtp_server):
+    smtp_server.answer_rcpt("di@example.com", 421, "4.7.0 Busy", times=1)
+
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(shipped_course(REPO))
+        di = await stack.subscribe("di@example.com", sequence_id=sequence)
+        await stack.run()
+        [first] = await stack.deliveries(di)
+        assert first.status == DeliveryStatus.RETRY
+        await stack.run_for(timedelta(minutes=30), step=timedelta(minutes=5))
+        [delivery] = await stack.deliveries(di)
+        assert delivery.status == DeliveryStatus.SENT
+        [message] = stack.received("di@example.com")
+        assert message["Message-ID"] == first.message_id == delivery.message_id
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario))
+
+
+def test_a_hard_bounce_suppresses_the_address_and_stops_its_courses(
+    settings, tmp_path, smtp_server
+):
+    smtp_server.answer_rcpt("gone@example.com", 550, "5.1.1 No such user")
+
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(shipped_course(REPO))
+        gone = await stack.subscribe("gone@example.com", sequence_id=sequence)
+        ok = await stack.subscribe("ok@example.com", sequence_id=sequence)
+        await stack.run_for(timedelta(days=30), step=timedelta(hours=3))
+
+        assert [d.status for d in await stack.deliveries(gone)] == [DeliveryStatus.FAILED]
+        assert (await stack.subscriber(gone)).status == SubscriberStatus.BOUNCED
+        async with stack.sessions() as session:
+            assert await queries.is_suppressed(session, "gone@example.com")
+            statuses = dict(
+                (await session.execute(select(Enrollment.subscriber_id, Enrollment.status))).all()
+            )
+        assert statuses[gone] == EnrollmentStatus.STOPPED
+        assert statuses[ok] == EnrollmentStatus.COMPLETED
+        assert len(stack.received("ok@example.com")) == 6
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario))
+
+
+def test_unsubscribing_mid_course_stops_even_mail_already_queued(settings, tmp_path, smtp_server):
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(shipped_course(REPO))
+        eve = await stack.subscribe("eve@example.com", sequence_id=sequence)
+        await stack.run_for(timedelta(days=2, hours=1))
+        assert len(stack.received("eve@example.com")) == 2
+
+        # Lesson 3 is planned (queued) but not yet sent when she leaves.
+        stack.clock.advance(timedelta(days=2))
+        await stack.worker.plan_once(stack.clock.now())
+        assert (await stack.deliveries(eve))[-1].status == DeliveryStatus.QUEUED
+        async with stack.sessions.begin() as session:
+            await unsubscribe(session, await session.get_one(Subscriber, eve), stack.clock.now())
+        await stack.run_for(timedelta(days=20))
+
+        assert len(stack.received("eve@example.com")) == 2
+        assert (await stack.deliveries(eve))[-1].status == DeliveryStatus.CANCELLED
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario))
+
+
+def test_a_paused_sequence_sends_nothing_and_resumes_without_a_burst(
+    settings, tmp_path, smtp_server
+):
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(shipped_course(REPO))
+        fay = await stack.subscribe("fay@example.com", sequence_id=sequence)
+        await stack.run()
+        assert len(stack.received()) == 1
+        paused_at = stack.clock.now()
+        async with stack.sessions.begin() as session:
+            row = await session.get_one(Sequence, sequence)
+            row.status, row.paused_at = SequenceStatus.PAUSED, paused_at
+
+        await stack.run_for(timedelta(days=10))
+        assert len(stack.received()) == 1
+
+        async with stack.sessions.begin() as session:
+            row = await session.get_one(Sequence, sequence)
+            await queries.shift_pending_work(session, sequence, stack.clock.now() - paused_at)
+            row.status, row.paused_at = SequenceStatus.LIVE, None
+        resumed_at = stack.clock.now()
+        await stack.run()
+        assert len(stack.received()) == 1  # the lesson due during the pause is not rushed out
+
+        await stack.run_for(timedelta(days=2, hours=1))
+        deliveries = await stack.deliveries(fay)
+        assert [d.lesson_key for d in deliveries] == ["welcome", "the-cause"]
+        assert deliveries[1].sent_at is not None
+        # Two days after the welcome, counting only time the sequence was live.
+        assert deliveries[1].sent_at - resumed_at == timedelta(days=2) - (
+            paused_at - deliveries[0].sent_at  # type: ignore[operator]
+        )
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario))
+
+
+def test_a_requeued_edited_course_continues_without_repeats_and_sends_an_inserted_lesson(
+    settings, tmp_path, smtp_server
+):
+    course_dir = Path(shutil.copytree(COURSE_DIR, tmp_path / "course"))
+
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(load_course(course_dir))
+        gil = await stack.subscribe("gil@example.com", sequence_id=sequence)
+        await stack.run_for(timedelta(days=4, hours=1))
+        assert len(stack.received("gil@example.com")) == 3
+
+        # The writer rewords lesson 4 and inserts a lesson after the welcome.
+        nerve = course_dir / "04-nerve-damage.md"
+        nerve.write_text(
+            nerve.read_text().replace(
+                "subject: Why pain can ease but weakness stays",
+                "subject: When pain eases but weakness stays",
+            )
+        )
+        (course_dir / "015-questions.md").write_text(
+            "---\nsubject: Questions for your doctor\npreheader: A short list to take along\n"
+            "delay: 1 day\n---\nHi {{ first_name }},\n\nA short list to take along.\n"
+        )
+        await stack.queue(load_course(course_dir))
+        await stack.run_for(timedelta(days=20))
+
+        subjects = [m["Subject"] for m in stack.received("gil@example.com")]
+        assert len(subjects) == len(set(subjects)) == 7
+        assert subjects[3] == "Questions for your doctor"
+        assert "When pain eases but weakness stays" in subjects
+        keys = [d.lesson_key for d in await stack.deliveries(gil)]
+        assert len(keys) == len(set(keys))
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario))
+
+
+def test_an_inserted_lesson_can_be_skipped_for_those_past_it(settings, tmp_path, smtp_server):
+    course_dir = Path(shutil.copytree(COURSE_DIR, tmp_path / "course"))
+
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(load_course(course_dir))
+        hal = await stack.subscribe("hal@example.com", sequence_id=sequence)
+        await stack.run_for(timedelta(days=2, hours=1))
+        (course_dir / "015-questions.md").write_text(
+            "---\nsubject: Questions for your doctor\npreheader: A short list to take along\n"
+            "delay: 1 day\n---\nHi,\n\nA short list.\n"
+        )
+        await stack.queue(load_course(course_dir), skip_inserted=True)
+        await stack.run_for(timedelta(days=20))
+        subjects = [m["Subject"] for m in stack.received("hal@example.com")]
+        assert "Questions for your doctor" not in subjects
+        assert len(subjects) == 6
+        skipped = [d for d in await stack.deliveries(hal) if d.lesson_key == "questions"]
+        assert [d.status for d in skipped] == [DeliveryStatus.CANCELLED]
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario))
+
+
+def test_a_relay_refusing_our_login_pauses_sending_and_marks_nobody(
+    settings, tmp_path, smtp_server
+):
+    smtp_server.answer_mail(550, "5.7.1 Sender address rejected: not owned by user", times=1)
+
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(shipped_course(REPO))
+        ivy = await stack.subscribe("ivy@example.com", sequence_id=sequence)
+        report = await stack.run()
+        assert report["sender_blocked"] == 1
+        assert (await stack.subscriber(ivy)).status == SubscriberStatus.CONFIRMED
+        [delivery] = await stack.deliveries(ivy)
+        assert delivery.status == DeliveryStatus.RETRY
+        assert delivery.attempts == 0
+        async with stack.sessions() as session:
+            paused = await queries.flag(session, queries.SENDING_PAUSED)
+        assert paused is not None
+        assert "5.7.1" in paused.reason
+        assert (await stack.worker.dispatch_once(stack.clock.now()))["paused"] == 1
+
+        async with stack.sessions.begin() as session:
+            await queries.clear_flag(session, queries.SENDING_PAUSED)
+        await stack.run_for(timedelta(minutes=10), step=timedelta(minutes=5))
+        assert len(stack.received("ivy@example.com")) == 1
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario))
+
+
+def test_nothing_is_lost_while_the_smtp_server_is_down(settings, tmp_path, smtp_server):
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(shipped_course(REPO))
+        ids = [await stack.subscribe(f"r{n}@example.com", sequence_id=sequence) for n in range(5)]
+        smtp_server.down()
+        await stack.run_for(timedelta(hours=1), step=timedelta(minutes=10))
+        assert stack.received() == []
+        smtp_server.up()
+        await stack.run_for(timedelta(hours=3), step=timedelta(minutes=10))
+        for subscriber in ids:
+            assert [d.status for d in await stack.deliveries(subscriber)] == [DeliveryStatus.SENT]
+        assert len(stack.received()) == 5
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario))
+
+
+def test_two_dispatchers_on_one_database_never_send_the_same_delivery_twice(
+    settings, tmp_path, smtp_server
+):
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(shipped_course(REPO))
+        for n in range(120):
+            await stack.subscribe(f"p{n}@example.com", sequence_id=sequence)
+        await stack.worker.plan_once(stack.clock.now())
+
+        # A second worker with its own engine, as a second process would have.
+        other = await Stack.start(stack.settings, smtp_server, START)
+        try:
+            second = other.new_worker(other.transport, name="worker-2")
+            first = stack.worker
+            now = stack.clock.now()
+            while True:
+                reports = await asyncio.gather(first.dispatch_once(now), second.dispatch_once(now))
+                if not any(sum(r.counts.values()) for r in reports):
+                    break
+        finally:
+            await other.close()
+        recipients = [rcpt for _, rcpts, _ in smtp_server.messages for rcpt in rcpts]
+        assert len(recipients) == 120
+        assert len(set(recipients)) == 120
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario, batch_size=10))
