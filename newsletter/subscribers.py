@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from newsletter.addresses import normalize_address
@@ -59,6 +59,45 @@ async def add_subscriber(
     session.add(subscriber)
     await session.flush()
     return subscriber, True
+
+
+async def import_subscribers(
+    session: AsyncSession, people: list[NewSubscriber], consent: dict[str, Any], now: datetime
+) -> int:
+    """Add many confirmed subscribers in one statement; addresses already there are left
+    as they are. Returns how many were new."""
+    rows = [
+        {
+            "email": person.email,
+            "first_name": person.first_name,
+            "timezone": person.timezone,
+            "status": SubscriberStatus.CONFIRMED,
+            "consent": consent,
+            "created_at": now,
+            "updated_at": now,
+            "confirmed_at": now,
+        }
+        for person in {person.email: person for person in people}.values()
+    ]
+    if not rows:
+        return 0
+    before = await session.scalar(select(func.count()).select_from(Subscriber))
+    await session.execute(queries.insert_ignoring_duplicates(session, Subscriber), rows)
+    after = await session.scalar(select(func.count()).select_from(Subscriber))
+    return int(after or 0) - int(before or 0)
+
+
+async def enroll_confirmed(
+    session: AsyncSession, people: list[NewSubscriber], sequence_id: int, now: datetime
+) -> None:
+    """Enroll those of these addresses that are confirmed; others (unsubscribed, bounced)
+    are never enrolled by an import."""
+    ids = await session.scalars(
+        select(Subscriber.id)
+        .where(Subscriber.email.in_([person.email for person in people]))
+        .where(Subscriber.status == SubscriberStatus.CONFIRMED)
+    )
+    await queries.enroll_many(session, list(ids), sequence_id, now)
 
 
 async def unsubscribe(session: AsyncSession, subscriber: Subscriber, now: datetime) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from jinja2 import Environment
 from newsletter.config import Settings, load_settings
 from newsletter.content.course import Course, load_course
 from newsletter.render import make_environment
+from tests.smtpd import SmtpServer
 
 REPO = Path(__file__).resolve().parents[1]
 COURSE_SLUG = "leg-weakness-after-microdiscectomy"
@@ -41,3 +43,12 @@ def course() -> Course:
 @pytest.fixture
 def env(settings: Settings) -> Environment:
     return make_environment(settings.templates_dir)
+
+
+@pytest.fixture
+def smtp_server(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
+    """A real SMTP server on loopback for one test; `@pytest.mark.smtp(tls=...,
+    require_auth=...)` asks for TLS or AUTH."""
+    marker = request.node.get_closest_marker("smtp")
+    with SmtpServer(**(marker.kwargs if marker else {})) as server:
+        yield server

@@ -16,6 +16,7 @@ import asyncio
 import socket
 import ssl
 import threading
+import weakref
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, NamedTuple
@@ -48,9 +49,9 @@ class _Script:
         self._answers: list[_Answer] = []
         self._lock = threading.Lock()
 
-    def add(self, answer: _Answer) -> None:
+    def add(self, code: int, text: str, times: int | None, address: str | None = None) -> None:
         with self._lock:
-            self._answers.append(answer)
+            self._answers.append(_Answer(f"{code} {text}", times, address))
 
     def take(self, address: str | None = None) -> str | None:
         with self._lock:
@@ -90,16 +91,16 @@ class SmtpServer:
     # --- switches ------------------------------------------------------------------------
 
     def answer_mail(self, code: int, text: str, times: int | None = None) -> None:
-        self._mail.add(_Answer(f"{code} {text}", times))
+        self._mail.add(code, text, times)
 
     def answer_rcpt(
         self, address: str | None, code: int, text: str, times: int | None = None
     ) -> None:
-        self._rcpt.add(_Answer(f"{code} {text}", times, address))
+        self._rcpt.add(code, text, times, address)
 
     def answer_data(self, code: int, text: str, times: int | None = None) -> None:
         """The answer after the message has arrived (the final "." reply)."""
-        self._data.add(_Answer(f"{code} {text}", times))
+        self._data.add(code, text, times)
 
     def drop_in_data(self, times: int = 1) -> None:
         """Hang up in the middle of the message, after its first line, without a reply."""
@@ -176,7 +177,8 @@ class SmtpServer:
         await asyncio.sleep(self.delay_data_s)
         reply = self._data.take() or OK
         if _accepts(reply):
-            assert envelope.mail_from is not None and envelope.original_content is not None
+            assert envelope.mail_from is not None
+            assert envelope.original_content is not None
             self.messages.append(
                 Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
             )
@@ -205,15 +207,10 @@ class SmtpServer:
         # handled=False: aiosmtpd then answers a failure with 535 5.7.8 itself.
         return AuthResult(success=(login.login, login.password) == expected, handled=False)
 
-    def tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.ca.issue_cert(HOST).configure_cert(context)
-        return context
-
 
 class _Controller(Controller):
     def __init__(self, server: SmtpServer) -> None:
-        tls_context = server.tls_context() if server.tls else None
+        tls_context = _server_context(server.ca) if server.tls else None
         super().__init__(
             server,
             hostname=server.host,
@@ -225,10 +222,25 @@ class _Controller(Controller):
             auth_required=server.require_auth is not None,
             authenticator=server.authenticate,
         )
+        self._open: weakref.WeakSet[_Connection] = weakref.WeakSet()
 
     def factory(self) -> SMTP:
         self.handler.count_connection()
-        return _Connection(self.handler, **self.SMTP_kwargs)
+        connection = _Connection(self.handler, **self.SMTP_kwargs)
+        self._open.add(connection)
+        return connection
+
+    def stop(self, no_assert: bool = False) -> None:
+        # Controller.stop() ends the loop too soon for a TLS connection to finish closing,
+        # which would leak its socket: abort every connection first.
+        asyncio.run_coroutine_threadsafe(self._abort_connections(), self.loop).result()
+        super().stop(no_assert)
+
+    async def _abort_connections(self) -> None:
+        for connection in list(self._open):
+            if connection.transport is not None:
+                connection.transport.abort()
+        await asyncio.sleep(0)  # aborted sockets close on the loop's next turn
 
 
 class _Connection(SMTP):
@@ -254,6 +266,12 @@ def _closing_after_421(server: SMTP, reply: str) -> str:
         assert server.transport is not None
         server.loop.call_soon(server.transport.close)
     return reply
+
+
+def _server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(HOST).configure_cert(context)
+    return context
 
 
 def _free_port() -> int:

@@ -46,7 +46,14 @@ from newsletter.db.models import (
 from newsletter.db.session import create_engine, make_sessionmaker, upgrade_database
 from newsletter.errors import NewsletterError
 from newsletter.render import make_environment
-from newsletter.subscribers import NewSubscriber, add_subscriber, forget, unsubscribe
+from newsletter.subscribers import (
+    NewSubscriber,
+    add_subscriber,
+    enroll_confirmed,
+    forget,
+    import_subscribers,
+    unsubscribe,
+)
 
 IMPORT_BATCH = 1000
 ADMIN_CONSENT = {"form": "admin command line", "text": "added by an administrator"}
@@ -254,48 +261,36 @@ def subscribers_import(
     reader = csv.DictReader(lines)
     if not reader.fieldnames or "email" not in reader.fieldnames:
         raise NewsletterError(f"{csv_path}:1: the header must name an 'email' column")
-    rows = list(reader)
+    people: list[NewSubscriber] = []
     problems: list[str] = []
+    for line, row in enumerate(reader, start=2):  # the header is line 1
+        try:
+            name = row.get("first_name") or row.get("name") or ""
+            people.append(NewSubscriber.parse(row["email"] or "", name, row.get("timezone")))
+        except NewsletterError as exc:
+            problems.append(f"{csv_path}:{line}: {exc}")
+    consent = ADMIN_CONSENT | {"source": csv_path.name}
     added = 0
 
     async def work() -> None:
         nonlocal added
         async with database(config) as sessions:
-            sequences = []
             async with sessions() as session:
                 sequences = [await _live_sequence(session, slug) for slug in enroll or []]
             with Progress(console=err, transient=True) as progress:
-                task = progress.add_task("Importing", total=len(rows))
-                for start in range(0, len(rows), IMPORT_BATCH):
+                task = progress.add_task("Importing", total=len(people))
+                for start in range(0, len(people), IMPORT_BATCH):
+                    chunk = people[start : start + IMPORT_BATCH]
                     async with sessions.begin() as session:
-                        for offset, row in enumerate(rows[start : start + IMPORT_BATCH]):
-                            line = start + offset + 2  # the header is line 1
-                            try:
-                                new = NewSubscriber.parse(
-                                    row["email"] or "",
-                                    row.get("first_name") or row.get("name") or "",
-                                    row.get("timezone"),
-                                )
-                            except NewsletterError as exc:
-                                problems.append(f"{csv_path}:{line}: {exc}")
-                                continue
-                            subscriber, created = await add_subscriber(
-                                session,
-                                new,
-                                status=SubscriberStatus.CONFIRMED,
-                                consent=ADMIN_CONSENT | {"source": csv_path.name},
-                                now=now(),
-                            )
-                            added += created
-                            if subscriber.status == SubscriberStatus.CONFIRMED:
-                                for sequence in sequences:
-                                    await queries.enroll(session, subscriber.id, sequence.id, now())
-                    progress.advance(task, min(IMPORT_BATCH, len(rows) - start))
+                        added += await import_subscribers(session, chunk, consent, now())
+                        for sequence in sequences:
+                            await enroll_confirmed(session, chunk, sequence.id, now())
+                    progress.advance(task, len(chunk))
 
     run(work)
     for problem in problems:
         err.print(problem, markup=False, highlight=False)
-    out.print(f"Imported {added} new subscribers from {len(rows)} rows.")
+    out.print(f"Imported {added} new subscribers from {len(people) + len(problems)} rows.")
     if problems:
         err.print(
             f"[red]{len(problems)} row(s) rejected[/]; fix them and import again "

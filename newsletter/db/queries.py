@@ -108,6 +108,26 @@ async def enroll(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def enroll_many(
+    session: AsyncSession, subscriber_ids: list[int], sequence_id: int, now: datetime
+) -> None:
+    if subscriber_ids:
+        await session.execute(
+            insert_ignoring_duplicates(session, Enrollment),
+            [
+                {
+                    "subscriber_id": subscriber_id,
+                    "sequence_id": sequence_id,
+                    "status": EnrollmentStatus.ACTIVE,
+                    "last_sent_at": now,
+                    "next_check_at": now,
+                    "enrolled_at": now,
+                }
+                for subscriber_id in subscriber_ids
+            ],
+        )
+
+
 async def shift_pending_work(session: AsyncSession, sequence_id: int, by: timedelta) -> None:
     """Move every waiting step of a sequence later by the length of its pause.
 

@@ -8,7 +8,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
@@ -26,12 +26,12 @@ def _with_driver(url: str, drivers: dict[str, str]) -> URL:
 def create_engine(url: str) -> AsyncEngine:
     engine = create_async_engine(_with_driver(url, _ASYNC_DRIVERS))
     if engine.dialect.name == "sqlite":
-        _tune_sqlite(engine)
+        tune_sqlite(engine.sync_engine)
     return engine
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # The driver's own implicit BEGIN would start deferred transactions; we begin
         # ourselves (below) so that every transaction takes the write lock up front.
@@ -43,7 +43,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA busy_timeout=10000")  # another process writing: wait, do not fail
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         # BEGIN IMMEDIATE: two processes that read, then write, would otherwise deadlock
         # and one would fail with "database is locked" instead of waiting its turn.

@@ -5,7 +5,7 @@ The first rule that matches decides:
 
 1. Accepted: SENT.
 2. A 5xx whose enhanced status is X.2.2 (mailbox full) is soft, as mature MTAs treat it: the
-   mailbox may empty, so it goes on to rule 6.
+   mailbox may empty, so it goes on to rule 7.
 3. A 5xx that blames the sender: SENDER_BLOCKED, to try again after `first_delay_s` while
    the admin fixes the relay or the account; no subscriber is marked. That is an enhanced
    status 5.7.x (security or policy), an AUTH reply code (530, 534, 535, 538; RFC 4954), or
@@ -13,10 +13,13 @@ The first rule that matches decides:
 4. A 5xx at RCPT (550, 5.1.1 no such user, 5.1.x, 5.2.1 disabled), or a 5xx with an address
    status 5.1.x at DATA: BOUNCED; the address is bad.
 5. Any other 5xx at DATA: FAILED; the relay refused this message, not the subscriber.
-6. No reply (refused, dropped, timed out) or 4xx: RETRY after an exponential backoff,
-   `first_delay_s * factor ** (attempts - 1)` capped at `max_delay_s`, then spread by
-   +-`jitter` so that a batch that failed together does not retry together. A retry that
-   would fall after `first_attempt_at + give_up_after_s` is FAILED instead ("gave up").
+6. No reply during STARTTLS or AUTH (a certificate we reject, a relay offering no AUTH):
+   SENDER_BLOCKED, as in rule 3: it is the relay's configuration, not the message.
+7. Any other failure without a reply (refused, dropped, timed out) or 4xx: RETRY after an
+   exponential backoff, `first_delay_s * factor ** (attempts - 1)` capped at `max_delay_s`,
+   then spread by +-`jitter` so that a batch that failed together does not retry together.
+   A retry that would fall after `first_attempt_at + give_up_after_s` is FAILED instead
+   ("gave up").
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class Decision:
 #: encryption required.
 _AUTH_CODES = frozenset({530, 534, 535, 538})
 _SENDER_STAGES = frozenset({Stage.CONNECT, Stage.HELO, Stage.TLS, Stage.AUTH, Stage.MAIL})
+_SETUP_STAGES = frozenset({Stage.TLS, Stage.AUTH})
 
 
 def decide(
@@ -109,6 +113,11 @@ def _verdict(report: SendReport) -> Verdict:
     if report.accepted:
         return Verdict.SENT
     subject = report.enhanced[2:] if report.enhanced else ""  # "5.1.1" -> "1.1"
+    if report.code is None and report.stage in _SETUP_STAGES:
+        # TLS or login failing without a reply (a certificate we reject, no AUTH offered)
+        # is a relay configuration problem: pause and tell the admin, retrying every
+        # message alone would only hide it for four days.
+        return Verdict.SENDER_BLOCKED
     permanent = report.code is not None and report.code >= 500
     if not permanent or subject == "2.2":
         return Verdict.RETRY

@@ -54,6 +54,7 @@ class SendReport:
     stage: Stage | None  #: None when accepted
 
     def __str__(self) -> str:
+        """One line for logs and retry reasons, e.g. "RCPT: 550 5.1.1 No such user"."""
         reply = f"{self.code} {self.message}" if self.code is not None else self.message
         return reply if self.stage is None else f"{self.stage.upper()}: {reply}"
 

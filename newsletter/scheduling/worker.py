@@ -29,7 +29,7 @@ from newsletter.db.models import (
 )
 from newsletter.delivery.retry import Decision, RetryPolicy, Verdict, decide
 from newsletter.delivery.throttle import TokenBucket, capped
-from newsletter.delivery.transport import Envelope, SendReport, Transport
+from newsletter.delivery.transport import Envelope, SendReport, Stage, Transport
 from newsletter.render import LessonEmail, Recipient, make_message_id
 from newsletter.scheduling.planner import (
     Complete,
@@ -256,7 +256,11 @@ class Worker:
 
         async def send(envelope: Envelope) -> SendReport:
             async with gate:
-                return await self.transport.send(envelope)
+                try:
+                    return await self.transport.send(envelope)
+                except ValueError as exc:
+                    # An address no SMTP command line can carry: as good as unknown.
+                    return SendReport(False, 553, "5.1.3", f"unusable address: {exc}", Stage.RCPT)
 
         return list(await asyncio.gather(*(send(envelope) for envelope in envelopes)))
 

@@ -6,9 +6,14 @@ from alembic import context
 from sqlalchemy import create_engine
 
 from newsletter.db.models import Base
+from newsletter.db.session import tune_sqlite
 
 url = context.config.attributes["url"]
 engine = create_engine(url)
+if engine.dialect.name == "sqlite":
+    # BEGIN IMMEDIATE around the whole upgrade: two processes starting at once take turns,
+    # and the second finds the schema already at head.
+    tune_sqlite(engine)
 with engine.begin() as connection:
     context.configure(
         connection=connection,

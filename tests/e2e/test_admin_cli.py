@@ -1,0 +1,211 @@
+"""An admin at a shell: queue the course, add people, run passes, read the outbox."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+
+from newsletter.delivery.transport import list_outbox
+from tests.conftest import COURSE_SLUG, REPO
+from tests.smtpd import SmtpServer
+
+MONDAY_9AM = datetime(2026, 6, 8, 8, 0, tzinfo=UTC)  # 09:00 in London
+
+
+@pytest.fixture
+def admin(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Runs `newsletter …` against a database and var/ folder of this test's own."""
+    base = {k: v for k, v in os.environ.items() if not k.upper().startswith("NEWSLETTER_")}
+    base |= {
+        "NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path / 'newsletter.db'}",
+        "NEWSLETTER_PATHS__VAR": str(tmp_path / "var"),
+        "NEWSLETTER_SECRET_KEY": "admin-cli-test-secret",
+        "COLUMNS": "200",
+    }
+
+    def newsletter(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "newsletter", *args],
+            cwd=REPO,
+            env=base | env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    newsletter.env = base  # type: ignore[attr-defined]
+    return newsletter
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def tick(admin, at: datetime, **env: str) -> str:  # type: ignore[no-untyped-def]
+    return ok(admin("tick", "--now", at.isoformat(), **env))
+
+
+def test_the_course_arrives_in_the_outbox_lesson_by_lesson(admin, tmp_path):
+    ok(admin("sequences", "queue", f"lessons/{COURSE_SLUG}"))
+    ok(admin("subscribers", "add", "Ana@Example.com", "--name", "Ana"))
+    ok(admin("enroll", COURSE_SLUG, "ana@example.com", "--start-at", MONDAY_9AM.isoformat()))
+    outbox = tmp_path / "var" / "outbox"
+
+    for day in range(12):
+        tick(admin, MONDAY_9AM + timedelta(days=day))
+    arrived = [entry.subject for entry in list_outbox(outbox)]
+    assert arrived == [
+        "Welcome, and why your leg may stay weak",
+        "Where sciatica often starts",
+        'What "success" means after surgery',
+        "Why pain can ease but weakness stays",
+        "Can a damaged nerve grow back?",
+        "Bringing it all together",
+    ]
+    assert all(entry.to == "Ana <ana@example.com>" for entry in list_outbox(outbox))
+    listing = ok(admin("outbox"))
+    assert "6 messages in the outbox" in listing
+    shown = ok(admin("subscribers", "show", "ana@example.com"))
+    assert shown.count("sent") >= 6
+
+
+def test_the_same_run_delivers_to_a_real_smtp_server(admin, smtp_server: SmtpServer):
+    smtp = {
+        "NEWSLETTER_SMTP__HOST": smtp_server.host,
+        "NEWSLETTER_SMTP__PORT": str(smtp_server.port),
+        "NEWSLETTER_SMTP__TLS": "none",
+    }
+    ok(admin("sequences", "queue", f"lessons/{COURSE_SLUG}"))
+    ok(admin("subscribers", "add", "bo@example.com"))
+    ok(admin("enroll", COURSE_SLUG, "bo@example.com", "--start-at", MONDAY_9AM.isoformat()))
+    for day in range(12):
+        tick(admin, MONDAY_9AM + timedelta(days=day), **smtp)
+    subjects = [
+        message_from_bytes(data, policy=policy.default)["Subject"]
+        for _, _, data in smtp_server.messages
+    ]
+    assert len(subjects) == 6
+    assert subjects[0] == "Welcome, and why your leg may stay weak"
+    assert {rcpt for _, rcpts, _ in smtp_server.messages for rcpt in rcpts} == {"bo@example.com"}
+
+
+def test_import_takes_the_good_rows_and_names_the_bad_ones_by_line(admin, tmp_path):
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "email,first_name,timezone\n"
+        "cy@example.com,Cy,Europe/Paris\n"
+        "not-an-address,Bad,\n"
+        "di@example.com,Di,Mars/Base\n"
+        "ed@example.com,,\n"
+        "CY@example.com,Cy again,\n"
+    )
+    result = admin("subscribers", "import", str(people))
+    assert result.returncode == 1
+    assert f"{people}:3: " in result.stderr
+    assert f"{people}:4: 'Mars/Base' is not a known time zone" in result.stderr
+    assert "Imported 2 new subscribers" in result.stdout
+    exported = ok(admin("subscribers", "export"))
+    assert exported.splitlines()[0] == "email,first_name,timezone,status,created_at,confirmed_at"
+    assert sorted(line.split(",")[0] for line in exported.splitlines()[1:]) == [
+        "cy@example.com",
+        "ed@example.com",
+    ]
+
+
+def test_a_paused_sequence_sends_nothing_until_resumed(admin, tmp_path):
+    ok(admin("sequences", "queue", f"lessons/{COURSE_SLUG}"))
+    ok(admin("sequences", "pause", COURSE_SLUG))
+    ok(admin("subscribers", "add", "fay@example.com", "--enroll", COURSE_SLUG))
+    tick(admin, MONDAY_9AM)
+    assert list_outbox(tmp_path / "var" / "outbox") == []
+    assert "paused" in ok(admin("sequences", "list"))
+    ok(admin("sequences", "resume", COURSE_SLUG))
+    tick(admin, datetime.now(UTC) + timedelta(minutes=1))
+    assert len(list_outbox(tmp_path / "var" / "outbox")) == 1
+
+
+def test_removing_a_subscriber_stops_their_course(admin, tmp_path):
+    ok(admin("sequences", "queue", f"lessons/{COURSE_SLUG}"))
+    ok(admin("subscribers", "add", "gil@example.com"))
+    ok(admin("enroll", COURSE_SLUG, "gil@example.com", "--start-at", MONDAY_9AM.isoformat()))
+    tick(admin, MONDAY_9AM)
+    ok(admin("subscribers", "remove", "gil@example.com"))
+    for day in range(1, 8):
+        tick(admin, MONDAY_9AM + timedelta(days=day))
+    assert len(list_outbox(tmp_path / "var" / "outbox")) == 1
+    assert "unsubscribed" in ok(admin("subscribers", "list"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("subscribers", "add", "not an address"), "error: 'not an address': "),
+        (("subscribers", "add", "a@example.com", "--enroll", "nope"), "error: no sequence 'nope'"),
+        (("subscribers", "show", "nobody@example.com"), "error: no subscriber nobody@example.com"),
+        (("sequences", "pause", "nope"), "error: no sequence 'nope'"),
+        (("tick", "--now", "next tuesday"), "error: 'next tuesday': expected a time like"),
+        (("enroll", COURSE_SLUG), "error: name subscribers to enroll, or pass --all"),
+    ],
+)
+def test_bad_admin_input_is_one_clear_line(admin, args, message):
+    result = admin(*args)
+    assert result.returncode == 1
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_a_broken_course_is_not_queued(admin, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "course.toml").write_text('title = "Broken"\ndescription = "x"\n')
+    (broken / "01-a.md").write_text("---\nsubject: A\npreheader: B\ndelay: soon\n---\nBody\n")
+    result = admin("sequences", "queue", str(broken))
+    assert result.returncode == 1
+    assert f"{broken / '01-a.md'}:4: delay:" in result.stderr
+    assert "nothing was queued" in result.stderr
+    assert "broken" not in ok(admin("sequences", "list"))
+
+
+def test_serve_fast_forwards_a_course_into_the_outbox(admin, tmp_path):
+    """The README's main job: serve on the embedded defaults, a subscriber added from the
+    command line, the course arriving in the outbox while the clock runs fast."""
+    log = tmp_path / "serve.log"
+    with log.open("w") as log_file:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "serve", "--speed", "86400"],
+            cwd=REPO,
+            env=admin.env | {"NEWSLETTER_SCHEDULE__TICK_S": "0.2"},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    outbox = tmp_path / "var" / "outbox"
+    try:
+        deadline = time.monotonic() + 60
+        while "leg-weakness" not in admin("sequences", "list").stdout:
+            assert time.monotonic() < deadline, "serve did not queue the shipped course"
+            assert service.poll() is None, log.read_text()
+            time.sleep(0.2)
+        ok(admin("subscribers", "add", "hal@example.com", "--enroll", COURSE_SLUG))
+        while len(list_outbox(outbox)) < 3:  # a simulated day passes every second
+            assert time.monotonic() < deadline, "lessons did not arrive"
+            assert service.poll() is None, log.read_text()
+            time.sleep(0.2)
+    finally:
+        service.send_signal(signal.SIGINT)
+        service.wait(timeout=20)
+    subjects = [entry.subject for entry in list_outbox(outbox)]
+    assert subjects[:3] == [
+        "Welcome, and why your leg may stay weak",
+        "Where sciatica often starts",
+        'What "success" means after surgery',
+    ]
