@@ -14,9 +14,11 @@ from sqlalchemy import select
 from newsletter.content.course import load_course
 from newsletter.db import queries
 from newsletter.db.models import (
+    Delivery,
     DeliveryStatus,
     Enrollment,
     EnrollmentStatus,
+    Priority,
     Sequence,
     SequenceStatus,
     Subscriber,
@@ -363,3 +365,44 @@ def test_two_dispatchers_on_one_database_never_send_the_same_delivery_twice(
         assert len(set(recipients)) == 120
 
     run(with_stack(settings, tmp_path, smtp_server, scenario, batch_size=10))
+
+
+def test_hourly_and_daily_caps_hold_back_sending_until_the_window_moves(
+    settings, tmp_path, smtp_server
+):
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(shipped_course(REPO))
+        for n in range(5):
+            await stack.subscribe(f"cap{n}@example.com", sequence_id=sequence)
+        await stack.run()
+        assert len(stack.received()) == 3
+        stack.clock.advance(timedelta(minutes=59))
+        await stack.run()
+        assert len(stack.received()) == 3
+        stack.clock.advance(timedelta(minutes=2))
+        await stack.run()
+        assert len(stack.received()) == 5
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario, max_per_hour=3))
+
+
+def test_transactional_mail_is_claimed_ahead_of_bulk_mail(settings, tmp_path, smtp_server):
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(shipped_course(REPO))
+        ids = [await stack.subscribe(f"t{n}@example.com", sequence_id=sequence) for n in range(4)]
+        await stack.worker.plan_once(stack.clock.now())
+        async with stack.sessions.begin() as session:
+            urgent = await session.scalar(select(Delivery).where(Delivery.subscriber_id == ids[-1]))
+            assert urgent is not None
+            urgent.priority = Priority.TRANSACTIONAL
+        async with stack.sessions.begin() as session:
+            [claimed] = await queries.claim_due_deliveries(
+                session,
+                now=stack.clock.now(),
+                limit=1,
+                lease_until=stack.clock.now() + timedelta(minutes=1),
+                worker="test",
+            )
+        assert claimed.subscriber_id == ids[-1]
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario))
