@@ -179,13 +179,18 @@ class Worker:
             if not claimed:
                 return report
             self.bucket.take(len(claimed), now)
-            outgoing, cancelled = [], []
+            sendable, cancelled = [], []
             for delivery in claimed:
                 if delivery.suppressed or delivery.subscriber_status != SubscriberStatus.CONFIRMED:
                     cancelled.append(delivery)  # left after it was queued: never send
                 else:
-                    outgoing.append((delivery, await self._envelope(session, delivery, now)))
-
+                    sendable.append(delivery)
+            emails = {
+                lesson_id: await self._lesson_email(session, lesson_id)
+                for lesson_id in {delivery.lesson_id for delivery in sendable}
+            }
+        # Rendering and sending happen outside the transaction: no lock is held meanwhile.
+        outgoing = [(delivery, self._envelope(emails, delivery, now)) for delivery in sendable]
         reports = await self._send_all([envelope for _, envelope in outgoing])
         decisions = [
             (
@@ -219,12 +224,13 @@ class Worker:
             self.bucket.available(now), hour, day, sending.max_per_hour, sending.max_per_day
         )
 
-    async def _envelope(
-        self, session: AsyncSession, delivery: queries.ClaimedDelivery, now: datetime
+    def _envelope(
+        self,
+        emails: dict[int | None, LessonEmail],
+        delivery: queries.ClaimedDelivery,
+        now: datetime,
     ) -> Envelope:
-        assert delivery.lesson_id is not None  # lesson deliveries are the only kind so far
-        email = await self._lesson_email(session, delivery.lesson_id)
-        data = email.render(
+        data = emails[delivery.lesson_id].render(
             Recipient(delivery.email, delivery.first_name),
             self.links.personal_links(delivery.subscriber_id, now),
             message_id=delivery.message_id,
@@ -232,7 +238,9 @@ class Worker:
         )
         return Envelope(sender=self.settings.sender.address, recipient=delivery.email, data=data)
 
-    async def _lesson_email(self, session: AsyncSession, lesson_id: int) -> LessonEmail:
+    async def _lesson_email(self, session: AsyncSession, lesson_id: int | None) -> LessonEmail:
+        if lesson_id is None:
+            raise NotImplementedError("only lesson deliveries are sent so far")
         if lesson_id not in self._emails:
             snapshot = await session.get(LessonSnapshot, lesson_id)
             assert snapshot is not None
