@@ -100,8 +100,11 @@ class SendingSettings(_Section):
     max_per_hour: int = Field(default=0, ge=0)
     max_per_day: int = Field(default=0, ge=0)
     connections: int = Field(default=2, ge=1, le=100)
-    #: Deliveries one dispatcher pass claims; also the most a crashed worker can send twice.
-    batch_size: int = Field(default=50, ge=1, le=10_000)
+    #: Deliveries one dispatcher pass claims.
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    #: Outcomes are written every this many messages: a crashed worker re-sends at most
+    #: this many plus `connections`.
+    record_every: int = Field(default=50, ge=1)
     #: How long a claim holds before another worker may take the delivery over.
     lease_s: float = Field(default=600, gt=0)
     retry_first_delay_s: float = Field(default=300, gt=0)

@@ -459,7 +459,7 @@ async def _counts(session: AsyncSession, sequence_id: int) -> dict[str, int]:
     ):
         if status == DeliveryStatus.SENT:
             counts["sent"] = n
-        elif status in (DeliveryStatus.QUEUED, DeliveryStatus.RETRY, DeliveryStatus.SENDING):
+        elif status in (DeliveryStatus.QUEUED, DeliveryStatus.SENDING):
             counts["queued"] += n
     return counts
 

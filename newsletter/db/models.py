@@ -81,9 +81,9 @@ class EnrollmentStatus(StrEnum):
 
 
 class DeliveryStatus(StrEnum):
+    #: Waiting for due_at: a first try, or a retry (attempts > 0, last_error says why).
     QUEUED = "queued"
     SENDING = "sending"  #: claimed by a worker until lease_until
-    RETRY = "retry"
     SENT = "sent"
     FAILED = "failed"
     CANCELLED = "cancelled"  #: the recipient left before it went out
@@ -92,6 +92,8 @@ class DeliveryStatus(StrEnum):
 class Priority:
     TRANSACTIONAL = 0  #: opt-in confirmations go out ahead of bulk mail
     BULK = 10
+    #: The order in which the dispatcher takes them.
+    ORDER = (TRANSACTIONAL, BULK)
 
 
 class Subscriber(Base):

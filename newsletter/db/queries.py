@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Table, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +20,7 @@ from newsletter.db.models import (
     Enrollment,
     EnrollmentStatus,
     LessonSnapshot,
+    Priority,
     SequenceStatus,
     SequenceVersion,
     Subscriber,
@@ -144,7 +145,7 @@ async def shift_pending_work(session: AsyncSession, sequence_id: int, by: timede
     pending = await session.execute(
         select(Delivery.id, Delivery.due_at)
         .where(Delivery.sequence_id == sequence_id)
-        .where(Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]))
+        .where(Delivery.status == DeliveryStatus.QUEUED)
     )
     await _bulk_update(session, deliveries_table, [{"id": i, "due_at": t + by} for i, t in pending])
 
@@ -245,40 +246,40 @@ class ClaimedDelivery:
 async def claim_due_deliveries(
     session: AsyncSession, *, now: datetime, limit: int, lease_until: datetime, worker: str
 ) -> list[ClaimedDelivery]:
-    """Take up to `limit` due deliveries for this worker in ONE statement, so that two
-    dispatchers can never both take the same row. An expired lease (a worker that died
-    mid-batch) makes its rows claimable again."""
-    candidates = (
+    """Take up to `limit` due deliveries for this worker.
+
+    Each row is taken by one atomic UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED),
+    so two dispatchers can never both take it. First rows whose lease expired (a worker
+    died mid-batch), then queued rows by priority: transactional mail before bulk. Each
+    SELECT is an equality on (status, priority) and a range on due_at, so it walks
+    ix_deliveries_claim in order and stops at the limit, whatever the backlog."""
+    live = or_(Delivery.sequence_id.is_(None), SequenceRow.status == SequenceStatus.LIVE)
+    candidates = [
         select(Delivery.id)
-        .outerjoin(SequenceRow, SequenceRow.id == Delivery.sequence_id)
-        .where(
-            or_(
-                and_(
-                    Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]),
-                    Delivery.due_at <= now,
-                ),
-                and_(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < now),
+        .where(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < now)
+        .order_by(Delivery.lease_until),
+        *(
+            select(Delivery.id)
+            .where(
+                Delivery.status == DeliveryStatus.QUEUED,
+                Delivery.priority == priority,
+                Delivery.due_at <= now,
             )
+            .order_by(Delivery.due_at)
+            for priority in Priority.ORDER
+        ),
+    ]
+    ids: list[int] = []
+    for candidate in candidates:
+        if len(ids) >= limit:
+            break
+        query = (
+            candidate.outerjoin(SequenceRow, SequenceRow.id == Delivery.sequence_id)
+            .where(live)
+            .limit(limit - len(ids))
+            .with_for_update(skip_locked=True, of=Delivery)
         )
-        .where(or_(Delivery.sequence_id.is_(None), SequenceRow.status == SequenceStatus.LIVE))
-        .order_by(Delivery.priority, Delivery.due_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=Delivery)
-    )
-    table = deliveries_table
-    claimed = await session.execute(
-        table.update()
-        .where(table.c.id.in_(candidates.scalar_subquery()))
-        .values(
-            status=DeliveryStatus.SENDING,
-            lease_until=lease_until,
-            claimed_by=worker,
-            attempts=table.c.attempts + 1,
-            first_attempt_at=func.coalesce(table.c.first_attempt_at, now),
-        )
-        .returning(table.c.id)
-    )
-    ids = [row[0] for row in claimed]
+        ids += await _take(session, query, now=now, lease_until=lease_until, worker=worker)
     if not ids:
         return []
     rows = await session.execute(
@@ -302,6 +303,25 @@ async def claim_due_deliveries(
         .order_by(Delivery.priority, Delivery.due_at)
     )
     return [ClaimedDelivery(*cast(tuple[Any, ...], row)) for row in rows]
+
+
+async def _take(
+    session: AsyncSession, candidates: Any, *, now: datetime, lease_until: datetime, worker: str
+) -> list[int]:
+    table = deliveries_table
+    claimed = await session.execute(
+        table.update()
+        .where(table.c.id.in_(candidates.scalar_subquery()))
+        .values(
+            status=DeliveryStatus.SENDING,
+            lease_until=lease_until,
+            claimed_by=worker,
+            attempts=table.c.attempts + 1,
+            first_attempt_at=func.coalesce(table.c.first_attempt_at, now),
+        )
+        .returning(table.c.id)
+    )
+    return [row[0] for row in claimed]
 
 
 async def update_deliveries(session: AsyncSession, changes: list[dict[str, Any]]) -> None:

@@ -9,6 +9,7 @@ import logging
 import random
 import socket
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -190,24 +191,30 @@ class Worker:
                 for lesson_id in {delivery.lesson_id for delivery in sendable}
             }
         # Rendering and sending happen outside the transaction: no lock is held meanwhile.
+        # Outcomes are written every `record_every` messages rather than once per claim,
+        # so a crash re-sends at most that many (plus those on the wire), while the claim
+        # stays large enough to keep its cost per message small.
         outgoing = [(delivery, self._envelope(emails, delivery, now)) for delivery in sendable]
-        reports = await self._send_all([envelope for _, envelope in outgoing])
-        decisions = [
-            (
-                delivery,
-                decide(
-                    sent,
-                    attempts=delivery.attempts,
-                    first_attempt_at=delivery.first_attempt_at,
-                    now=now,
-                    policy=self.retry_policy,
-                    rng=self.rng,
-                ),
-            )
-            for (delivery, _), sent in zip(outgoing, reports, strict=True)
-        ]
-        async with self.sessions.begin() as session:
-            await self._record(session, decisions, cancelled, now, report)
+        if cancelled:
+            async with self.sessions.begin() as session:
+                await self._record(session, [], cancelled, now, report)
+        async for sent in self._send_in_chunks(outgoing):
+            decisions = [
+                (
+                    delivery,
+                    decide(
+                        outcome,
+                        attempts=delivery.attempts,
+                        first_attempt_at=delivery.first_attempt_at,
+                        now=now,
+                        policy=self.retry_policy,
+                        rng=self.rng,
+                    ),
+                )
+                for delivery, outcome in sent
+            ]
+            async with self.sessions.begin() as session:
+                await self._record(session, decisions, [], now, report)
         return report
 
     async def _allowance(self, session: AsyncSession, now: datetime) -> int:
@@ -257,20 +264,40 @@ class Worker:
         assert sequence is not None
         return sequence.slug
 
-    async def _send_all(self, envelopes: list[Envelope]) -> list[SendReport]:
-        # The transport keeps `connections` SMTP sessions; a semaphore of the same size
-        # keeps every one busy without queueing the whole batch inside the transport.
+    async def _send_in_chunks(
+        self, outgoing: list[tuple[queries.ClaimedDelivery, Envelope]]
+    ) -> AsyncIterator[list[tuple[queries.ClaimedDelivery, SendReport]]]:
+        """Send over every pooled connection at once; yield outcomes as they complete."""
+        # As many sends at a time as the transport has connections: each stays busy,
+        # and nothing queues up inside the transport.
         gate = asyncio.Semaphore(self.settings.sending.connections)
 
-        async def send(envelope: Envelope) -> SendReport:
+        async def send(
+            delivery: queries.ClaimedDelivery, envelope: Envelope
+        ) -> tuple[queries.ClaimedDelivery, SendReport]:
             async with gate:
                 try:
-                    return await self.transport.send(envelope)
+                    return delivery, await self.transport.send(envelope)
                 except ValueError as exc:
                     # An address no SMTP command line can carry: as good as unknown.
-                    return SendReport(False, 553, "5.1.3", f"unusable address: {exc}", Stage.RCPT)
+                    unusable = SendReport(
+                        False, 553, "5.1.3", f"unusable address: {exc}", Stage.RCPT
+                    )
+                    return delivery, unusable
 
-        return list(await asyncio.gather(*(send(envelope) for envelope in envelopes)))
+        tasks = [asyncio.create_task(send(delivery, envelope)) for delivery, envelope in outgoing]
+        chunk: list[tuple[queries.ClaimedDelivery, SendReport]] = []
+        try:
+            for finished in asyncio.as_completed(tasks):
+                chunk.append(await finished)
+                if len(chunk) >= self.settings.sending.record_every:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+        finally:
+            for task in tasks:
+                task.cancel()
 
     async def _record(
         self,
@@ -314,7 +341,7 @@ class Worker:
                 case Verdict.RETRY:
                     change(
                         delivery,
-                        DeliveryStatus.RETRY,
+                        DeliveryStatus.QUEUED,
                         due_at=decision.retry_at,
                         last_error=decision.reason,
                     )
@@ -327,7 +354,7 @@ class Worker:
                     # Not the recipient's fault: the attempt does not count against them.
                     change(
                         delivery,
-                        DeliveryStatus.RETRY,
+                        DeliveryStatus.QUEUED,
                         due_at=decision.retry_at,
                         last_error=decision.reason,
                         attempts=delivery.attempts - 1,

@@ -120,7 +120,7 @@ def test_temporary_failures_are_retried_then_given_up_and_the_course_goes_on(
         cy = await stack.subscribe("cy@example.com", sequence_id=sequence)
         await stack.run_for(timedelta(hours=2), step=timedelta(minutes=5))
         [welcome] = await stack.deliveries(cy)
-        assert welcome.status == DeliveryStatus.RETRY
+        assert welcome.status == DeliveryStatus.QUEUED  # waiting for its next try
         assert 2 <= welcome.attempts <= 5  # first retry after ~5 min, then doubling
         assert "451" in welcome.last_error
 
@@ -145,7 +145,8 @@ def test_a_retried_message_keeps_its_message_id(settings, tmp_path, smtp_server)
         di = await stack.subscribe("di@example.com", sequence_id=sequence)
         await stack.run()
         [first] = await stack.deliveries(di)
-        assert first.status == DeliveryStatus.RETRY
+        assert first.status == DeliveryStatus.QUEUED
+        assert first.attempts == 1
         await stack.run_for(timedelta(minutes=30), step=timedelta(minutes=5))
         [delivery] = await stack.deliveries(di)
         assert delivery.status == DeliveryStatus.SENT
@@ -307,7 +308,7 @@ def test_a_relay_refusing_our_login_pauses_sending_and_marks_nobody(
         assert report["sender_blocked"] == 1
         assert (await stack.subscriber(ivy)).status == SubscriberStatus.CONFIRMED
         [delivery] = await stack.deliveries(ivy)
-        assert delivery.status == DeliveryStatus.RETRY
+        assert delivery.status == DeliveryStatus.QUEUED
         assert delivery.attempts == 0
         async with stack.sessions() as session:
             paused = await queries.flag(session, queries.SENDING_PAUSED)
