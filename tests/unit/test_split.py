@@ -17,9 +17,11 @@ from newsletter.content.split import (
     DraftCourse,
     split_article,
 )
+from tests.conftest import ARTICLE
 
 ARTICLES = Path(__file__).parents[1] / "fixtures" / "articles"
-SHARED_ARTICLE = Path(__file__).parents[3] / "shared" / "source" / "article.txt"
+#: The writer's article (a copy of shared/source/article.txt kept with the tests).
+SHARED_ARTICLE = ARTICLE
 FILENAME = re.compile(r"\d\d-[a-z0-9]+(-[a-z0-9]+)*\.md")
 
 
@@ -181,8 +183,6 @@ def test_split_markers_cut_a_section_finer() -> None:
 
 
 def test_shared_article_gives_its_title_and_the_nervous_regeneration_section() -> None:
-    if not SHARED_ARTICLE.is_file():
-        pytest.skip(f"shared article not present at {SHARED_ARTICLE}")
 
     draft = split_article(SHARED_ARTICLE.read_text(encoding="utf-8"), "Article")
 
@@ -235,8 +235,6 @@ def test_draft_written_to_disk_loads_as_a_course(tmp_path: Path, name: str) -> N
 
 
 def test_shared_article_draft_loads_as_a_course(tmp_path: Path) -> None:
-    if not SHARED_ARTICLE.is_file():
-        pytest.skip(f"shared article not present at {SHARED_ARTICLE}")
     draft = split_article(SHARED_ARTICLE.read_text(encoding="utf-8"), "Article")
 
     course = load_course(write_draft(draft, tmp_path / "draft"))
