@@ -89,6 +89,12 @@ class DeliveryStatus(StrEnum):
     CANCELLED = "cancelled"  #: the recipient left before it went out
 
 
+class DeliveryKind(StrEnum):
+    LESSON = "lesson"
+    #: The double opt-in email: transactional, sent while the subscriber is still pending.
+    CONFIRMATION = "confirmation"
+
+
 class Priority:
     TRANSACTIONAL = 0  #: opt-in confirmations go out ahead of bulk mail
     BULK = 10
@@ -223,7 +229,7 @@ class Delivery(Base):
     sequence_id: Mapped[int | None] = mapped_column(ForeignKey("sequences.id"))
     lesson_id: Mapped[int | None] = mapped_column(ForeignKey("lessons.id"))
     lesson_key: Mapped[str | None] = mapped_column(String(100))
-    kind: Mapped[str] = mapped_column(String(16), default="lesson")
+    kind: Mapped[str] = mapped_column(String(16), default=DeliveryKind.LESSON)
     priority: Mapped[int] = mapped_column(Integer, default=Priority.BULK)
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.QUEUED)
     due_at: Mapped[datetime]

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from newsletter.db.models import (
     Delivery,
+    DeliveryKind,
     DeliveryStatus,
     Enrollment,
     EnrollmentStatus,
@@ -127,6 +128,24 @@ async def enroll_many(
                 for subscriber_id in subscriber_ids
             ],
         )
+
+
+async def queue_confirmation(
+    session: AsyncSession, subscriber_id: int, sequence_id: int, message_id: str, now: datetime
+) -> None:
+    """The opt-in email for a pending subscriber, due at once and ahead of bulk mail."""
+    session.add(
+        Delivery(
+            subscriber_id=subscriber_id,
+            sequence_id=sequence_id,
+            kind=DeliveryKind.CONFIRMATION,
+            priority=Priority.TRANSACTIONAL,
+            due_at=now,
+            message_id=message_id,
+            created_at=now,
+        )
+    )
+    await session.flush()
 
 
 async def shift_pending_work(session: AsyncSession, sequence_id: int, by: timedelta) -> None:

@@ -21,6 +21,7 @@ from newsletter.config import Settings
 from newsletter.courses import load_snapshot
 from newsletter.db import queries
 from newsletter.db.models import (
+    DeliveryKind,
     DeliveryStatus,
     EnrollmentStatus,
     LessonSnapshot,
@@ -31,7 +32,7 @@ from newsletter.db.models import (
 from newsletter.delivery.retry import Decision, RetryPolicy, Verdict, decide
 from newsletter.delivery.throttle import TokenBucket, capped
 from newsletter.delivery.transport import Envelope, SendReport, Stage, Transport
-from newsletter.render import LessonEmail, Recipient, make_message_id
+from newsletter.render import ConfirmationEmail, LessonEmail, Recipient, make_message_id
 from newsletter.scheduling.planner import (
     Complete,
     PlannedLesson,
@@ -91,7 +92,8 @@ class Worker:
         )
         # Snapshots never change once queued, so caching them is safe in every process.
         self._plans: dict[int, list[PlannedLesson]] = {}
-        self._emails: dict[int, LessonEmail] = {}
+        self._lessons: dict[int, LessonEmail] = {}
+        self._confirmations: dict[int, ConfirmationEmail] = {}
 
     async def tick(self, now: datetime) -> tuple[PassReport, PassReport]:
         return await self.plan_once(now), await self.dispatch_once(now)
@@ -182,19 +184,16 @@ class Worker:
             self.bucket.take(len(claimed), now)
             sendable, cancelled = [], []
             for delivery in claimed:
-                if delivery.suppressed or delivery.subscriber_status != SubscriberStatus.CONFIRMED:
-                    cancelled.append(delivery)  # left after it was queued: never send
-                else:
+                if _may_receive(delivery):
                     sendable.append(delivery)
-            emails = {
-                lesson_id: await self._lesson_email(session, lesson_id)
-                for lesson_id in {delivery.lesson_id for delivery in sendable}
-            }
+                    await self._load_template(session, delivery)
+                else:
+                    cancelled.append(delivery)  # left after it was queued: never send
         # Rendering and sending happen outside the transaction: no lock is held meanwhile.
         # Outcomes are written every `record_every` messages rather than once per claim,
         # so a crash re-sends at most that many (plus those on the wire), while the claim
         # stays large enough to keep its cost per message small.
-        outgoing = [(delivery, self._envelope(emails, delivery, now)) for delivery in sendable]
+        outgoing = [(delivery, self._envelope(delivery, now)) for delivery in sendable]
         if cancelled:
             async with self.sessions.begin() as session:
                 await self._record(session, [], cancelled, now, report)
@@ -231,31 +230,51 @@ class Worker:
             self.bucket.available(now), hour, day, sending.max_per_hour, sending.max_per_day
         )
 
-    def _envelope(
-        self,
-        emails: dict[int | None, LessonEmail],
-        delivery: queries.ClaimedDelivery,
-        now: datetime,
-    ) -> Envelope:
-        data = emails[delivery.lesson_id].render(
+    def _envelope(self, delivery: queries.ClaimedDelivery, now: datetime) -> Envelope:
+        sender = self.settings.sender
+        if delivery.kind == DeliveryKind.CONFIRMATION:
+            assert delivery.sequence_id is not None
+            data = self._confirmations[delivery.sequence_id].render(
+                delivery.email,
+                self.links.confirm_url(delivery.subscriber_id, now),
+                message_id=delivery.message_id,
+                date=now,
+            )
+            return Envelope(sender.transactional_from, delivery.email, data)
+        assert delivery.lesson_id is not None
+        data = self._lessons[delivery.lesson_id].render(
             Recipient(delivery.email, delivery.first_name),
             self.links.personal_links(delivery.subscriber_id, now),
             message_id=delivery.message_id,
             date=now,
         )
-        return Envelope(sender=self.settings.sender.address, recipient=delivery.email, data=data)
+        return Envelope(sender.address, delivery.email, data)
 
-    async def _lesson_email(self, session: AsyncSession, lesson_id: int | None) -> LessonEmail:
-        if lesson_id is None:
-            raise NotImplementedError("only lesson deliveries are sent so far")
-        if lesson_id not in self._emails:
-            snapshot = await session.get(LessonSnapshot, lesson_id)
+    async def _load_template(
+        self, session: AsyncSession, delivery: queries.ClaimedDelivery
+    ) -> None:
+        """Compile the email a delivery needs, once per lesson snapshot (or per sequence for
+        confirmations): snapshots never change, so the cache is safe in every process."""
+        if delivery.kind == DeliveryKind.CONFIRMATION:
+            sequence_id = delivery.sequence_id
+            if sequence_id is not None and sequence_id not in self._confirmations:
+                version = await queries.current_version(session, sequence_id)
+                assert version is not None
+                course = await load_snapshot(
+                    session, version.id, await self._slug_of(session, version.id)
+                )
+                self._confirmations[sequence_id] = ConfirmationEmail(
+                    self.env, self.settings.sender, course
+                )
+        elif delivery.lesson_id is not None and delivery.lesson_id not in self._lessons:
+            snapshot = await session.get(LessonSnapshot, delivery.lesson_id)
             assert snapshot is not None
             slug = await self._slug_of(session, snapshot.version_id)
             course = await load_snapshot(session, snapshot.version_id, slug)
             lesson = next(item for item in course.lessons if item.key == snapshot.key)
-            self._emails[lesson_id] = LessonEmail(self.env, self.settings.sender, course, lesson)
-        return self._emails[lesson_id]
+            self._lessons[delivery.lesson_id] = LessonEmail(
+                self.env, self.settings.sender, course, lesson
+            )
 
     async def _slug_of(self, session: AsyncSession, version_id: int) -> str:
         version = await session.get(SequenceVersion, version_id)
@@ -360,7 +379,8 @@ class Worker:
                         attempts=delivery.attempts - 1,
                     )
                     blocked = decision
-            if decision.verdict in (Verdict.SENT, Verdict.FAILED) and delivery.sequence_id:
+            finished = decision.verdict in (Verdict.SENT, Verdict.FAILED)
+            if finished and delivery.kind == DeliveryKind.LESSON and delivery.sequence_id:
                 moved_on.append((delivery.subscriber_id, delivery.sequence_id))
 
         await queries.update_deliveries(session, changes)
@@ -382,3 +402,13 @@ class Worker:
                 blocked.reason,
                 extra={"action": "sending_paused"},
             )
+
+
+def _may_receive(delivery: queries.ClaimedDelivery) -> bool:
+    """Checked when the delivery is about to go, not when it was queued: someone who left
+    (or bounced) in between gets nothing."""
+    if delivery.suppressed:
+        return False
+    if delivery.kind == DeliveryKind.CONFIRMATION:
+        return delivery.subscriber_status == SubscriberStatus.PENDING
+    return delivery.subscriber_status == SubscriberStatus.CONFIRMED

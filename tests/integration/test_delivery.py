@@ -14,17 +14,16 @@ from sqlalchemy import select
 from newsletter.content.course import load_course
 from newsletter.db import queries
 from newsletter.db.models import (
-    Delivery,
     DeliveryStatus,
     Enrollment,
     EnrollmentStatus,
-    Priority,
     Sequence,
     SequenceStatus,
     Subscriber,
     SubscriberStatus,
 )
-from newsletter.subscribers import unsubscribe
+from newsletter.subscribers import NewSubscriber, add_subscriber, unsubscribe
+from newsletter.tokens import Purpose, Tokens
 from tests.conftest import COURSE_DIR, REPO
 from tests.integration.harness import Stack, settings_for, shipped_course
 
@@ -387,23 +386,70 @@ def test_hourly_and_daily_caps_hold_back_sending_until_the_window_moves(
     run(with_stack(settings, tmp_path, smtp_server, scenario, max_per_hour=3))
 
 
-def test_transactional_mail_is_claimed_ahead_of_bulk_mail(settings, tmp_path, smtp_server):
+def test_the_opt_in_email_goes_out_ahead_of_bulk_mail_to_a_pending_subscriber(
+    settings, tmp_path, smtp_server
+):
     async def scenario(stack: Stack) -> None:
         sequence = await stack.queue(shipped_course(REPO))
-        ids = [await stack.subscribe(f"t{n}@example.com", sequence_id=sequence) for n in range(4)]
+        for n in range(4):
+            await stack.subscribe(f"bulk{n}@example.com", sequence_id=sequence)
         await stack.worker.plan_once(stack.clock.now())
         async with stack.sessions.begin() as session:
-            urgent = await session.scalar(select(Delivery).where(Delivery.subscriber_id == ids[-1]))
-            assert urgent is not None
-            urgent.priority = Priority.TRANSACTIONAL
-        async with stack.sessions.begin() as session:
-            [claimed] = await queries.claim_due_deliveries(
+            pending, _ = await add_subscriber(
                 session,
+                NewSubscriber.parse("new@example.com", "Should Not Appear"),
+                status=SubscriberStatus.PENDING,
+                consent={"form": "test"},
                 now=stack.clock.now(),
-                limit=1,
-                lease_until=stack.clock.now() + timedelta(minutes=1),
-                worker="test",
             )
-        assert claimed.subscriber_id == ids[-1]
+            await queries.queue_confirmation(
+                session, pending.id, sequence, "<confirm-1@example.org>", stack.clock.now()
+            )
+
+        report = await stack.worker.dispatch_once(stack.clock.now())  # batch_size=1
+        assert report["sent"] == 1
+        [confirmation] = stack.received()
+        assert confirmation["To"] == "new@example.com"
+        assert confirmation["From"].addresses[0].addr_spec == "hello@example.org"
+        assert confirmation["List-Unsubscribe"] is None
+        text = confirmation.get_body(("plain",)).get_content()
+        assert "Should Not Appear" not in text
+        link = re.search(r"/confirm/(\S+)", text)
+        assert link is not None
+        tokens = Tokens("integration-test-secret")
+        assert tokens.read(Purpose.CONFIRM, link.group(1), stack.clock.now()) == pending.id
+        # The bulk mail follows; the pending subscriber gets nothing more.
+        await stack.run()
+        assert len(stack.received()) == 5
+        assert len(stack.received("new@example.com")) == 1
+
+    sender = settings.sender.model_copy(update={"transactional_address": "hello@example.org"})
+    run(
+        with_stack(
+            settings.model_copy(update={"sender": sender}),
+            tmp_path,
+            smtp_server,
+            scenario,
+            batch_size=1,
+        )
+    )
+
+
+def test_an_opt_in_email_is_not_sent_once_the_address_left(settings, tmp_path, smtp_server):
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(shipped_course(REPO))
+        async with stack.sessions.begin() as session:
+            gone, _ = await add_subscriber(
+                session,
+                NewSubscriber.parse("gone@example.com"),
+                status=SubscriberStatus.PENDING,
+                consent={"form": "test"},
+                now=stack.clock.now(),
+            )
+            await queries.queue_confirmation(session, gone.id, sequence, "<c@x>", stack.clock.now())
+            await queries.suppress(session, "gone@example.com", "complained", "", stack.clock.now())
+        report = await stack.run()
+        assert report["cancelled"] == 1
+        assert stack.received() == []
 
     run(with_stack(settings, tmp_path, smtp_server, scenario))
