@@ -158,3 +158,20 @@ async def load_snapshot(session: AsyncSession, version_id: int, slug: str) -> Co
         for row in await queries.version_lessons(session, version_id)
     )
     return Course(slug, folder, version.title, version.description, lessons)
+
+
+async def set_sequence_status(
+    session: AsyncSession, sequence: Sequence, status: SequenceStatus, now: datetime
+) -> None:
+    """Pause, resume or archive a sequence.
+
+    Catch-up rule on resume: every waiting step of the sequence moves later by the length
+    of the pause, so resuming sends nothing in a burst that would not have gone out anyway
+    (docs/delivery.md)."""
+    if status == SequenceStatus.PAUSED:
+        sequence.paused_at = sequence.paused_at or now  # pausing twice keeps the first start
+    elif sequence.paused_at is not None:
+        if status == SequenceStatus.LIVE:
+            await queries.shift_pending_work(session, sequence.id, now - sequence.paused_at)
+        sequence.paused_at = None
+    sequence.status = status

@@ -31,7 +31,7 @@ from newsletter.cli.app import (
 from newsletter.cli.content import resolve_course_path
 from newsletter.config import Settings
 from newsletter.content.check import check_course
-from newsletter.courses import queue_course
+from newsletter.courses import queue_course, set_sequence_status
 from newsletter.db import queries
 from newsletter.db.models import (
     Delivery,
@@ -361,12 +361,17 @@ def enroll_command(
 
 
 async def _enroll_all(session: AsyncSession, sequence: Sequence, at: datetime) -> int:
-    ids = await session.scalars(
-        select(Subscriber.id).where(Subscriber.status == SubscriberStatus.CONFIRMED)
+    """Every confirmed subscriber not yet on the sequence; returns how many were added."""
+    on_it = select(Enrollment.subscriber_id).where(Enrollment.sequence_id == sequence.id)
+    ids = list(
+        await session.scalars(
+            select(Subscriber.id)
+            .where(Subscriber.status == SubscriberStatus.CONFIRMED)
+            .where(Subscriber.id.not_in(on_it))
+        )
     )
-    return sum(
-        [await queries.enroll(session, subscriber_id, sequence.id, at) for subscriber_id in ids]
-    )
+    await queries.enroll_many(session, ids, sequence.id, at)
+    return len(ids)
 
 
 # --- sequences ---------------------------------------------------------------------------
@@ -512,13 +517,7 @@ def _set_status(slug: str, status: SequenceStatus) -> None:
     async def work() -> None:
         async with database(config) as sessions, sessions.begin() as session:
             sequence = await _live_sequence(session, slug)
-            moment = now()
-            if status == SequenceStatus.LIVE and sequence.paused_at is not None:
-                # Catch-up rule: every waiting step moves later by the pause's length, so
-                # resuming sends nothing in a burst that would not have gone out anyway.
-                await queries.shift_pending_work(session, sequence.id, moment - sequence.paused_at)
-            sequence.paused_at = moment if status == SequenceStatus.PAUSED else None
-            sequence.status = status
+            await set_sequence_status(session, sequence, status, now())
             out.print(f"{slug} is {status}.")
 
     run(work)

@@ -153,13 +153,21 @@ async def shift_pending_work(session: AsyncSession, sequence_id: int, by: timede
 
     Done row by row in Python: date arithmetic in SQL differs between SQLite (text) and
     PostgreSQL, and a resume is rare and touches one sequence."""
+    # The previous send moves too: the planner times the next lesson from it, so the
+    # subscriber's rhythm resumes as if the pause had not happened.
     waiting = await session.execute(
-        select(Enrollment.id, Enrollment.next_check_at)
+        select(Enrollment.id, Enrollment.next_check_at, Enrollment.last_sent_at)
         .where(Enrollment.sequence_id == sequence_id)
         .where(Enrollment.next_check_at.is_not(None))
     )
     await _bulk_update(
-        session, enrollments_table, [{"id": i, "next_check_at": t + by} for i, t in waiting if t]
+        session,
+        enrollments_table,
+        [
+            {"id": i, "next_check_at": check + by, "last_sent_at": sent + by}
+            for i, check, sent in waiting
+            if check is not None
+        ],
     )
     pending = await session.execute(
         select(Delivery.id, Delivery.due_at)

@@ -16,6 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+#: How far before the end of a lesson's delay its send time may fall and still be used.
+SEND_TIME_SLACK = timedelta(hours=1)
+#: A step overdue by more than this (the service was down, or paused) waits for the send
+#: window instead of going out at once; shorter lateness is just a scheduler tick.
+CATCH_UP_GRACE = timedelta(hours=1)
+
 
 @dataclass(frozen=True, slots=True)
 class SendWindow:
@@ -72,20 +78,31 @@ def next_step(
     is_welcome = not handled_keys and not lesson.delay
     if is_welcome and welcome_at_once:
         # Someone who confirms at 23:00 hears from us at once, not the next morning.
-        due = earliest
-    else:
-        due = send_time(earliest, send_at=lesson.send_at, window=window, zone=zone)
-    return Send(lesson, due) if due <= now else Wait(due)
+        return Send(lesson, earliest) if earliest <= now else Wait(earliest)
+    due = send_time(earliest, send_at=lesson.send_at, window=window, zone=zone)
+    if due > now:
+        return Wait(due)
+    if now - due > CATCH_UP_GRACE:
+        # Long overdue (the service was down): go now if this is a time lessons may go
+        # out at, else at the next one. Never in the middle of the night.
+        next_allowed = send_time(now, send_at=None, window=window, zone=zone)
+        if next_allowed > now:
+            return Wait(next_allowed)
+    return Send(lesson, due)
 
 
 def send_time(
     earliest: datetime, *, send_at: time | None, window: SendWindow, zone: ZoneInfo
 ) -> datetime:
-    """The first instant (UTC) at or after `earliest` when the lesson may go out."""
+    """The first instant (UTC) at or after `earliest` when the lesson may go out.
+
+    A send time up to SEND_TIME_SLACK before `earliest` still counts as that day's: a
+    previous lesson sent a few seconds after 09:00, or a daylight-saving change, must not
+    push a daily 09:00 lesson a whole day later."""
     local = earliest.astimezone(zone)
     if send_at is not None:
         candidate = _at(local.date(), send_at, zone)
-        if candidate < earliest:
+        if candidate < earliest - SEND_TIME_SLACK:
             candidate = _at(local.date() + timedelta(days=1), send_at, zone)
         return candidate
     if window.contains(local.time()):

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from newsletter.content.course import load_course
+from newsletter.courses import set_sequence_status
 from newsletter.db import queries
 from newsletter.db.models import (
     DeliveryStatus,
@@ -212,15 +213,14 @@ def test_a_paused_sequence_sends_nothing_and_resumes_without_a_burst(
         paused_at = stack.clock.now()
         async with stack.sessions.begin() as session:
             row = await session.get_one(Sequence, sequence)
-            row.status, row.paused_at = SequenceStatus.PAUSED, paused_at
+            await set_sequence_status(session, row, SequenceStatus.PAUSED, paused_at)
 
         await stack.run_for(timedelta(days=10))
         assert len(stack.received()) == 1
 
         async with stack.sessions.begin() as session:
             row = await session.get_one(Sequence, sequence)
-            await queries.shift_pending_work(session, sequence, stack.clock.now() - paused_at)
-            row.status, row.paused_at = SequenceStatus.LIVE, None
+            await set_sequence_status(session, row, SequenceStatus.LIVE, stack.clock.now())
         resumed_at = stack.clock.now()
         await stack.run()
         assert len(stack.received()) == 1  # the lesson due during the pause is not rushed out

@@ -43,7 +43,9 @@ def utc(text: str) -> datetime:
         ("2026-06-10 12:00", None, OVERNIGHT, ZoneInfo("UTC"), "2026-06-10 22:00"),
         # a lesson's own send time: later today, or tomorrow when it has passed
         ("2026-06-10 06:00", time(9, 30), DAYTIME, LONDON, "2026-06-10 08:30"),
-        ("2026-06-10 09:00", time(9, 30), DAYTIME, LONDON, "2026-06-11 08:30"),
+        ("2026-06-10 10:00", time(9, 30), DAYTIME, LONDON, "2026-06-11 08:30"),
+        # ...but a send time less than an hour before the delay is up is still that day's
+        ("2026-06-10 09:00", time(9, 30), DAYTIME, LONDON, "2026-06-10 08:30"),
         # winter: London is on GMT, so 09:30 local is 09:30 UTC
         ("2026-01-10 06:00", time(9, 30), DAYTIME, LONDON, "2026-01-10 09:30"),
     ],
@@ -59,6 +61,19 @@ def test_a_daily_send_time_keeps_its_local_hour_across_the_spring_dst_change():
     assert before == utc("2026-03-28 09:00")
     assert after == utc("2026-03-29 08:00")
     assert before.astimezone(LONDON).hour == after.astimezone(LONDON).hour == 9
+
+
+def test_a_previous_send_a_little_late_does_not_push_a_daily_send_time_a_day_later():
+    # The previous lesson went out at 09:00:02 (a scheduler tick late), delay 1 day.
+    earliest = utc("2026-01-12 09:00:02") + timedelta(days=1)
+    due = send_time(earliest, send_at=time(9), window=DAYTIME, zone=LONDON)
+    assert due == utc("2026-01-13 09:00")
+
+
+def test_a_one_day_delay_over_the_spring_change_keeps_the_local_send_time():
+    # 09:00 GMT on Saturday plus 24 hours is 10:00 BST on Sunday: still Sunday's 09:00.
+    due = send_time(utc("2026-03-29 09:00"), send_at=time(9), window=DAYTIME, zone=LONDON)
+    assert due == utc("2026-03-29 08:00")
 
 
 def test_a_send_time_skipped_by_the_clock_change_goes_out_just_after_it():
@@ -123,6 +138,19 @@ def test_a_lesson_with_a_send_time_waits_for_it():
 def test_a_lesson_inserted_behind_the_subscriber_is_sent_next():
     assert step({"welcome", "outcomes"}, "2026-06-10 12:00", "2026-06-20 12:00") == Send(
         LESSONS[1], utc("2026-06-12 12:00")
+    )
+
+
+def test_a_lesson_long_overdue_at_night_waits_for_the_morning():
+    # The service was down: the lesson was due at 12:00 and it is now 03:00 (London).
+    assert step({"welcome"}, "2026-06-10 11:00", "2026-06-13 02:00") == Wait(
+        utc("2026-06-13 07:00")
+    )
+
+
+def test_a_lesson_long_overdue_in_the_day_goes_at_once():
+    assert step({"welcome"}, "2026-06-10 11:00", "2026-06-13 12:00") == Send(
+        LESSONS[1], utc("2026-06-12 11:00")
     )
 
 
