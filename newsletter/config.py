@@ -20,6 +20,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -105,14 +106,26 @@ class SendingSettings(_Section):
     #: Outcomes are written every this many messages: a crashed worker re-sends at most
     #: this many plus `connections`.
     record_every: int = Field(default=50, ge=1)
-    #: How long a claim holds before another worker may take the delivery over.
-    lease_s: float = Field(default=600, gt=0)
+    #: How long a claim holds before another worker may take the delivery over. It must
+    #: outlast the slowest SMTP exchange, or a slow send could be taken over and repeated.
+    lease_s: float = Field(default=1800, gt=0)
     retry_first_delay_s: float = Field(default=300, gt=0)
     retry_max_delay_s: float = Field(default=4 * 3600, gt=0)
     give_up_after_s: float = Field(default=4 * 86400, gt=0)
-    smtp_timeout_s: float = Field(default=60, gt=0)
+    #: RFC 5321 (4.5.3.2) gives the server 5 minutes for the greeting, MAIL and RCPT.
+    smtp_timeout_s: float = Field(default=300, gt=0)
     #: RFC 5321 allows the server ten minutes to answer the end of the message body.
     smtp_data_timeout_s: float = Field(default=600, gt=0)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_send(self) -> SendingSettings:
+        slowest_s = 2 * (self.smtp_timeout_s + self.smtp_data_timeout_s)
+        if self.lease_s < slowest_s:
+            raise ValueError(
+                f"lease_s ({self.lease_s:g}) must be at least twice smtp_timeout_s + "
+                f"smtp_data_timeout_s ({slowest_s:g}), or a slow send could be repeated"
+            )
+        return self
 
 
 class ScheduleSettings(_Section):
@@ -270,7 +283,8 @@ def _describe(error: Any, path: Path, text: str) -> str:
     if kind == "extra_forbidden":
         return f"{where}: {dotted}: unknown key{_known_keys_hint(key)}"
     message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{where}: {dotted}: {message[0].lower()}{message[1:]} (got {error['input']!r})"
+    got = "" if isinstance(error["input"], dict) else f" (got {error['input']!r})"
+    return f"{where}: {dotted}: {message[0].lower()}{message[1:]}{got}"
 
 
 def _known_keys_hint(key: tuple[str, ...]) -> str:

@@ -12,10 +12,10 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from newsletter.cli.admin import database, parse_when
-from newsletter.cli.app import app, out, run, settings
+from newsletter.cli.app import app, err, out, run, settings
 from newsletter.clock import Clock, FastForwardClock, FrozenClock, SystemClock
 from newsletter.config import Settings, load_secret_key
-from newsletter.content.course import load_course
+from newsletter.content.check import check_course
 from newsletter.courses import queue_course
 from newsletter.db.models import Sequence
 from newsletter.delivery.transport import OutboxTransport, SmtpTransport, Transport, list_outbox
@@ -60,8 +60,15 @@ async def queue_shipped_courses(config: Settings, sessions) -> list[str]:  # typ
         if await session.scalar(select(func.count()).select_from(Sequence)):
             return []
         queued = []
+        env = make_environment(config.templates_dir)
         for folder in sorted(path for path in config.lessons_dir.iterdir() if path.is_dir()):
-            await queue_course(session, load_course(folder), datetime.now(UTC))
+            course, problems = check_course(folder, env, config.sender)
+            if problems or course is None:
+                for problem in problems:
+                    err.print(str(problem), markup=False, highlight=False)
+                err.print(f"[red]Not queued[/]: {folder} has problems (newsletter course check).")
+                continue
+            await queue_course(session, course, datetime.now(UTC))
             queued.append(folder.name)
         return queued
 
@@ -136,6 +143,9 @@ def tick(
                 sent = PassReport()
                 while True:
                     report = await worker.dispatch_once(clock.now())
+                    if report["throttled"]:  # the per-second rate: wait for the bucket
+                        await asyncio.sleep(1 / config.sending.max_per_second)
+                        continue
                     sent.counts.update(report.counts)
                     if sum(report.counts.values()) == 0 or report["paused"]:
                         return planned, sent

@@ -351,9 +351,23 @@ async def _take(
     return [row[0] for row in claimed]
 
 
-async def update_deliveries(session: AsyncSession, changes: list[dict[str, Any]]) -> None:
-    """Bulk update by id; every dict has the same keys (id first)."""
-    await _bulk_update(session, deliveries_table, changes)
+async def record_outcomes(
+    session: AsyncSession, changes: list[dict[str, Any]], *, worker: str
+) -> None:
+    """Write send outcomes by delivery id, but only over rows this worker still holds: if
+    its lease ran out and another worker took a row over, that worker's outcome stands."""
+    if not changes:
+        return
+    table = deliveries_table
+    columns = [key for key in changes[0] if key != "id"]
+    await session.execute(
+        table.update()
+        .where(table.c.id == bindparam("row_id"))
+        .where(table.c.status == DeliveryStatus.SENDING)
+        .where(table.c.claimed_by == worker)
+        .values({column: bindparam(f"new_{column}") for column in columns}),
+        [{"row_id": change["id"]} | {f"new_{c}": change[c] for c in columns} for change in changes],
+    )
 
 
 async def _bulk_update(session: AsyncSession, table: Table, changes: list[dict[str, Any]]) -> None:
@@ -397,8 +411,12 @@ async def mark_bounced(session: AsyncSession, subscriber_ids: list[int], now: da
 
 
 async def sent_since(session: AsyncSession, since: datetime) -> int:
+    """Messages sent since then, counting those other workers are sending right now, so
+    that several workers together stay under an hourly or daily cap."""
     count = await session.scalar(
-        select(func.count()).select_from(Delivery).where(Delivery.sent_at >= since)
+        select(func.count())
+        .select_from(Delivery)
+        .where(or_(Delivery.sent_at >= since, Delivery.status == DeliveryStatus.SENDING))
     )
     return int(count or 0)
 

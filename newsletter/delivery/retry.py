@@ -109,6 +109,11 @@ def decide(
             return Decision(verdict, None, str(report))
 
 
+def blames_sender(report: SendReport) -> bool:
+    """Whether the relay refuses us as a sender: further tries now would all fail alike."""
+    return _verdict(report) is Verdict.SENDER_BLOCKED
+
+
 def _verdict(report: SendReport) -> Verdict:
     if report.accepted:
         return Verdict.SENT

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from newsletter.clock import Clock, SystemClock
 from newsletter.config import Settings
 from newsletter.courses import load_snapshot
 from newsletter.db import queries
@@ -29,7 +30,7 @@ from newsletter.db.models import (
     SequenceVersion,
     SubscriberStatus,
 )
-from newsletter.delivery.retry import Decision, RetryPolicy, Verdict, decide
+from newsletter.delivery.retry import Decision, RetryPolicy, Verdict, blames_sender, decide
 from newsletter.delivery.throttle import TokenBucket, capped
 from newsletter.delivery.transport import Envelope, SendReport, Stage, Transport
 from newsletter.render import ConfirmationEmail, LessonEmail, Recipient, make_message_id
@@ -72,6 +73,7 @@ class Worker:
         *,
         name: str | None = None,
         rng: random.Random | None = None,
+        rate_clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -80,6 +82,9 @@ class Worker:
         self.links = links
         self.name = name or f"{socket.gethostname()}:{id(self):x}"
         self.rng = rng or random.Random()
+        #: The per-second rate is about the relay's real load, so it runs on the wall
+        #: clock even when scheduling runs on a frozen or fast-forwarded one.
+        self.rate_clock = rate_clock or SystemClock()
         sending = settings.sending
         self.bucket = TokenBucket(sending.max_per_second)
         self.retry_policy = RetryPolicy(
@@ -93,10 +98,9 @@ class Worker:
         # Snapshots never change once queued, so caching them is safe in every process.
         self._plans: dict[int, list[PlannedLesson]] = {}
         self._lessons: dict[int, LessonEmail] = {}
+        #: By sequence version; and the version each sequence's confirmations use now.
         self._confirmations: dict[int, ConfirmationEmail] = {}
-
-    async def tick(self, now: datetime) -> tuple[PassReport, PassReport]:
-        return await self.plan_once(now), await self.dispatch_once(now)
+        self._confirmation_versions: dict[int, int] = {}
 
     # --- planning ------------------------------------------------------------------------
 
@@ -169,7 +173,7 @@ class Worker:
             if paused is not None and (paused.until is None or paused.until > now):
                 report.counts["paused"] += 1
                 return report
-            allowance = await self._allowance(session, now)
+            allowance = await self._allowance(session, now, report)
             if allowance <= 0:
                 return report
             claimed = await queries.claim_due_deliveries(
@@ -181,60 +185,63 @@ class Worker:
             )
             if not claimed:
                 return report
-            self.bucket.take(len(claimed), now)
-            sendable, cancelled = [], []
+            self.bucket.take(len(claimed), self.rate_clock.now())
+            sendable: list[queries.ClaimedDelivery] = []
+            dropped: list[tuple[queries.ClaimedDelivery, str, str]] = []
             for delivery in claimed:
-                if _may_receive(delivery):
-                    sendable.append(delivery)
-                    await self._load_template(session, delivery)
+                if not _may_receive(delivery):
+                    # They left after it was queued: never send.
+                    reason = f"recipient is {delivery.subscriber_status}"
+                    dropped.append((delivery, DeliveryStatus.CANCELLED, reason))
+                elif problem := await self._load_template(session, delivery):
+                    dropped.append((delivery, DeliveryStatus.FAILED, problem))
                 else:
-                    cancelled.append(delivery)  # left after it was queued: never send
-        # Rendering and sending happen outside the transaction: no lock is held meanwhile.
-        # Outcomes are written every `record_every` messages rather than once per claim,
-        # so a crash re-sends at most that many (plus those on the wire), while the claim
-        # stays large enough to keep its cost per message small.
-        outgoing = [(delivery, self._envelope(delivery, now)) for delivery in sendable]
-        if cancelled:
+                    sendable.append(delivery)
+        if dropped:
             async with self.sessions.begin() as session:
-                await self._record(session, [], cancelled, now, report)
+                await self._record(session, [], dropped, now, report)
+        # Rendering and sending happen outside the transaction: no lock is held meanwhile.
+        outgoing = [(delivery, self._envelope(delivery, now)) for delivery in sendable]
         async for sent in self._send_in_chunks(outgoing):
-            decisions = [
-                (
-                    delivery,
-                    decide(
-                        outcome,
-                        attempts=delivery.attempts,
-                        first_attempt_at=delivery.first_attempt_at,
-                        now=now,
-                        policy=self.retry_policy,
-                        rng=self.rng,
-                    ),
-                )
-                for delivery, outcome in sent
-            ]
+            decisions = [(d, self._decide(outcome, d, now)) for d, outcome in sent]
             async with self.sessions.begin() as session:
                 await self._record(session, decisions, [], now, report)
         return report
 
-    async def _allowance(self, session: AsyncSession, now: datetime) -> int:
+    def _decide(
+        self, outcome: SendReport | None, delivery: queries.ClaimedDelivery, now: datetime
+    ) -> Decision:
+        if outcome is None:  # not attempted: the relay had just refused us as a sender
+            retry_at = now + timedelta(seconds=self.retry_policy.first_delay_s)
+            return Decision(Verdict.SENDER_BLOCKED, retry_at, "not attempted: sending paused")
+        return decide(
+            outcome,
+            attempts=delivery.attempts,
+            first_attempt_at=delivery.first_attempt_at,
+            now=now,
+            policy=self.retry_policy,
+            rng=self.rng,
+        )
+
+    async def _allowance(self, session: AsyncSession, now: datetime, report: PassReport) -> int:
         sending = self.settings.sending
-        hour = (
-            await queries.sent_since(session, now - timedelta(hours=1))
-            if sending.max_per_hour
-            else 0
-        )
-        day = (
-            await queries.sent_since(session, now - timedelta(days=1)) if sending.max_per_day else 0
-        )
-        return capped(
-            self.bucket.available(now), hour, day, sending.max_per_hour, sending.max_per_day
-        )
+        hour = await self._sent_since(session, now - timedelta(hours=1), sending.max_per_hour)
+        day = await self._sent_since(session, now - timedelta(days=1), sending.max_per_day)
+        available = self.bucket.available(self.rate_clock.now())
+        if available <= 0:
+            report.counts["throttled"] += 1
+        return capped(available, hour, day, sending.max_per_hour, sending.max_per_day)
+
+    @staticmethod
+    async def _sent_since(session: AsyncSession, since: datetime, cap: int) -> int:
+        return await queries.sent_since(session, since) if cap else 0
 
     def _envelope(self, delivery: queries.ClaimedDelivery, now: datetime) -> Envelope:
         sender = self.settings.sender
         if delivery.kind == DeliveryKind.CONFIRMATION:
             assert delivery.sequence_id is not None
-            data = self._confirmations[delivery.sequence_id].render(
+            version_id = self._confirmation_versions[delivery.sequence_id]
+            data = self._confirmations[version_id].render(
                 delivery.email,
                 self.links.confirm_url(delivery.subscriber_id, now),
                 message_id=delivery.message_id,
@@ -252,29 +259,49 @@ class Worker:
 
     async def _load_template(
         self, session: AsyncSession, delivery: queries.ClaimedDelivery
-    ) -> None:
-        """Compile the email a delivery needs, once per lesson snapshot (or per sequence for
-        confirmations): snapshots never change, so the cache is safe in every process."""
-        if delivery.kind == DeliveryKind.CONFIRMATION:
-            sequence_id = delivery.sequence_id
-            if sequence_id is not None and sequence_id not in self._confirmations:
-                version = await queries.current_version(session, sequence_id)
-                assert version is not None
-                course = await load_snapshot(
-                    session, version.id, await self._slug_of(session, version.id)
-                )
-                self._confirmations[sequence_id] = ConfirmationEmail(
-                    self.env, self.settings.sender, course
-                )
-        elif delivery.lesson_id is not None and delivery.lesson_id not in self._lessons:
-            snapshot = await session.get(LessonSnapshot, delivery.lesson_id)
-            assert snapshot is not None
-            slug = await self._slug_of(session, snapshot.version_id)
-            course = await load_snapshot(session, snapshot.version_id, slug)
-            lesson = next(item for item in course.lessons if item.key == snapshot.key)
-            self._lessons[delivery.lesson_id] = LessonEmail(
-                self.env, self.settings.sender, course, lesson
+    ) -> str | None:
+        """Compile the email a delivery needs, once per lesson snapshot or per sequence
+        version (snapshots never change, so the cache is safe in every process). Returns
+        why it cannot be built, rather than raising: one broken lesson must not hold up
+        every other email."""
+        try:
+            if delivery.kind == DeliveryKind.CONFIRMATION:
+                await self._load_confirmation(session, delivery)
+            else:
+                await self._load_lesson(session, delivery)
+        except Exception as exc:  # a template or content error, reported per delivery
+            log.exception(
+                "Cannot build delivery %s", delivery.id, extra={"action": "render_failed"}
             )
+            return f"cannot build the email: {type(exc).__name__}: {exc}"[:500]
+        return None
+
+    async def _load_confirmation(
+        self, session: AsyncSession, delivery: queries.ClaimedDelivery
+    ) -> None:
+        assert delivery.sequence_id is not None
+        version = await queries.current_version(session, delivery.sequence_id)
+        assert version is not None
+        self._confirmation_versions[delivery.sequence_id] = version.id
+        if version.id not in self._confirmations:
+            slug = await self._slug_of(session, version.id)
+            course = await load_snapshot(session, version.id, slug)
+            self._confirmations[version.id] = ConfirmationEmail(
+                self.env, self.settings.sender, course
+            )
+
+    async def _load_lesson(self, session: AsyncSession, delivery: queries.ClaimedDelivery) -> None:
+        assert delivery.lesson_id is not None
+        if delivery.lesson_id in self._lessons:
+            return
+        snapshot = await session.get(LessonSnapshot, delivery.lesson_id)
+        assert snapshot is not None
+        slug = await self._slug_of(session, snapshot.version_id)
+        course = await load_snapshot(session, snapshot.version_id, slug)
+        lesson = next(item for item in course.lessons if item.key == snapshot.key)
+        self._lessons[delivery.lesson_id] = LessonEmail(
+            self.env, self.settings.sender, course, lesson
+        )
 
     async def _slug_of(self, session: AsyncSession, version_id: int) -> str:
         version = await session.get(SequenceVersion, version_id)
@@ -285,32 +312,47 @@ class Worker:
 
     async def _send_in_chunks(
         self, outgoing: list[tuple[queries.ClaimedDelivery, Envelope]]
-    ) -> AsyncIterator[list[tuple[queries.ClaimedDelivery, SendReport]]]:
-        """Send over every pooled connection at once; yield outcomes as they complete."""
-        # As many sends at a time as the transport has connections: each stays busy,
-        # and nothing queues up inside the transport.
-        gate = asyncio.Semaphore(self.settings.sending.connections)
+    ) -> AsyncIterator[list[tuple[queries.ClaimedDelivery, SendReport | None]]]:
+        """Send over every pooled connection at once; yield outcomes in chunks of
+        `record_every` for the caller to record.
+
+        At most `record_every + connections` messages are ever sent and not yet recorded:
+        a permit is taken before each send and given back only once the caller has
+        recorded its chunk. That is the bound on what a crash can re-send. Once the relay
+        refuses us as a sender, sends not yet started are skipped (outcome None)."""
+        sending = self.settings.sending
+        unrecorded = asyncio.Semaphore(sending.record_every + sending.connections)
+        connections = asyncio.Semaphore(sending.connections)
+        halt = asyncio.Event()
 
         async def send(
             delivery: queries.ClaimedDelivery, envelope: Envelope
-        ) -> tuple[queries.ClaimedDelivery, SendReport]:
-            async with gate:
+        ) -> tuple[queries.ClaimedDelivery, SendReport | None]:
+            await unrecorded.acquire()
+            async with connections:
+                if halt.is_set():
+                    return delivery, None
                 try:
-                    return delivery, await self.transport.send(envelope)
+                    outcome = await self.transport.send(envelope)
                 except ValueError as exc:
                     # An address no SMTP command line can carry: as good as unknown.
-                    unusable = SendReport(
-                        False, 553, "5.1.3", f"unusable address: {exc}", Stage.RCPT
-                    )
-                    return delivery, unusable
+                    reason = f"unusable address: {exc}"
+                    return delivery, SendReport(False, 553, "5.1.3", reason, Stage.RCPT)
+                if blames_sender(outcome):
+                    # Every further try would fail alike, and repeated failed logins can
+                    # get the relay account locked: stop starting new sends.
+                    halt.set()
+                return delivery, outcome
 
         tasks = [asyncio.create_task(send(delivery, envelope)) for delivery, envelope in outgoing]
-        chunk: list[tuple[queries.ClaimedDelivery, SendReport]] = []
+        chunk: list[tuple[queries.ClaimedDelivery, SendReport | None]] = []
         try:
             for finished in asyncio.as_completed(tasks):
                 chunk.append(await finished)
-                if len(chunk) >= self.settings.sending.record_every:
+                if len(chunk) >= sending.record_every:
                     yield chunk
+                    for _ in chunk:
+                        unrecorded.release()
                     chunk = []
             if chunk:
                 yield chunk
@@ -322,7 +364,7 @@ class Worker:
         self,
         session: AsyncSession,
         decisions: list[tuple[queries.ClaimedDelivery, Decision]],
-        cancelled: list[queries.ClaimedDelivery],
+        dropped: list[tuple[queries.ClaimedDelivery, str, str]],
         now: datetime,
         report: PassReport,
     ) -> None:
@@ -345,13 +387,11 @@ class Worker:
                 }
             )
 
-        for delivery in cancelled:
-            change(
-                delivery,
-                DeliveryStatus.CANCELLED,
-                last_error=f"recipient is {delivery.subscriber_status}",
-            )
-            report.counts["cancelled"] += 1
+        for delivery, status, reason in dropped:
+            change(delivery, status, last_error=reason)
+            report.counts[status] += 1
+            if status == DeliveryStatus.FAILED and delivery.sequence_id:
+                moved_on.append((delivery.subscriber_id, delivery.sequence_id))
         for delivery, decision in decisions:
             report.counts[decision.verdict.value] += 1
             match decision.verdict:
@@ -383,7 +423,7 @@ class Worker:
             if finished and delivery.kind == DeliveryKind.LESSON and delivery.sequence_id:
                 moved_on.append((delivery.subscriber_id, delivery.sequence_id))
 
-        await queries.update_deliveries(session, changes)
+        await queries.record_outcomes(session, changes, worker=self.name)
         await queries.lessons_sent(session, moved_on, now)
         for delivery, reason in bounced:
             await queries.suppress(session, delivery.email, "bounced", reason, now)

@@ -26,6 +26,7 @@ CONNECTIONS = 2
 #: docs/delivery.md: at most record_every + connections messages are sent again.
 DUPLICATE_BOUND = RECORD_EVERY + CONNECTIONS
 LEASE_S = 30
+SMTP_TIMEOUT_S = 5  # the lease must outlast twice the SMTP timeouts
 
 
 def wait_until(condition, timeout_s: float = 60) -> None:  # type: ignore[no-untyped-def]
@@ -44,6 +45,8 @@ def test_a_killed_worker_loses_nothing_and_duplicates_at_most_one_batch(settings
         record_every=RECORD_EVERY,
         lease_s=LEASE_S,
         connections=CONNECTIONS,
+        smtp_timeout_s=SMTP_TIMEOUT_S,
+        smtp_data_timeout_s=SMTP_TIMEOUT_S,
     )
     start = datetime.now(UTC)
 
@@ -88,6 +91,8 @@ def test_a_killed_worker_loses_nothing_and_duplicates_at_most_one_batch(settings
             "NEWSLETTER_SENDING__RECORD_EVERY": str(RECORD_EVERY),
             "NEWSLETTER_SENDING__MAX_PER_SECOND": "1000",
             "NEWSLETTER_SENDING__LEASE_S": str(LEASE_S),
+            "NEWSLETTER_SENDING__SMTP_TIMEOUT_S": str(SMTP_TIMEOUT_S),
+            "NEWSLETTER_SENDING__SMTP_DATA_TIMEOUT_S": str(SMTP_TIMEOUT_S),
             "NEWSLETTER_SECRET_KEY": "crash-test-secret-key",
         }
         worker = subprocess.Popen(

@@ -23,6 +23,7 @@ from newsletter.db.models import (
     Subscriber,
     SubscriberStatus,
 )
+from newsletter.delivery.transport import Envelope, SendReport, SmtpTransport
 from newsletter.subscribers import NewSubscriber, add_subscriber, unsubscribe
 from newsletter.tokens import Purpose, Tokens
 from tests.conftest import COURSE_DIR, REPO
@@ -453,3 +454,90 @@ def test_an_opt_in_email_is_not_sent_once_the_address_left(settings, tmp_path, s
         assert stack.received() == []
 
     run(with_stack(settings, tmp_path, smtp_server, scenario))
+
+
+class CountingTransport:
+    """The real SMTP transport, counting what went through it."""
+
+    def __init__(self, inner: SmtpTransport) -> None:
+        self.inner = inner
+        self.sends = 0
+
+    async def send(self, envelope: Envelope) -> SendReport:
+        self.sends += 1
+        return await self.inner.send(envelope)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def test_a_relay_refusing_us_stops_the_rest_of_the_batch(settings, tmp_path, smtp_server):
+    smtp_server.answer_mail(550, "5.7.1 Sender address rejected")
+
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(shipped_course(REPO))
+        ids = [await stack.subscribe(f"s{n}@example.com", sequence_id=sequence) for n in range(30)]
+        await stack.worker.plan_once(stack.clock.now())
+        counting = CountingTransport(stack.transport)  # type: ignore[arg-type]
+        worker = stack.new_worker(counting, name="counted")
+        report = await worker.dispatch_once(stack.clock.now())
+
+        # Only what was already on the wire when the first refusal came back was tried.
+        assert counting.sends <= stack.settings.sending.connections + 1
+        assert report["sender_blocked"] == 30
+        for subscriber in ids:
+            [delivery] = await stack.deliveries(subscriber)
+            assert delivery.status == DeliveryStatus.QUEUED
+            assert delivery.attempts == 0
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario, connections=2))
+
+
+def test_sends_never_run_further_ahead_of_recording_than_the_stated_bound(
+    settings, tmp_path, smtp_server, monkeypatch
+):
+    """docs/delivery.md: a crash re-sends at most record_every + connections messages, so
+    no more than that may be sent and not yet recorded at any moment, even when writing
+    to the database is slow."""
+    record_every, connections = 5, 2
+    recorded = 0
+    ahead: list[int] = []
+    real_record = queries.record_outcomes
+
+    async def slow_record(session, changes, *, worker):  # type: ignore[no-untyped-def]
+        nonlocal recorded
+        await asyncio.sleep(0.05)  # a slow disk: sends must wait for it, not run ahead
+        await real_record(session, changes, worker=worker)
+        recorded += len(changes)
+
+    monkeypatch.setattr(queries, "record_outcomes", slow_record)
+
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(shipped_course(REPO))
+        for n in range(40):
+            await stack.subscribe(f"b{n}@example.com", sequence_id=sequence)
+        await stack.worker.plan_once(stack.clock.now())
+        counting = CountingTransport(stack.transport)  # type: ignore[arg-type]
+        real_send = counting.send
+
+        async def send(envelope: Envelope) -> SendReport:
+            ahead.append(counting.sends + 1 - recorded)
+            return await real_send(envelope)
+
+        counting.send = send  # type: ignore[method-assign]
+        worker = stack.new_worker(counting, name="bounded")
+        report = await worker.dispatch_once(stack.clock.now())
+        assert report["sent"] == 40
+
+    run(
+        with_stack(
+            settings,
+            tmp_path,
+            smtp_server,
+            scenario,
+            batch_size=40,
+            record_every=record_every,
+            connections=connections,
+        )
+    )
+    assert max(ahead) <= record_every + connections
