@@ -60,13 +60,16 @@ ADMIN_CONSENT = {"form": "admin command line", "text": "added by an administrato
 
 
 @asynccontextmanager
-async def database(config: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    """Sessions on the configured database; the embedded SQLite file migrates itself."""
+async def database(
+    config: Settings, *, read_only: bool = False
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the configured database; the embedded SQLite file migrates itself.
+    Read-only sessions never hold up the workers' writes."""
     if config.database.url.startswith("sqlite"):
         upgrade_database(config.database.url)
     engine = create_engine(config.database.url)
     try:
-        yield make_sessionmaker(engine)
+        yield make_sessionmaker(engine, read_only=read_only)
     finally:
         await engine.dispose()
 
@@ -116,6 +119,11 @@ def subscribers_add(
 
     async def work() -> None:
         async with database(config) as sessions, sessions.begin() as session:
+            if await queries.is_suppressed(session, new.email):
+                raise NewsletterError(
+                    f"{new.email} is on the suppression list (it bounced or complained); "
+                    "it will not be mailed again"
+                )
             subscriber, created = await add_subscriber(
                 session, new, status=SubscriberStatus.CONFIRMED, consent=ADMIN_CONSENT, now=now()
             )
@@ -165,7 +173,7 @@ def subscribers_list(
     config = settings()
 
     async def work() -> None:
-        async with database(config) as sessions, sessions() as session:
+        async with database(config, read_only=True) as sessions, sessions() as session:
             query = select(Subscriber).order_by(Subscriber.id.desc()).limit(limit)
             if status is not None:
                 query = query.where(Subscriber.status == status)
@@ -192,7 +200,7 @@ def subscribers_show(email: str) -> None:
     config = settings()
 
     async def work() -> None:
-        async with database(config) as sessions, sessions() as session:
+        async with database(config, read_only=True) as sessions, sessions() as session:
             subscriber = await _subscriber(session, email)
             out.print(f"[bold]{subscriber.email}[/] (id {subscriber.id}) {subscriber.status}")
             out.print(
@@ -307,7 +315,7 @@ def subscribers_export(
     config = settings()
 
     async def work() -> None:
-        async with database(config) as sessions, sessions() as session:
+        async with database(config, read_only=True) as sessions, sessions() as session:
             handle = out_path.open("w", newline="", encoding="utf-8") if out_path else sys.stdout
             writer = csv.writer(handle)
             writer.writerow(
@@ -425,7 +433,7 @@ def sequences_list() -> None:
     config = settings()
 
     async def work() -> None:
-        async with database(config) as sessions, sessions() as session:
+        async with database(config, read_only=True) as sessions, sessions() as session:
             table = Table(
                 "slug", "status", "version", "lessons", "active", "completed", "sent", "queued"
             )
@@ -475,7 +483,7 @@ def sequences_show(slug: str) -> None:
     config = settings()
 
     async def work() -> None:
-        async with database(config) as sessions, sessions() as session:
+        async with database(config, read_only=True) as sessions, sessions() as session:
             sequence = await _live_sequence(session, slug)
             version = await queries.current_version(session, sequence.id)
             assert version is not None

@@ -10,6 +10,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from sqlalchemy.exc import DBAPIError
 
 from newsletter.config import Settings, default_config_path, load_settings
 from newsletter.errors import NewsletterError
@@ -70,6 +71,13 @@ def main() -> None:
         app()
     except NewsletterError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(1)
+    except OSError as exc:  # a file or folder the admin named cannot be used
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(1)
+    except DBAPIError as exc:  # locked, unreachable, or a schema that needs `db upgrade`
+        first_line = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        err.print(f"error: database: {first_line}", markup=False, highlight=False)
         sys.exit(1)
     except Fail:
         sys.exit(1)

@@ -202,6 +202,9 @@ async def due_enrollments(session: AsyncSession, now: datetime, limit: int) -> l
         )
         .join(SequenceRow, SequenceRow.id == Enrollment.sequence_id)
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        # A suppressed address is never planned for, whatever its subscriber row says.
+        .outerjoin(Suppression, Suppression.email == Subscriber.email)
+        .where(Suppression.id.is_(None))
         .where(Enrollment.status == EnrollmentStatus.ACTIVE)
         .where(Enrollment.next_check_at <= now)
         .where(SequenceRow.status == SequenceStatus.LIVE)
