@@ -153,6 +153,20 @@ class ScheduleSettings(_Section):
         return ZoneInfo(self.timezone)
 
 
+class SignupSettings(_Section):
+    """The signup form's limits (docs/web.md)."""
+
+    #: At most one confirmation email per address in this many seconds, however often the
+    #: address is typed in: the form cannot be used to flood someone's inbox.
+    confirmation_interval_s: float = Field(default=600, ge=0)
+    #: Signups accepted per client address per hour, across every web worker.
+    signups_per_ip_per_hour: int = Field(default=20, ge=1)
+    #: Pending addresses that never confirm are deleted after this many days.
+    pending_max_age_days: float = Field(default=7, gt=0)
+    #: Keep the IP address a signup came from in its consent record.
+    store_ip: bool = True
+
+
 class PathSettings(_Section):
     lessons: Path = Path("lessons")
     templates: Path = Path("templates/emails")
@@ -174,6 +188,7 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = SmtpSettings()
     sending: SendingSettings = SendingSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    signup: SignupSettings = SignupSettings()
     paths: PathSettings = PathSettings()
     #: Signs the links in emails; from NEWSLETTER_SECRET_KEY only.
     secret_key: SecretStr | None = None

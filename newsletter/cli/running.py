@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
 from rich.table import Table
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from newsletter.cli.admin import database, parse_when
 from newsletter.cli.app import app, err, out, run, settings
@@ -22,7 +24,9 @@ from newsletter.delivery.transport import OutboxTransport, SmtpTransport, Transp
 from newsletter.render import make_environment
 from newsletter.scheduling.jobs import build_scheduler
 from newsletter.scheduling.worker import PassReport, Worker
+from newsletter.signup import purge_stale_signups
 from newsletter.tokens import LinkMaker, Tokens
+from newsletter.web.app import create_app, serve_web
 
 SpeedOption = Annotated[
     float,
@@ -46,11 +50,16 @@ def build_transport(config: Settings) -> Transport:
     )
 
 
-def build_worker(config: Settings, sessions, transport: Transport) -> Worker:  # type: ignore[no-untyped-def]
-    links = LinkMaker(
-        Tokens(load_secret_key(config)), config.site.base, config.sender.unsubscribe_address
-    )
-    return Worker(config, sessions, transport, make_environment(config.templates_dir), links)
+def build_links(config: Settings) -> LinkMaker:
+    tokens = Tokens(load_secret_key(config))
+    return LinkMaker(tokens, config.site.base, config.sender.unsubscribe_address)
+
+
+def build_worker(
+    config: Settings, sessions: async_sessionmaker[AsyncSession], transport: Transport
+) -> Worker:
+    env = make_environment(config.templates_dir)
+    return Worker(config, sessions, transport, env, build_links(config))
 
 
 async def queue_shipped_courses(config: Settings, sessions) -> list[str]:  # type: ignore[no-untyped-def]
@@ -73,7 +82,15 @@ async def queue_shipped_courses(config: Settings, sessions) -> list[str]:  # typ
         return queued
 
 
-async def run_service(config: Settings, clock: Clock, *, first_start: bool) -> None:
+async def run_service(
+    config: Settings,
+    clock: Clock,
+    *,
+    first_start: bool,
+    web_address: tuple[str, int] | None = None,
+) -> None:
+    """The scheduler (planner, dispatcher, housekeeping) and, given an address, the web app,
+    in one process and one event loop."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # Their routine chatter (every job run, every migration step) buries what matters.
     for noisy in ("apscheduler", "alembic"):
@@ -83,17 +100,30 @@ async def run_service(config: Settings, clock: Clock, *, first_start: bool) -> N
             for slug in await queue_shipped_courses(config, sessions):
                 out.print(f"Queued the shipped course [bold]{slug}[/].")
         transport = build_transport(config)
+        pending_max_age = timedelta(days=config.signup.pending_max_age_days)
+
+        async def purge(now: datetime) -> None:
+            async with sessions.begin() as session:
+                await purge_stale_signups(session, now, pending_max_age)
+
         scheduler = build_scheduler(
-            build_worker(config, sessions, transport), clock, config.schedule.tick_s
+            build_worker(config, sessions, transport), clock, config.schedule.tick_s, purge
         )
         where = config.smtp.host or f"the development outbox {config.var_dir / 'outbox'}"
-        out.print(
-            f"Sending to {where}. Add someone with: newsletter subscribers add you@example.com "
-            "--enroll <slug>. Ctrl-C stops."
-        )
+        out.print(f"Sending to {where}.")
         scheduler.start()
         try:
-            await asyncio.Event().wait()
+            if web_address is None:
+                out.print("Ctrl-C stops.")
+                await asyncio.Event().wait()
+            else:
+                host, port = web_address
+                out.print(
+                    f"Signup page: http://{host}:{port}/ (public: {config.site.base}/). "
+                    "Ctrl-C stops."
+                )
+                app = create_app(config, sessions, clock, build_links(config))
+                await serve_web(app, host, port)
         finally:
             scheduler.shutdown(wait=False)
             await transport.close()
@@ -104,13 +134,17 @@ def _clock(speed: float) -> Clock:
 
 
 @app.command()
-def serve(speed: SpeedOption = 1.0) -> None:
-    """Run the service: the scheduler (planner and dispatcher) on the configured database."""
+def serve(
+    speed: SpeedOption = 1.0,
+    host: Annotated[str, typer.Option(help="Address the web app listens on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port the web app listens on")] = 8000,
+) -> None:
+    """Run the service: the scheduler and the signup web app, on the configured database."""
     config = settings()
-    try:
-        asyncio.run(run_service(config, _clock(speed), first_start=True))
-    except KeyboardInterrupt:
-        out.print("Stopped.")
+    service = run_service(config, _clock(speed), first_start=True, web_address=(host, port))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(service)
+    out.print("Stopped.")
 
 
 @app.command()

@@ -6,7 +6,8 @@ the scheduler exactly what ten do."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -17,8 +18,31 @@ from newsletter.scheduling.worker import Worker
 log = logging.getLogger(__name__)
 
 
-def build_scheduler(worker: Worker, clock: Clock, tick_s: float) -> AsyncIOScheduler:
+#: Housekeeping (e.g. purging signups never confirmed) runs this often.
+HOUSEKEEPING_INTERVAL = timedelta(hours=1)
+
+
+def build_scheduler(
+    worker: Worker,
+    clock: Clock,
+    tick_s: float,
+    housekeeping: Callable[[datetime], Awaitable[object]] | None = None,
+) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone=UTC)
+    if housekeeping is not None:
+
+        async def tidy() -> None:
+            await housekeeping(clock.now())
+
+        scheduler.add_job(
+            tidy,
+            IntervalTrigger(seconds=HOUSEKEEPING_INTERVAL.total_seconds()),
+            id="housekeeping",
+            name="housekeeping",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
     for name, run_pass in (("plan", worker.plan_once), ("dispatch", worker.dispatch_once)):
 
         async def job(run_pass=run_pass, name=name) -> None:  # type: ignore[no-untyped-def]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -43,6 +45,12 @@ def admin(tmp_path: Path):  # type: ignore[no-untyped-def]
 
     newsletter.env = base  # type: ignore[attr-defined]
     return newsletter
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -179,10 +187,11 @@ def test_a_broken_course_is_not_queued(admin, tmp_path):
 def test_serve_fast_forwards_a_course_into_the_outbox(admin, tmp_path):
     """The README's main job: serve on the embedded defaults, a subscriber added from the
     command line, the course arriving in the outbox while the clock runs fast."""
+    port = free_port()
     log = tmp_path / "serve.log"
     with log.open("w") as log_file:
         service = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "serve", "--speed", "86400"],
+            [sys.executable, "-m", "newsletter", "serve", "--speed", "86400", "--port", str(port)],
             cwd=REPO,
             env=admin.env | {"NEWSLETTER_SCHEDULE__TICK_S": "0.2"},
             stdout=log_file,
@@ -196,6 +205,10 @@ def test_serve_fast_forwards_a_course_into_the_outbox(admin, tmp_path):
             assert service.poll() is None, log.read_text()
             time.sleep(0.2)
         ok(admin("subscribers", "add", "hal@example.com", "--enroll", COURSE_SLUG))
+        # The signup page is served by the same process.
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
+        assert page.status == 200
+        assert "Leg weakness after microdiscectomy" in page.read().decode()
         while len(list_outbox(outbox)) < 3:  # a simulated day passes every second
             assert time.monotonic() < deadline, "lessons did not arrive"
             assert service.poll() is None, log.read_text()

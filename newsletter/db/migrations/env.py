@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from newsletter.db import web_models as web_models  # registers the web app's tables
 from newsletter.db.models import Base
 from newsletter.db.session import tune_sqlite
 

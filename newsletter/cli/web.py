@@ -1,0 +1,85 @@
+"""`newsletter web` (the web app alone) and `newsletter form-snippet` (a form for other sites)."""
+
+from __future__ import annotations
+
+import asyncio
+from html import escape
+from typing import Annotated
+
+import typer
+
+from newsletter.cli.admin import database
+from newsletter.cli.app import app, out, settings
+from newsletter.cli.running import build_links
+from newsletter.clock import SystemClock
+from newsletter.config import Settings
+from newsletter.signup import CONSENT_TEXT, CONSENT_VERSION
+from newsletter.web.app import create_app, serve_web
+from newsletter.web.forms import HONEYPOT
+
+
+@app.command()
+def web(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    course: Annotated[
+        str | None,
+        typer.Option(help="Sequence slug to sign people up for [default: the oldest live one]"),
+    ] = None,
+) -> None:
+    """Run the web app alone: signup, confirmation, unsubscribe and preference pages."""
+    config = settings()
+
+    async def work() -> None:
+        async with database(config) as sessions:
+            links = build_links(config)
+            application = create_app(config, sessions, SystemClock(), links, sequence_slug=course)
+            out.print(f"Serving the signup pages on http://{host}:{port}/. Ctrl-C stops.")
+            await serve_web(application, host, port)
+
+    try:
+        asyncio.run(work())
+    except KeyboardInterrupt:
+        out.print("Stopped.")
+
+
+@app.command("form-snippet")
+def form_snippet() -> None:
+    """Print an HTML signup form that another website can paste in; it posts here."""
+    out.print(signup_snippet(settings()), markup=False, highlight=False, soft_wrap=True)
+
+
+def signup_snippet(config: Settings) -> str:
+    action = escape(f"{config.site.base}/subscribe")
+    return f"""<!-- Signup form for {escape(config.sender.name)}: it posts to {action}.
+     Style it as you like; keep the field names, the consent sentence and the hidden fields. -->
+<form method="post" action="{action}" class="newsletter-signup">
+  <p>
+    <label for="newsletter-email">Your email address</label><br>
+    <input id="newsletter-email" name="email" type="email" autocomplete="email"
+           required maxlength="254">
+  </p>
+  <p>
+    <label for="newsletter-first-name">Your first name (optional)</label><br>
+    <input id="newsletter-first-name" name="first_name" type="text"
+           autocomplete="given-name" maxlength="100">
+  </p>
+  <!-- A trap for bots: people never see it, so it must stay empty. -->
+  <p style="position:absolute;left:-10000px" aria-hidden="true">
+    <label for="newsletter-{HONEYPOT}">Leave this field empty</label>
+    <input id="newsletter-{HONEYPOT}" name="{HONEYPOT}" type="text" tabindex="-1"
+           autocomplete="off">
+  </p>
+  <input type="hidden" name="timezone" value="">
+  <input type="hidden" name="form" value="snippet">
+  <input type="hidden" name="consent_version" value="{CONSENT_VERSION}">
+  <p id="newsletter-consent">{escape(CONSENT_TEXT)}</p>
+  <button type="submit" aria-describedby="newsletter-consent">Subscribe</button>
+</form>
+<!-- Optional: sends the reader's time zone, so lessons arrive in their daytime. -->
+<script>
+  document.querySelectorAll('.newsletter-signup input[name="timezone"]').forEach(function (field) {{
+    try {{ field.value = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; }} catch (e) {{}}
+  }});
+</script>
+"""

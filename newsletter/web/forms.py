@@ -1,0 +1,141 @@
+"""The web forms, parsed: raw fields -> a typed request, or messages that say what to fix.
+
+Pure: no request, no session, no clock. Every message is written for the person at the form,
+who may be tired or in pain: what is wrong and what to do, in plain words."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cache
+from zoneinfo import available_timezones
+
+from newsletter.addresses import MAX_ADDRESS_LENGTH, AddressInvalid, normalize_address
+from newsletter.render import clean_name
+from newsletter.signup import CONSENT_VERSION, SignupRequest
+
+#: Bots fill every field they find; people never see this one (hidden, out of the tab order).
+HONEYPOT = "leave_empty"
+MAX_NAME_LENGTH = 100
+#: Longer values are cut before they are even looked at, so errors echo no megabytes back.
+MAX_FIELD_LENGTH = 1000
+_FORM_NAME = re.compile(r"[a-z0-9-]{1,40}")
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """Field -> what to fix, and the values as typed, to fill the form again."""
+
+    errors: dict[str, str]
+    values: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Trapped:
+    """The honeypot was filled: answer as if all went well, do nothing."""
+
+
+class Action(StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    TIMEZONE = "timezone"
+    EXPORT = "export"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class PreferencesRequest:
+    action: Action
+    timezone: str | None = None  #: for Action.TIMEZONE; None: the configured default
+
+
+#: The preferences form's choice for "no zone of my own".
+DEFAULT_ZONE = "default"
+
+
+@cache
+def known_timezones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def sorted_timezones() -> list[str]:
+    return sorted(known_timezones())
+
+
+def parse_timezone(raw: str) -> str | None:
+    """A known IANA name, else None. Checked against the zone list rather than by loading
+    it, so no path-like value ever reaches the file system."""
+    text = raw.strip()
+    return text if text in known_timezones() else None
+
+
+def parse_signup(form: Mapping[str, str]) -> SignupRequest | Invalid | Trapped:
+    values = {name: form.get(name, "")[:MAX_FIELD_LENGTH] for name in ("email", "first_name")}
+    if form.get(HONEYPOT, "").strip():
+        return Trapped()
+    errors: dict[str, str] = {}
+    email = ""
+    try:
+        email = _email(values["email"])
+    except ValueError as exc:
+        errors["email"] = str(exc)
+    if len(values["first_name"].strip()) > MAX_NAME_LENGTH:
+        errors["first_name"] = (
+            f"Please shorten your name to {MAX_NAME_LENGTH} characters or fewer "
+            f"(it has {len(values['first_name'].strip())})."
+        )
+    if errors:
+        return Invalid(errors, values)
+    form_name = form.get("form", "").strip()
+    return SignupRequest(
+        email=email,
+        first_name=clean_name(values["first_name"]),
+        # The browser fills this in; a value we do not know is not the person's fault, so
+        # it silently falls back to the default rather than failing the form.
+        timezone=parse_timezone(form.get("timezone", "")[:MAX_FIELD_LENGTH]),
+        form=form_name if _FORM_NAME.fullmatch(form_name) else "signup-page",
+        consent_version=form.get("consent_version", "").strip()[:40] or CONSENT_VERSION,
+    )
+
+
+def _email(raw: str) -> str:
+    text = raw.strip()
+    if not text:
+        raise ValueError("Please enter your email address.")
+    if len(text) > MAX_ADDRESS_LENGTH:
+        raise ValueError(
+            f"This is longer than {MAX_ADDRESS_LENGTH} characters, more than an email address "
+            "can be. Please check it."
+        )
+    if "@" not in text:
+        raise ValueError("An email address needs an @ sign, as in name@example.com.")
+    try:
+        return normalize_address(text)
+    except AddressInvalid:
+        raise ValueError(
+            "This does not look like an email address that can receive mail. Please check "
+            "it for typing mistakes; it should look like name@example.com."
+        ) from None
+
+
+def parse_preferences(form: Mapping[str, str]) -> PreferencesRequest | Invalid:
+    raw_action = form.get("action", "")[:MAX_FIELD_LENGTH]
+    raw_zone = form.get("timezone", "")[:MAX_FIELD_LENGTH]
+    values = {"timezone": raw_zone}
+    try:
+        action = Action(raw_action)
+    except ValueError:
+        return Invalid({"action": "Please choose one of the buttons on this page."}, values)
+    if action != Action.TIMEZONE:
+        return PreferencesRequest(action)
+    if raw_zone.strip() == DEFAULT_ZONE:
+        return PreferencesRequest(action, None)
+    zone = parse_timezone(raw_zone)
+    if zone is None:
+        return Invalid(
+            {"timezone": "Please choose your time zone from the list, such as Europe/London."},
+            values,
+        )
+    return PreferencesRequest(action, zone)

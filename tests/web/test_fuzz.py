@@ -1,0 +1,115 @@
+"""Whatever arrives at whichever endpoint, the answer is never a 500.
+
+The ASGI transport re-raises any exception the app lets escape, so a crash fails the test
+even where the error handler would have hidden it behind a friendly page."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import quote
+
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from newsletter.tokens import Purpose
+from newsletter.web.forms import HONEYPOT
+from tests.web.site import close_site, csrf_of, start_site
+
+FIELDS = [
+    "email",
+    "first_name",
+    "timezone",
+    "form",
+    "consent_version",
+    HONEYPOT,
+    "csrf",
+    "action",
+    "List-Unsubscribe",
+]
+CONTENT_TYPES = [
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+    "multipart/form-data; boundary=xyz",
+    "text/plain",
+    "application/json",
+    "",
+]
+ROUTES = [
+    "",
+    "subscribe",
+    "check-your-email",
+    "confirm",
+    "unsubscribe",
+    "preferences",
+    "static",
+    "nowhere",
+]
+
+text = st.text(max_size=200)
+header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=100)
+requests = st.fixed_dictionaries(
+    {
+        "method": st.sampled_from(["GET", "POST", "POST", "HEAD", "PUT"]),
+        "route": st.sampled_from(ROUTES),
+        "token": st.one_of(st.none(), st.text(max_size=80)),
+        "csrf": st.booleans(),
+        "fields": st.dictionaries(st.one_of(st.sampled_from(FIELDS), text), text, max_size=8),
+        "raw": st.one_of(st.none(), st.binary(max_size=3000)),
+        "content_type": st.sampled_from(CONTENT_TYPES),
+        "user_agent": header_text,
+    }
+)
+
+
+def test_no_input_to_any_endpoint_gets_a_500(settings, tmp_path, smtp_server):
+    runner = asyncio.Runner()
+    site = runner.run(start_site(settings, tmp_path, smtp_server))
+    ana = runner.run(site.stack.subscribe("ana@example.com", sequence_id=site.sequence_id))
+    now = site.stack.clock.now()
+    valid = {purpose: site.links.tokens.issue(purpose, ana, now) for purpose in Purpose}
+
+    async def send(request: dict) -> int:  # type: ignore[type-arg]
+        route = request["route"]
+        token = request["token"]
+        if route in ("confirm", "unsubscribe", "preferences"):
+            token = valid[Purpose(route)] if token is None else quote(token, safe="")
+            path = f"/{route}/{token}"
+        else:
+            path = f"/{route}" + (f"/{quote(token, safe='')}" if token else "")
+        fields = dict(request["fields"])
+        if request["csrf"] and route in ("confirm", "preferences"):
+            page = await site.client.get(path)
+            if 'name="csrf"' in page.text:
+                fields["csrf"] = csrf_of(page)
+        headers = {"user-agent": request["user_agent"]}
+        if request["raw"] is not None:
+            headers["content-type"] = request["content_type"]
+            answer = await site.client.request(
+                request["method"], path, content=request["raw"], headers=headers
+            )
+        else:
+            answer = await site.client.request(
+                request["method"],
+                path,
+                data=fields if request["method"] in ("POST", "PUT") else None,
+                headers=headers,
+            )
+        return answer.status_code
+
+    @hypothesis_settings(
+        max_examples=400,
+        database=None,  # no .hypothesis/ folder in the repository
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(requests)
+    def never_500(request: dict) -> None:  # type: ignore[type-arg]
+        status = runner.run(send(request))
+        assert status < 500, request
+
+    try:
+        never_500()
+    finally:
+        runner.run(close_site(site))
+        runner.close()
