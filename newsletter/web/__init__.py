@@ -1,0 +1,1 @@
+"""The public web pages: signup, confirmation, unsubscribe and preferences."""
