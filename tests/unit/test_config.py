@@ -113,7 +113,7 @@ def test_unknown_section_lists_the_known_sections(tmp_path: Path) -> None:
 
     assert config_error(path) == (
         f"{path}:1: smpt: unknown key (expected one of: database, paths, schedule, "
-        "secret_key, sender, sending, site, smtp)"
+        "secret_key, sender, sending, signup, site, smtp)"
     )
 
 
