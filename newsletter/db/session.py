@@ -75,3 +75,9 @@ def alembic_config(sync_url: URL) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["url"] = sync_url
     return config
+
+
+def read_only(sessions: async_sessionmaker[AsyncSession]) -> async_sessionmaker[AsyncSession]:
+    """The same database, for sessions that only read (see make_sessionmaker)."""
+    engine: AsyncEngine = sessions.kw["bind"]
+    return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)

@@ -187,13 +187,16 @@ class Worker:
                 return report
             self.bucket.take(len(claimed), self.rate_clock.now())
             sendable: list[queries.ClaimedDelivery] = []
+            # Sequences whose current version this pass has looked up: once each, not
+            # once per confirmation, while the write lock is held.
+            pass_versions: set[int] = set()
             dropped: list[tuple[queries.ClaimedDelivery, str, str]] = []
             for delivery in claimed:
                 if not _may_receive(delivery):
                     # They left after it was queued: never send.
                     reason = f"recipient is {delivery.subscriber_status}"
                     dropped.append((delivery, DeliveryStatus.CANCELLED, reason))
-                elif problem := await self._load_template(session, delivery):
+                elif problem := await self._load_template(session, delivery, pass_versions):
                     dropped.append((delivery, DeliveryStatus.FAILED, problem))
                 else:
                     sendable.append(delivery)
@@ -258,7 +261,7 @@ class Worker:
         return Envelope(sender.address, delivery.email, data)
 
     async def _load_template(
-        self, session: AsyncSession, delivery: queries.ClaimedDelivery
+        self, session: AsyncSession, delivery: queries.ClaimedDelivery, pass_versions: set[int]
     ) -> str | None:
         """Compile the email a delivery needs, once per lesson snapshot or per sequence
         version (snapshots never change, so the cache is safe in every process). Returns
@@ -266,7 +269,7 @@ class Worker:
         every other email."""
         try:
             if delivery.kind == DeliveryKind.CONFIRMATION:
-                await self._load_confirmation(session, delivery)
+                await self._load_confirmation(session, delivery, pass_versions)
             else:
                 await self._load_lesson(session, delivery)
         except Exception as exc:  # a template or content error, reported per delivery
@@ -277,11 +280,14 @@ class Worker:
         return None
 
     async def _load_confirmation(
-        self, session: AsyncSession, delivery: queries.ClaimedDelivery
+        self, session: AsyncSession, delivery: queries.ClaimedDelivery, pass_versions: set[int]
     ) -> None:
         assert delivery.sequence_id is not None
+        if delivery.sequence_id in pass_versions:
+            return  # looked up already in this pass
         version = await queries.current_version(session, delivery.sequence_id)
         assert version is not None
+        pass_versions.add(delivery.sequence_id)
         self._confirmation_versions[delivery.sequence_id] = version.id
         if version.id not in self._confirmations:
             slug = await self._slug_of(session, version.id)

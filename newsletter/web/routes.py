@@ -22,6 +22,7 @@ from newsletter.clock import Clock
 from newsletter.config import Settings
 from newsletter.db import queries
 from newsletter.db.models import Subscriber, SubscriberStatus
+from newsletter.db.session import read_only
 from newsletter.tokens import LinkMaker, Purpose, TokenExpired, TokenInvalid
 from newsletter.web import forms
 from newsletter.web.security import MAX_BODY_BYTES, CsrfGuard
@@ -56,6 +57,8 @@ class Pages:
     ) -> None:
         self.settings = settings
         self.sessions = sessions
+        #: For pages that only read: they never wait for, nor hold up, a write.
+        self.readers = read_only(sessions)
         self.clock = clock
         self.links = links
         self.secret = secret
@@ -120,7 +123,7 @@ class Pages:
     # --- signing up ----------------------------------------------------------------------
 
     async def signup_page(self, request: Request) -> Response:
-        async with self.sessions() as session:
+        async with self.readers() as session:
             course = await self.course(session)
         return self.signup_form(course, 200, values={}, errors={})
 
@@ -162,7 +165,7 @@ class Pages:
             log.info("Honeypot filled; pretended success.", extra={"action": "signup_trapped"})
             return see_check_your_email()
         if isinstance(parsed, forms.Invalid):
-            async with self.sessions() as session:
+            async with self.readers() as session:
                 course = await self.course(session)
             return self.signup_form(course, 400, values=parsed.values, errors=parsed.errors)
         client = signup.client_key(self.secret, request.client.host if request.client else "")
@@ -257,7 +260,7 @@ class Pages:
         subscriber_id = self.read_token(Purpose.CONFIRM, token, now)
         if isinstance(subscriber_id, Response):
             return subscriber_id
-        async with self.sessions() as session:
+        async with self.readers() as session:
             subscriber = await session.get(Subscriber, subscriber_id)
             course = await self.course(session)
         if subscriber is None:
@@ -288,7 +291,7 @@ class Pages:
             return subscriber_id
         form = await read_form(request)
         if not self.csrf.is_valid(form.get("csrf", ""), f"confirm:{subscriber_id}", now):
-            async with self.sessions() as session:
+            async with self.readers() as session:
                 course = await self.course(session)
             return self.render(
                 "confirm.html",
@@ -360,7 +363,7 @@ class Pages:
         errors: dict[str, str] | None = None,
         values: dict[str, str] | None = None,
     ) -> Response:
-        async with self.sessions() as session:
+        async with self.readers() as session:
             subscriber = await session.get(Subscriber, subscriber_id)
             if subscriber is None:
                 return self.unknown_subscriber()

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from newsletter.db.models import Subscriber, SubscriberStatus
+from newsletter.db.session import create_engine, make_sessionmaker
 from newsletter.signup import CONFIRMATION_INTERVAL, SIGNUP_WINDOW, SIGNUPS_PER_CLIENT
 from newsletter.tokens import Purpose
 from newsletter.web.app import create_app
@@ -272,12 +273,11 @@ def test_every_response_carries_the_security_headers(settings, tmp_path, smtp_se
 
 def test_an_error_on_our_side_shows_a_500_page_without_details(settings, tmp_path, smtp_server):
     async def scenario(site: Site) -> None:
-        def broken_sessions() -> None:
-            raise RuntimeError("database password is hunter2")
-
+        # A database that cannot be opened: its path holds the "secret" that must not leak.
+        engine = create_engine(f"sqlite:///{tmp_path}/no-such-folder/hunter2.db")
         app = create_app(
             site.stack.settings,
-            broken_sessions,  # type: ignore[arg-type]
+            make_sessionmaker(engine),
             site.stack.clock,
             site.links,
             secret="web-test-secret-0123456789",
@@ -288,6 +288,7 @@ def test_an_error_on_our_side_shows_a_500_page_without_details(settings, tmp_pat
         )
         answer = await client.get("/")
         await client.aclose()
+        await engine.dispose()
         assert answer.status_code == 500
         assert "Something went wrong on our side" in answer.text
         assert "hunter2" not in answer.text
