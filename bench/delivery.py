@@ -55,6 +55,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from population import insert_enrolled_readers
+
 ROOT = Path(__file__).resolve().parents[1]
 COURSE = "leg-weakness-after-microdiscectomy"
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -425,53 +427,15 @@ class Bench:
 
     async def populate(self, url: str, sessions: Any) -> None:
         """Migrate, queue the shipped course, bulk-insert subscribers and enrollments."""
-        from sqlalchemy import create_engine as create_sync_engine
-        from sqlalchemy import insert
 
         from newsletter.courses import queue_course
-        from newsletter.db.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
         from newsletter.db.session import upgrade_database
 
         upgrade_database(url)
         enrolled_at = datetime.now(UTC) - timedelta(minutes=1)
         async with sessions.begin() as session:
             sequence_id = (await queue_course(session, self.course, enrolled_at)).sequence_id
-        ids = range(1, self.count + 1)
-        bulk = create_sync_engine(url)
-        with bulk.begin() as connection:
-            connection.execute(
-                insert(Subscriber.__table__),  # type: ignore[arg-type]
-                [
-                    {
-                        "id": index,
-                        "email": f"reader{index}@example.com",
-                        "first_name": f"Reader{index}",
-                        "status": SubscriberStatus.CONFIRMED,
-                        "timezone": None,
-                        "consent": {"form": "bench"},
-                        "created_at": enrolled_at,
-                        "confirmed_at": enrolled_at,
-                        "unsubscribed_at": None,
-                        "updated_at": enrolled_at,
-                    }
-                    for index in ids
-                ],
-            )
-            connection.execute(
-                insert(Enrollment.__table__),  # type: ignore[arg-type]
-                [
-                    {
-                        "subscriber_id": index,
-                        "sequence_id": sequence_id,
-                        "status": EnrollmentStatus.ACTIVE,
-                        "last_sent_at": enrolled_at,
-                        "next_check_at": enrolled_at,
-                        "enrolled_at": enrolled_at,
-                    }
-                    for index in ids
-                ],
-            )
-        bulk.dispose()
+        insert_enrolled_readers(url, sequence_id, self.count, enrolled_at)
 
     async def verify(self, engine: Any, outcomes: Counter[str], label: str) -> None:
         """Every delivery 'sent', exactly once: one row per subscriber, one attempt each."""

@@ -69,6 +69,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from population import insert_enrolled_readers
+
 ROOT = Path(__file__).resolve().parents[1]
 COURSE = "leg-weakness-after-microdiscectomy"
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -377,13 +379,10 @@ class Bench:
     def populate(self) -> None:
         """Migrate, queue the shipped course, bulk-insert confirmed subscribers and their
         enrollments, due a minute ago (a welcome lesson goes out at once, at any hour)."""
-        from sqlalchemy import create_engine as create_sync_engine
-        from sqlalchemy import insert
 
         from newsletter.config import load_settings
         from newsletter.content.course import load_course
         from newsletter.courses import queue_course
-        from newsletter.db.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
         from newsletter.db.session import create_engine, make_sessionmaker, upgrade_database
 
         started = time.perf_counter()
@@ -402,42 +401,7 @@ class Bench:
                 await engine.dispose()
 
         sequence_id = asyncio.run(queue())
-        ids = range(1, self.count + 1)
-        bulk = create_sync_engine(url)
-        with bulk.begin() as connection:
-            connection.execute(
-                insert(Subscriber.__table__),  # type: ignore[arg-type]
-                [
-                    {
-                        "id": index,
-                        "email": f"reader{index}@example.com",
-                        "first_name": f"Reader{index}",
-                        "status": SubscriberStatus.CONFIRMED,
-                        "timezone": None,
-                        "consent": {"form": "bench"},
-                        "created_at": enrolled_at,
-                        "confirmed_at": enrolled_at,
-                        "unsubscribed_at": None,
-                        "updated_at": enrolled_at,
-                    }
-                    for index in ids
-                ],
-            )
-            connection.execute(
-                insert(Enrollment.__table__),  # type: ignore[arg-type]
-                [
-                    {
-                        "subscriber_id": index,
-                        "sequence_id": sequence_id,
-                        "status": EnrollmentStatus.ACTIVE,
-                        "last_sent_at": enrolled_at,
-                        "next_check_at": enrolled_at,
-                        "enrolled_at": enrolled_at,
-                    }
-                    for index in ids
-                ],
-            )
-        bulk.dispose()
+        insert_enrolled_readers(url, sequence_id, self.count, enrolled_at)
         self.setup_s = time.perf_counter() - started
 
     def wait_until_ready(self, web: Service, worker: Service) -> None:
