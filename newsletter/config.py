@@ -136,8 +136,8 @@ class ScheduleSettings(_Section):
     welcome_at_once: bool = True
     #: How often the planner and the dispatcher run.
     tick_s: float = Field(default=1.0, gt=0)
-    #: Enrollments one planner pass looks at.
-    planner_batch: int = Field(default=1000, ge=1)
+    #: Enrollments one planner transaction looks at; passes repeat until none is due.
+    planner_batch: int = Field(default=200, ge=1)
 
     @field_validator("timezone")
     @classmethod

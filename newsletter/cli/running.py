@@ -173,7 +173,7 @@ def tick(
             transport = build_transport(config)
             try:
                 worker = build_worker(config, sessions, transport)
-                planned = await worker.plan_once(clock.now())
+                planned = await worker.plan_due(clock.now())
                 sent = PassReport()
                 while True:
                     report = await worker.dispatch_once(clock.now())

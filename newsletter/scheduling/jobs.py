@@ -43,7 +43,7 @@ def build_scheduler(
             coalesce=True,
             next_run_time=datetime.now(UTC),
         )
-    for name, run_pass in (("plan", worker.plan_once), ("dispatch", worker.dispatch_once)):
+    for name, run_pass in (("plan", worker.plan_due), ("dispatch", worker.dispatch_once)):
 
         async def job(run_pass=run_pass, name=name) -> None:  # type: ignore[no-untyped-def]
             report = await run_pass(clock.now())

@@ -104,6 +104,18 @@ class Worker:
 
     # --- planning ------------------------------------------------------------------------
 
+    async def plan_due(self, now: datetime) -> PassReport:
+        """Planner passes until nothing more is due now. Each pass is a short transaction
+        (`schedule.planner_batch` enrollments), so the web's writes on SQLite never wait
+        long for the lock, however many subscribers fall due at once."""
+        total = PassReport()
+        while True:
+            report = await self.plan_once(now)
+            total.counts.update(report.counts)
+            if sum(report.counts.values()) < self.settings.schedule.planner_batch:
+                return total
+            await asyncio.sleep(0)  # let the web app and the dispatcher take a turn
+
     async def plan_once(self, now: datetime) -> PassReport:
         """Turn due enrollments into queued deliveries; cost follows the number due."""
         report = PassReport()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
@@ -43,6 +44,10 @@ class Course:
     description: str
 
 
+#: Seconds a web process keeps the course it signs people up for before reading it again.
+COURSE_CACHE_S = 5.0
+
+
 class Pages:
     """The handlers, sharing the app's settings, database, clock and signing keys."""
 
@@ -60,6 +65,8 @@ class Pages:
     ) -> None:
         self.settings = settings
         self.sessions = sessions
+        self._course: Course | None = None
+        self._course_read_at: float | None = None
         #: For pages that only read: they never wait for, nor hold up, a write.
         self.readers = read_only(sessions)
         # SQLite takes one writer at a time, and a waiting writer only retries every so
@@ -126,13 +133,21 @@ class Pages:
             yield session
 
     async def course(self, session: AsyncSession) -> Course | None:
+        """The course this site signs people up for. Kept for COURSE_CACHE_S: it changes
+        only when a course is queued, paused or archived, and reading it on every request
+        was a tenth of a signup's cost (docs/benchmarks.md)."""
+        now = time.monotonic()
+        if self._course_read_at is not None and now - self._course_read_at < COURSE_CACHE_S:
+            return self._course
         sequence = await signup.course_sequence(session, self.sequence_slug)
-        if sequence is None:
-            return None
-        version = await queries.current_version(session, sequence.id)
-        if version is None:
-            return None
-        return Course(sequence.id, version.title, version.description)
+        version = await queries.current_version(session, sequence.id) if sequence else None
+        self._course = (
+            Course(sequence.id, version.title, version.description)
+            if sequence is not None and version is not None
+            else None
+        )
+        self._course_read_at = now
+        return self._course
 
     # --- signing up ----------------------------------------------------------------------
 
