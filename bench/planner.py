@@ -14,7 +14,7 @@ next_check_at in the future.
 Measured: in a fresh child process on a copy of that file, after one warm-up pass of 10
 enrollments (it compiles the statements, as a running worker has long done), the wall time
 of the Worker.plan_once passes needed to handle every due enrollment (schedule.planner_batch
-= 1000 per pass, so passes run until one handles nothing; that empty pass is counted), and
+per pass, 200 as shipped, so passes run until one handles nothing; that pass is counted), and
 the peak RSS growth during those passes: VmHWM after the passes minus VmRSS before them, the
 high-water mark being reset first (/proc/self/clear_refs). It is repeated `--repeats` times
 on fresh copies; the best time and the largest growth are reported. A separate run on
@@ -108,13 +108,15 @@ def run(args: argparse.Namespace) -> None:
 
 
 def report(args: argparse.Namespace, results: list[dict[str, Any]], plan: list[str]) -> None:
+    from newsletter.config import load_settings
+
     print(
         f"planner benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         f"Python {sys.version.split()[0]}, {os.cpu_count()} cores"
     )
     print(
         f"SQLite; {args.due_percent:g}% due (every {round(100 / args.due_percent)}th subscriber); "
-        f"planner_batch 1000; "
+        f"planner_batch {load_settings(ROOT / 'config.toml').schedule.planner_batch}; "
         + ("no delivery history" if args.no_history else "one 'sent' welcome delivery each")
     )
     print(f"EXPLAIN QUERY PLAN of due_enrollments: {' | '.join(plan)}")
