@@ -143,7 +143,7 @@ def serve(
     config = settings()
     service = run_service(config, _clock(speed), first_start=True, web_address=(host, port))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(service)
+        run(lambda: service)
     out.print("Stopped.")
 
 
@@ -152,7 +152,7 @@ def worker(speed: SpeedOption = 1.0) -> None:
     """Run the scheduler alone (one of several workers on a shared database)."""
     config = settings()
     try:
-        asyncio.run(run_service(config, _clock(speed), first_start=False))
+        run(lambda: run_service(config, _clock(speed), first_start=False))
     except KeyboardInterrupt:
         out.print("Stopped.")
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from html import escape
 from typing import Annotated
 
 import typer
 
 from newsletter.cli.admin import database
-from newsletter.cli.app import app, out, settings
+from newsletter.cli.app import app, out, run, settings
 from newsletter.cli.running import build_links
 from newsletter.clock import SystemClock
 from newsletter.config import Settings
@@ -38,7 +37,7 @@ def web(
             await serve_web(application, host, port)
 
     try:
-        asyncio.run(work())
+        run(work)
     except KeyboardInterrupt:
         out.print("Stopped.")
 

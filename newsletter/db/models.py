@@ -255,6 +255,9 @@ class SystemFlag(Base):
     set_at: Mapped[datetime]
 
 
-# The Core tables behind the models, for bulk statements (executemany) that bypass the ORM.
+# The Core tables behind the models, for bulk statements (executemany) and statements on
+# hot paths, which bypass the ORM.
 deliveries_table = cast(Table, Delivery.__table__)
 enrollments_table = cast(Table, Enrollment.__table__)
+subscribers_table = cast(Table, Subscriber.__table__)
+suppressions_table = cast(Table, Suppression.__table__)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import Index, String
+from sqlalchemy import Index, String, Table
 from sqlalchemy.orm import Mapped, mapped_column
 
 from newsletter.db.models import Base
@@ -22,3 +23,6 @@ class SignupAttempt(Base):
     #: A keyed hash of the client's IP address: enough to count, useless to anyone reading.
     client_key: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
+
+
+signup_attempts_table = cast(Table, SignupAttempt.__table__)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -199,43 +198,33 @@ class Pages:
             return self.signup_form(course, 400, values=parsed.values, errors=parsed.errors)
         client = signup.client_key(self.secret, request.client.host if request.client else "")
         visitor = self.visitor(request)
-        for attempt in range(2):
-            try:
-                async with self.writing() as session:
-                    course = await self.course(session)
-                    if course is None:
-                        return self.signup_form(None, 503, values={}, errors={})
-                    limits = self.settings.signup
-                    if await signup.over_signup_limit(
-                        session, client, now, limits.signups_per_ip_per_hour
-                    ):
-                        return self.signup_form(
-                            course,
-                            429,
-                            values={"email": parsed.email, "first_name": parsed.first_name},
-                            errors={},
-                            notice=(
-                                "Many signups have come from your network in the last hour, "
-                                "so we have paused signups from it for a while. Please try "
-                                "again in an hour."
-                            ),
-                        )
-                    await signup.record_signup_attempt(session, client, now)
-                    outcome = await signup.subscribe(
-                        session,
-                        parsed,
-                        visitor,
-                        sequence_id=course.sequence_id,
-                        sender_domain=self.settings.sender.domain,
-                        now=now,
-                        confirmation_interval=timedelta(seconds=limits.confirmation_interval_s),
-                    )
-                break
-            except IntegrityError:
-                # Two signups for one new address at the same instant (PostgreSQL): the
-                # other one created the row; the second pass finds it.
-                if attempt:
-                    raise
+        async with self.writing() as session:
+            course = await self.course(session)
+            if course is None:
+                return self.signup_form(None, 503, values={}, errors={})
+            limits = self.settings.signup
+            if not await signup.take_signup_slot(
+                session, client, now, limits.signups_per_ip_per_hour
+            ):
+                return self.signup_form(
+                    course,
+                    429,
+                    values={"email": parsed.email, "first_name": parsed.first_name},
+                    errors={},
+                    notice=(
+                        "Many signups have come from your network in the last hour, so we "
+                        "have paused signups from it for a while. Please try again in an hour."
+                    ),
+                )
+            outcome = await signup.subscribe(
+                session,
+                parsed,
+                visitor,
+                sequence_id=course.sequence_id,
+                sender_domain=self.settings.sender.domain,
+                now=now,
+                confirmation_interval=timedelta(seconds=limits.confirmation_interval_s),
+            )
         log.info("Signup: %s.", outcome, extra={"action": "signup", "outcome": str(outcome)})
         return see_check_your_email()
 

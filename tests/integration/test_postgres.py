@@ -9,10 +9,21 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 
+from newsletter import signup
 from newsletter.config import Settings
-from newsletter.db.models import DeliveryStatus
+from newsletter.courses import queue_course
+from newsletter.db import queries
+from newsletter.db.models import (
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Subscriber,
+    SubscriberStatus,
+)
+from newsletter.db.session import create_engine as create_async_engine
+from newsletter.db.session import make_sessionmaker, upgrade_database
 from tests.conftest import REPO
 from tests.integration.harness import Stack, settings_for, shipped_course
 from tests.smtpd import SmtpServer
@@ -79,5 +90,57 @@ def test_two_dispatchers_on_postgresql_never_send_a_delivery_twice(
             await first.close()
             if second is not None:
                 await second.close()
+
+    asyncio.run(scenario())
+
+
+def test_signups_on_postgresql_race_limit_and_block(postgres_url):
+    """The signup statements (INSERT … SELECT … ON CONFLICT, the one-statement rate limit)
+    on PostgreSQL: two signups for one new address at the same moment make one pending
+    subscriber and one confirmation; a suppressed address gets nothing; the limit holds."""
+    now = datetime(2026, 6, 9, 9, 0, tzinfo=UTC)
+    upgrade_database(postgres_url)
+
+    async def scenario() -> None:
+        engine = create_async_engine(postgres_url)
+        sessions = make_sessionmaker(engine)
+        try:
+            async with sessions.begin() as session:
+                sequence_id = (await queue_course(session, shipped_course(REPO), now)).sequence_id
+                await queries.suppress(session, "gone@example.com", "bounce", "", now)
+
+            async def sign_up(email: str) -> signup.SignupOutcome:
+                async with sessions.begin() as session:
+                    return await signup.subscribe(
+                        session,
+                        signup.SignupRequest(email=email, first_name="Ann"),
+                        signup.Visitor(ip="203.0.113.5"),
+                        sequence_id=sequence_id,
+                        sender_domain="example.com",
+                        now=now,
+                    )
+
+            outcomes = await asyncio.gather(*(sign_up("twice@example.com") for _ in range(2)))
+            assert sorted(outcomes) == [
+                signup.SignupOutcome.QUEUED,
+                signup.SignupOutcome.RECENTLY_SENT,
+            ]
+            assert await sign_up("gone@example.com") == signup.SignupOutcome.BLOCKED
+
+            async with sessions.begin() as session:
+                slots = [
+                    await signup.take_signup_slot(session, "client", now, limit=3) for _ in range(4)
+                ]
+                assert slots == [True, True, True, False]
+                later = now + signup.SIGNUP_WINDOW + timedelta(seconds=1)
+                assert await signup.take_signup_slot(session, "client", later, limit=3)
+
+            async with sessions() as session:
+                rows = (await session.execute(select(Subscriber.email, Subscriber.status))).all()
+                assert rows == [("twice@example.com", SubscriberStatus.PENDING)]
+                kinds = (await session.scalars(select(Delivery.kind))).all()
+                assert kinds == [DeliveryKind.CONFIRMATION]
+        finally:
+            await engine.dispose()
 
     asyncio.run(scenario())
