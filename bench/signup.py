@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/signup.py [--subscribers 40000] [--duration 20] [--serial 10]
         [--reference 10] [--warmup 2] [--connections 8] [--one-client] [--profile FILE]
+        [--set SECTION.KEY=VALUE ...]
 
 Needs wrk (the load generator) and Postfix's smtp-sink (the relay the lesson send goes to):
 
@@ -181,6 +182,13 @@ def main() -> None:
         type=Path,
         help="sample the web process's main thread with py-spy (while it holds the GIL) during "
         "the signup run, into FILE (collapsed stacks), and print its top functions",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a config.toml setting for both processes, e.g. schedule.planner_batch=50",
     )
     args = parser.parse_args()
 
@@ -374,6 +382,9 @@ class Bench:
                 "NEWSLETTER_SCHEDULE__TIMEZONE": "Europe/London",
             }
         )
+        for setting in self.args.set:
+            key, _, value = setting.partition("=")
+            env["NEWSLETTER_" + key.replace(".", "__").upper()] = value
         return env
 
     def populate(self) -> None:
@@ -578,6 +589,8 @@ class Bench:
             f"wrk: closed loop, {args.warmup:g} s warm-up before each run; every signup a new "
             f"address, {clients}; set-up (not timed): {self.setup_s:.1f} s"
         )
+        if args.set:
+            print("settings besides the shipped config.toml: " + ", ".join(args.set))
         print()
         print(
             f"{'run':24}{'conns':>6}{'requests':>9}{'req/s':>7}{'p50 ms':>8}{'p99 ms':>8}"

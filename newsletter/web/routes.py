@@ -25,7 +25,7 @@ from newsletter.clock import Clock
 from newsletter.config import Settings
 from newsletter.db import queries
 from newsletter.db.models import Subscriber, SubscriberStatus
-from newsletter.db.session import read_only
+from newsletter.db.session import read_only, take_write_lock
 from newsletter.tokens import LinkMaker, Purpose, TokenExpired, TokenInvalid
 from newsletter.web import forms
 from newsletter.web.security import MAX_BODY_BYTES, CsrfGuard
@@ -127,9 +127,16 @@ class Pages:
 
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncSession]:
-        """A write transaction, taking this process's turn first on SQLite."""
-        async with self._write_turn or nullcontext(), self.sessions.begin() as session:
-            yield session
+        """A write transaction, taking this process's turn first on SQLite, then the write
+        lock as soon as another process lets go of it."""
+        async with self._write_turn or nullcontext(), self.sessions() as session:
+            await take_write_lock(session)
+            try:
+                yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            await session.commit()
 
     async def course(self, session: AsyncSession) -> Course | None:
         """The course this site signs people up for. Kept for COURSE_CACHE_S: it changes

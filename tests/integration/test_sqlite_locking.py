@@ -1,0 +1,117 @@
+"""Taking SQLite's write lock promptly (take_write_lock): the web's writes wait for another
+process's transaction in 1 ms steps instead of SQLite's ever longer sleeps, give up with an
+error after the timeout like any other writer, and leave the connection as they found it."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from newsletter.db.session import (
+    BUSY_TIMEOUT_MS,
+    LOCK_POLL_S,
+    create_engine,
+    make_sessionmaker,
+    take_write_lock,
+    upgrade_database,
+)
+
+Sessions = async_sessionmaker[AsyncSession]
+ADD_FLAG = "INSERT INTO system_flags (name, reason, set_at) VALUES (:name, '', 0)"
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'locking.db'}"
+    upgrade_database(url)
+    return url
+
+
+@pytest.fixture
+def other_process(database: str) -> Iterator[sqlite3.Connection]:
+    """Another writer, as the worker process would be: its own connection to the file,
+    which fails at once rather than wait when it cannot have the lock."""
+    connection = sqlite3.connect(database.removeprefix("sqlite:///"), isolation_level=None)
+    connection.execute("PRAGMA busy_timeout=0")
+    yield connection
+    connection.close()
+
+
+def run_with_sessions(database: str, scenario: Callable[[Sessions], Awaitable[None]]) -> None:
+    async def main() -> None:
+        engine = create_engine(database)
+        try:
+            await scenario(make_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
+
+
+async def busy_timeout(session: AsyncSession) -> int:
+    return int(await session.scalar(text("PRAGMA busy_timeout")) or 0)
+
+
+def test_a_write_waits_while_another_process_writes_and_goes_on_when_it_is_done(
+    database, other_process
+):
+    other_process.execute("BEGIN IMMEDIATE")
+    other_process.execute(ADD_FLAG, {"name": "theirs"})
+
+    async def scenario(sessions: Sessions) -> None:
+        async def write() -> None:
+            async with sessions() as session:
+                await take_write_lock(session)
+                await session.execute(text(ADD_FLAG), {"name": "ours"})
+                await session.commit()
+
+        writing = asyncio.create_task(write())
+        for _ in range(20):  # turns to ask for the lock, and be refused
+            await asyncio.sleep(LOCK_POLL_S)
+        assert not writing.done()
+
+        other_process.execute("COMMIT")
+        await asyncio.wait_for(writing, timeout=5)
+
+    run_with_sessions(database, scenario)
+    names = [row[0] for row in other_process.execute("SELECT name FROM system_flags")]
+    assert sorted(names) == ["ours", "theirs"]
+
+
+def test_a_write_gives_up_after_the_timeout_and_the_connection_waits_as_usual_again(
+    database, other_process
+):
+    """The connection goes back to the pool with SQLite's own wait: the process's other
+    writers rely on it."""
+    other_process.execute("BEGIN IMMEDIATE")
+
+    async def scenario(sessions: Sessions) -> None:
+        async with sessions() as session:
+            with pytest.raises(OperationalError, match="locked"):
+                await take_write_lock(session, timeout_s=0.02)
+        other_process.execute("COMMIT")
+        async with sessions.begin() as session:
+            assert await busy_timeout(session) == BUSY_TIMEOUT_MS
+
+    run_with_sessions(database, scenario)
+
+
+def test_the_lock_is_held_from_the_moment_it_is_taken(database, other_process):
+    async def scenario(sessions: Sessions) -> None:
+        async with sessions() as session:
+            await take_write_lock(session)
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other_process.execute("BEGIN IMMEDIATE")
+            assert await busy_timeout(session) == BUSY_TIMEOUT_MS
+            await session.rollback()
+        other_process.execute("BEGIN IMMEDIATE")
+        other_process.execute("ROLLBACK")
+
+    run_with_sessions(database, scenario)
