@@ -1,8 +1,8 @@
 """Signups per second on loopback, with p50/p99 latency, on SQLite, while a lesson send runs.
 
-    .venv/bin/python bench/signup.py [--subscribers 40000] [--duration 20] [--serial 10]
-        [--reference 10] [--warmup 2] [--connections 8] [--one-client] [--profile FILE]
-        [--set SECTION.KEY=VALUE ...]
+    .venv/bin/python bench/signup.py [--subscribers 40000] [--rounds 3] [--duration 20]
+        [--serial 5] [--reference 10] [--warmup 2] [--connections 8] [--one-client]
+        [--profile FILE] [--set SECTION.KEY=VALUE ...]
 
 Needs wrk (the load generator) and Postfix's smtp-sink (the relay the lesson send goes to):
 
@@ -25,14 +25,14 @@ environment variables (database URL, var folder, NEWSLETTER_SECRET_KEY):
 
 Runs, in this order, each after `--warmup` seconds of the same requests:
 `GET /check-your-email` (a page that reads no database: the framework's ceiling) and `GET /`
-(the signup page: two reads), `--reference` seconds each; `POST /subscribe` with a new
-address every request for `--duration` seconds (the figure); the same over one connection
-for `--serial` seconds (no request waits for another: what is left is the cost of one
-signup); both references again. Each run reports requests per second, wrk's p50, p99 and
-maximum latency, errors (any answer but 303 to a signup and 200 to a page, and socket
-errors; any 5xx stops the script), the web process's CPU time per request, and how many
-lesson deliveries the worker recorded as sent meanwhile (none in a run fails the script:
-the send must be running throughout).
+(the signup page: two reads), `--reference` seconds each; then `--rounds` times:
+`POST /subscribe` with a new address every request for `--duration` seconds (the figure),
+and the same over one connection for `--serial` seconds (no request waits for another:
+what is left is the cost of one signup); both references again. Each run reports requests
+per second, wrk's p50, p99 and maximum latency, errors (any answer but 303 to a signup and
+200 to a page, and socket errors; any 5xx stops the script), the web process's CPU time
+per request, and how many lesson deliveries the worker recorded as sent meanwhile (none in
+a run fails the script: the send must be running throughout).
 
 The per-IP signup limit (20 an hour) would refuse nearly all of this: it is lifted with
 NEWSLETTER_SIGNUP__SIGNUPS_PER_IP_PER_HOUR. By default every signup comes from another client
@@ -44,8 +44,10 @@ Afterwards, in the database: every address a counted run signed up is a pending 
 with exactly one confirmation delivery, and there are at least as many as wrk counted 303s.
 
 The machine's cores are shared by wrk, the web process, the worker and smtp-sink: nothing
-is pinned, and the CPU time each used during the signup run is shown. Target: at least 300
-signups a second with p99 under 100 ms.
+is pinned, and the CPU time each used during the first signup run is shown. Other tenants
+of a shared machine can slow every process for minutes, so the signup run is repeated and
+judged round by round. Target: at least 300 signups a second with p99 under 100 ms, in a
+majority of the rounds.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ import re
 import shutil
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,6 +87,7 @@ TARGET_P99_MS = 100.0
 SECRET = "bench-signup-secret-0123456789abcdef"
 CHECK_PAGE = "/check-your-email"
 SIGNUP_PAGE = "/"
+SIGNUPS = "POST /subscribe"
 #: What a good answer is: a page is 200, a valid signup 303 -> /check-your-email.
 EXPECTED = {"page": 200, "signup": 303}
 #: Frames nearly every sample passes through (start-up, the event loop, the ASGI layers
@@ -169,7 +173,10 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=40_000, help="lesson recipients")
     parser.add_argument("--duration", type=float, default=20, help="seconds of signups")
     parser.add_argument(
-        "--serial", type=float, default=10, help="seconds of signups over 1 connection; 0: none"
+        "--serial", type=float, default=5, help="seconds of signups over 1 connection; 0: none"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="signup runs (each then its serial run)"
     )
     parser.add_argument("--reference", type=float, default=10, help="seconds per reference run")
     parser.add_argument("--warmup", type=float, default=2, help="seconds before each run")
@@ -446,8 +453,14 @@ class Bench:
         plan = [
             Run("GET /check-your-email 1", "page", CHECK_PAGE, many, seconds),
             Run("GET / 1", "page", SIGNUP_PAGE, many, seconds),
-            Run("POST /subscribe", "signup", "/subscribe", many, args.duration),
-            Run("POST /subscribe serial", "signup", "/subscribe", 1, args.serial),
+            *(
+                run
+                for n in range(1, args.rounds + 1)
+                for run in (
+                    Run(f"{SIGNUPS} {n}", "signup", "/subscribe", many, args.duration),
+                    Run(f"{SIGNUPS} serial {n}", "signup", "/subscribe", 1, args.serial),
+                )
+            ),
             Run("GET /check-your-email 2", "page", CHECK_PAGE, many, seconds),
             Run("GET / 2", "page", SIGNUP_PAGE, many, seconds),
         ]
@@ -458,7 +471,7 @@ class Bench:
             if args.warmup > 0:
                 warm = Run("warm-up", run.kind, run.path, run.connections, args.warmup)
                 self.load(warm, "warm")
-            profile = run.label == "POST /subscribe" and self.py_spy is not None
+            profile = run.label == f"{SIGNUPS} 1" and self.py_spy is not None
             runs.append(self.load(run, "bench", profile=profile))
         return runs
 
@@ -602,11 +615,12 @@ class Bench:
                 f"{run.p50_ms:>8.1f}{run.p99_ms:>8.1f}{run.max_ms:>8.0f}{run.errors:>7}"
                 f"{run.web_cpu_ms:>15.2f}{run.lessons_sent:>13}"
             )
-        signup = next(run for run in runs if run.label == "POST /subscribe")
+        rounds = [run for run in runs if run.kind == "signup" and run.connections > 1]
+        signup = rounds[0]
         used = ", ".join(f"{name} {seconds:.1f}" for name, seconds in signup.cpu_s.items())
         print()
         print(
-            f"CPU seconds during POST /subscribe ({signup.wall_s:.1f} s, "
+            f"CPU seconds during {signup.label} ({signup.wall_s:.1f} s, "
             f"{signup.wall_s * (cores or 1):.1f} CPU seconds on {cores} cores): {used}"
         )
         print(
@@ -615,19 +629,22 @@ class Bench:
         )
         ceiling = max((r for r in runs if r.path == CHECK_PAGE), key=lambda r: r.per_second)
         page = max((r for r in runs if r.path == SIGNUP_PAGE), key=lambda r: r.per_second)
+        rate = statistics.median(r.per_second for r in rounds)
+        p99 = statistics.median(r.p99_ms for r in rounds)
         print()
         print(f"framework ceiling, GET /check-your-email (best): {ceiling.per_second:6.0f} req/s")
         print(f"signup page, GET / (best):                       {page.per_second:6.0f} req/s")
-        print(f"signups, POST /subscribe:                        {signup.per_second:6.0f} req/s")
+        print(f"signups, {SIGNUPS}, median of {len(rounds)} rounds:  {rate:6.0f} req/s")
         print(
-            f"ratio signups / ceiling: {signup.per_second / ceiling.per_second:.3f}; "
-            f"signups / signup page: {signup.per_second / page.per_second:.2f}"
+            f"ratio signups / ceiling: {rate / ceiling.per_second:.3f}; "
+            f"signups / signup page: {rate / page.per_second:.2f}"
         )
-        meets = signup.per_second >= TARGET_RATE and signup.p99_ms < TARGET_P99_MS
+        met = [r for r in rounds if r.per_second >= TARGET_RATE and r.p99_ms < TARGET_P99_MS]
+        verdict = "meets" if 2 * len(met) > len(rounds) else "MISSES"
         print(
-            f"target >= {TARGET_RATE:.0f} signups/s with p99 < {TARGET_P99_MS:.0f} ms: "
-            f"{signup.per_second:.0f}/s with p99 {signup.p99_ms:.0f} ms: "
-            f"{'meets' if meets else 'MISSES'}"
+            f"target >= {TARGET_RATE:.0f} signups/s with p99 < {TARGET_P99_MS:.0f} ms: met in "
+            f"{len(met)} of {len(rounds)} rounds (median {rate:.0f}/s, p99 {p99:.0f} ms): "
+            f"{verdict}"
         )
         stored = ", ".join(f"{label} {n}" for label, n in self.stored.items())
         print(

@@ -20,6 +20,7 @@ from newsletter.config import Settings, load_secret_key
 from newsletter.content.check import check_course
 from newsletter.courses import queue_course
 from newsletter.db.models import Sequence
+from newsletter.db.session import prompt_writes
 from newsletter.delivery.transport import OutboxTransport, SmtpTransport, Transport, list_outbox
 from newsletter.render import make_environment
 from newsletter.scheduling.jobs import build_scheduler
@@ -122,8 +123,9 @@ async def run_service(
                     f"Signup page: http://{host}:{port}/ (public: {config.site.base}/). "
                     "Ctrl-C stops."
                 )
-                app = create_app(config, sessions, clock, build_links(config))
-                await serve_web(app, host, port)
+                async with prompt_writes(sessions) as writes:
+                    app = create_app(config, sessions, clock, build_links(config), writes=writes)
+                    await serve_web(app, host, port)
         finally:
             scheduler.shutdown(wait=False)
             await transport.close()

@@ -12,6 +12,7 @@ from newsletter.cli.app import app, out, run, settings
 from newsletter.cli.running import build_links
 from newsletter.clock import SystemClock
 from newsletter.config import Settings
+from newsletter.db.session import prompt_writes
 from newsletter.signup import CONSENT_TEXT, CONSENT_VERSION
 from newsletter.web.app import create_app, serve_web
 from newsletter.web.forms import HONEYPOT
@@ -30,9 +31,11 @@ def web(
     config = settings()
 
     async def work() -> None:
-        async with database(config) as sessions:
+        async with database(config) as sessions, prompt_writes(sessions) as writes:
             links = build_links(config)
-            application = create_app(config, sessions, SystemClock(), links, sequence_slug=course)
+            application = create_app(
+                config, sessions, SystemClock(), links, sequence_slug=course, writes=writes
+            )
             out.print(f"Serving the signup pages on http://{host}:{port}/. Ctrl-C stops.")
             await serve_web(application, host, port)
 

@@ -56,8 +56,12 @@ def create_app(
     sequence_slug: str | None = None,
     store_ip: bool | None = None,
     templates_dir: Path | None = None,
+    writes: async_sessionmaker[AsyncSession] | None = None,
 ) -> Starlette:
     """The app for one course: `sequence_slug`, or the oldest live sequence.
+
+    `writes`: sessions for its writes, from db.session.prompt_writes (by default `sessions`,
+    which on SQLite wait for another process's lock in SQLite's coarser steps).
 
     `secret` signs CSRF tokens and keys the hashed client addresses of the rate limit;
     by default the same secret as the links (NEWSLETTER_SECRET_KEY or var/secret_key)."""
@@ -71,6 +75,7 @@ def create_app(
         templates_dir=folder,
         sequence_slug=sequence_slug,
         store_ip=settings.signup.store_ip if store_ip is None else store_ip,
+        writes=writes,
     )
 
     async def http_error(request: Request, exc: Exception) -> Response:

@@ -61,16 +61,17 @@ class Pages:
         templates_dir: Path,
         sequence_slug: str | None,
         store_ip: bool,
+        writes: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self.settings = settings
-        self.sessions = sessions
         self._course: Course | None = None
         self._course_read_at: float | None = None
         #: For pages that only read: they never wait for, nor hold up, a write.
         self.readers = read_only(sessions)
-        # SQLite takes one writer at a time, and a waiting writer only retries every so
-        # often, so late comers overtake it: queue this process's writes here instead, in
-        # order. PostgreSQL runs them side by side.
+        self.writes = writes or sessions
+        # SQLite takes one writer at a time: this process's writes queue here, in order,
+        # and only the one at the front asks SQLite for the lock (take_write_lock), rather
+        # than all of them racing for it. PostgreSQL runs them side by side.
         dialect = sessions.kw["bind"].dialect.name
         self._write_turn = asyncio.Lock() if dialect == "sqlite" else None
         self.clock = clock
@@ -129,7 +130,7 @@ class Pages:
     async def writing(self) -> AsyncIterator[AsyncSession]:
         """A write transaction, taking this process's turn first on SQLite, then the write
         lock as soon as another process lets go of it."""
-        async with self._write_turn or nullcontext(), self.sessions() as session:
+        async with self._write_turn or nullcontext(), self.writes() as session:
             await take_write_lock(session)
             try:
                 yield session

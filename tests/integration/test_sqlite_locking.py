@@ -1,6 +1,7 @@
-"""Taking SQLite's write lock promptly (take_write_lock): the web's writes wait for another
-process's transaction in 1 ms steps instead of SQLite's ever longer sleeps, give up with an
-error after the timeout like any other writer, and leave the connection as they found it."""
+"""Taking SQLite's write lock promptly (prompt_writes, take_write_lock): the web's writes
+wait for another process's transaction in 1 ms steps instead of SQLite's ever longer
+sleeps, and give up with an error after the timeout like any other writer; the process's
+other sessions keep SQLite's own wait."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from newsletter.db.session import (
     LOCK_POLL_S,
     create_engine,
     make_sessionmaker,
+    prompt_writes,
     take_write_lock,
     upgrade_database,
 )
@@ -44,11 +46,17 @@ def other_process(database: str) -> Iterator[sqlite3.Connection]:
     connection.close()
 
 
-def run_with_sessions(database: str, scenario: Callable[[Sessions], Awaitable[None]]) -> None:
+def run_with_sessions(
+    database: str, scenario: Callable[[Sessions, Sessions], Awaitable[None]]
+) -> None:
+    """The scenario gets the process's sessions, and its prompt ones for the web's writes."""
+
     async def main() -> None:
         engine = create_engine(database)
+        sessions = make_sessionmaker(engine)
         try:
-            await scenario(make_sessionmaker(engine))
+            async with prompt_writes(sessions) as writes:
+                await scenario(sessions, writes)
         finally:
             await engine.dispose()
 
@@ -65,9 +73,9 @@ def test_a_write_waits_while_another_process_writes_and_goes_on_when_it_is_done(
     other_process.execute("BEGIN IMMEDIATE")
     other_process.execute(ADD_FLAG, {"name": "theirs"})
 
-    async def scenario(sessions: Sessions) -> None:
+    async def scenario(sessions: Sessions, writes: Sessions) -> None:
         async def write() -> None:
-            async with sessions() as session:
+            async with writes() as session:
                 await take_write_lock(session)
                 await session.execute(text(ADD_FLAG), {"name": "ours"})
                 await session.commit()
@@ -85,31 +93,35 @@ def test_a_write_waits_while_another_process_writes_and_goes_on_when_it_is_done(
     assert sorted(names) == ["ours", "theirs"]
 
 
-def test_a_write_gives_up_after_the_timeout_and_the_connection_waits_as_usual_again(
-    database, other_process
-):
-    """The connection goes back to the pool with SQLite's own wait: the process's other
-    writers rely on it."""
+def test_a_write_gives_up_after_the_timeout(database, other_process):
     other_process.execute("BEGIN IMMEDIATE")
 
-    async def scenario(sessions: Sessions) -> None:
-        async with sessions() as session:
+    async def scenario(sessions: Sessions, writes: Sessions) -> None:
+        async with writes() as session:
             with pytest.raises(OperationalError, match="locked"):
                 await take_write_lock(session, timeout_s=0.02)
-        other_process.execute("COMMIT")
+
+    run_with_sessions(database, scenario)
+
+
+def test_only_the_prompt_writes_skip_sqlites_own_wait(database):
+    """The process's other writers (the scheduler, in `newsletter serve`) still wait."""
+
+    async def scenario(sessions: Sessions, writes: Sessions) -> None:
         async with sessions.begin() as session:
             assert await busy_timeout(session) == BUSY_TIMEOUT_MS
+        async with writes.begin() as session:
+            assert await busy_timeout(session) == 0
 
     run_with_sessions(database, scenario)
 
 
 def test_the_lock_is_held_from_the_moment_it_is_taken(database, other_process):
-    async def scenario(sessions: Sessions) -> None:
-        async with sessions() as session:
+    async def scenario(sessions: Sessions, writes: Sessions) -> None:
+        async with writes() as session:
             await take_write_lock(session)
             with pytest.raises(sqlite3.OperationalError, match="locked"):
                 other_process.execute("BEGIN IMMEDIATE")
-            assert await busy_timeout(session) == BUSY_TIMEOUT_MS
             await session.rollback()
         other_process.execute("BEGIN IMMEDIATE")
         other_process.execute("ROLLBACK")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import unescape
@@ -18,6 +19,7 @@ from starlette.applications import Starlette
 
 from newsletter.config import Settings
 from newsletter.db.models import Delivery, DeliveryKind, Subscriber
+from newsletter.db.session import prompt_writes
 from newsletter.tokens import LinkMaker, Tokens
 from newsletter.web.app import create_app
 from tests.conftest import REPO
@@ -42,6 +44,7 @@ class Site:
     client: httpx.AsyncClient
     links: LinkMaker
     sequence_id: int
+    resources: AsyncExitStack
 
     def client_from(self, ip: str) -> httpx.AsyncClient:
         """Another client, as if from another network."""
@@ -99,19 +102,24 @@ async def start_site(
     stack = await Stack.start(settings_for(settings, tmp_path), server, START)
     sequence_id = await stack.queue(shipped_course(REPO))
     links = LinkMaker(Tokens(LINK_SECRET), stack.settings.site.base, "u@example.org")
+    # The web's writes on their own connection, as `newsletter web` makes them.
+    resources = AsyncExitStack()
+    writes = await resources.enter_async_context(prompt_writes(stack.sessions))
     app = create_app(
         stack.settings,
         stack.sessions,
         stack.clock,
         links,
         secret="web-test-secret-0123456789",
+        writes=writes,
         **options,
     )
-    return Site(stack, app, client_for(app), links, sequence_id)
+    return Site(stack, app, client_for(app), links, sequence_id, resources)
 
 
 async def close_site(site: Site) -> None:
     await site.client.aclose()
+    await site.resources.aclose()
     await site.stack.close()
 
 
