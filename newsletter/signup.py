@@ -12,7 +12,6 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
@@ -162,8 +161,8 @@ def _take_slot_statement() -> Insert:
     )
 
 
-# Statements on the signup path are built once: building and hashing a statement on every
-# request cost more than running it (docs/benchmarks.md, signups).
+# Statements on the signup path are built once, with bound parameters, rather than on every
+# request: SQLAlchemy would build and hash each one again before finding it compiled.
 _TAKE_SLOT = _take_slot_statement()
 
 
@@ -203,7 +202,7 @@ async def subscribe(
     return SignupOutcome.QUEUED
 
 
-_NEWCOMER_COLUMNS = ("email", "first_name", "timezone", "status", "consent", "created_at")
+_NEWCOMER_COLUMNS = ("email", "first_name", "timezone", "status", "consent")
 
 
 @cache
@@ -212,15 +211,15 @@ def _insert_newcomer_statement(dialect: str) -> Insert:
     suppressed = select(suppressions_table.c.id).where(
         suppressions_table.c.email == bindparam("email")
     )
+    now = bindparam("now", type_=subscribers.created_at.type)
     newcomer = select(
         *(bindparam(name, type_=subscribers[name].type) for name in _NEWCOMER_COLUMNS),
-        bindparam("created_at", type_=subscribers.updated_at.type),
+        now,
+        now,
     ).where(~suppressed.exists())
-    module = postgresql if dialect == "postgresql" else sqlite
     statement: Insert = (
-        module.insert(subscribers_table)
-        .from_select([*_NEWCOMER_COLUMNS, "updated_at"], newcomer)
-        .on_conflict_do_nothing()
+        queries.insert_ignoring_duplicates(dialect, subscribers_table)
+        .from_select([*_NEWCOMER_COLUMNS, "created_at", "updated_at"], newcomer)
         .returning(subscribers.id)
     )
     return statement
@@ -240,7 +239,7 @@ async def _insert_newcomer(
         "timezone": request.timezone,
         "status": SubscriberStatus.PENDING,
         "consent": consent,
-        "created_at": now,
+        "now": now,
     }
     subscriber_id: int | None = await session.scalar(statement, params)
     return subscriber_id

@@ -38,9 +38,9 @@ from newsletter.db.models import (
 SENDING_PAUSED = "sending_paused"
 
 
-def insert_ignoring_duplicates(session: AsyncSession, model: Any) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING in the dialect at hand."""
-    dialect = session.get_bind().dialect.name
+def insert_ignoring_duplicates(session: AsyncSession | str, model: Any) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING in the dialect of the session (or the one named)."""
+    dialect = session if isinstance(session, str) else session.get_bind().dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
     return module.insert(model).on_conflict_do_nothing()
 
@@ -130,7 +130,7 @@ async def enroll_many(
         )
 
 
-#: Built once: it runs on every signup, where building it cost more than running it.
+#: Built once, as the other statements of a signup (see newsletter/signup.py).
 _QUEUE_CONFIRMATION = insert(deliveries_table).values(
     kind=DeliveryKind.CONFIRMATION, priority=Priority.TRANSACTIONAL
 )
