@@ -157,6 +157,7 @@ def _take_slot_statement() -> Insert:
                 bindparam("now", type_=attempts.created_at.type),
             ).where(recent < bindparam("limit")),
         )
+        # RETURNING rather than the row count, which psycopg does not report here.
         .returning(attempts.id)
     )
 
