@@ -1,6 +1,6 @@
 """Signups per second on loopback, with p50/p99 latency, on SQLite, while a lesson send runs.
 
-    .venv/bin/python bench/signup.py [--subscribers 40000] [--rounds 3] [--duration 20]
+    .venv/bin/python bench/signup.py [--subscribers 80000] [--rounds 3] [--duration 20]
         [--serial 5] [--reference 10] [--warmup 2] [--connections 8] [--one-client]
         [--profile FILE] [--set SECTION.KEY=VALUE ...]
 
@@ -170,7 +170,7 @@ end
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subscribers", type=int, default=40_000, help="lesson recipients")
+    parser.add_argument("--subscribers", type=int, default=80_000, help="lesson recipients")
     parser.add_argument("--duration", type=float, default=20, help="seconds of signups")
     parser.add_argument(
         "--serial", type=float, default=5, help="seconds of signups over 1 connection; 0: none"
