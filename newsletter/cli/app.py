@@ -65,9 +65,9 @@ def settings() -> Settings:
 
 
 def run(coroutine: Callable[[], Awaitable[T]]) -> T:
-    """Run to the end on uvloop where it is installed (everywhere but Windows): a web
-    request that waits on the database is a fifth cheaper in CPU on it than on asyncio's
-    own loop (docs/benchmarks.md, signups)."""
+    """Run to the end on uvloop where it is installed (everywhere but Windows): it hands
+    work to the database driver's thread and back more cheaply than asyncio's own loop,
+    and a signup makes many such hand-offs (docs/benchmarks.md, signups)."""
 
     async def wrapped() -> T:
         return await coroutine()
