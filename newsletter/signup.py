@@ -11,7 +11,7 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
@@ -165,14 +165,19 @@ def _take_slot_statement() -> Insert:
 # Statements on the signup path are built once, with bound parameters, rather than on every
 # request: SQLAlchemy would build and hash each one again before finding it compiled.
 _TAKE_SLOT = _take_slot_statement()
+_CLIENT_TURN = text("SELECT pg_advisory_xact_lock(hashtextextended(:client, 0))")
 
 
 async def take_signup_slot(
     session: AsyncSession, client: str, now: datetime, limit: int = SIGNUPS_PER_CLIENT
 ) -> bool:
     """Count this signup against its client's limit, unless the limit is reached: then
-    nothing is recorded and the answer is False. One statement, so that the count and the
-    record cannot drift apart, and a signup costs one round trip less."""
+    nothing is recorded and the answer is False. The count and the record are one
+    statement; on PostgreSQL, where transactions run side by side and would each count
+    without the others' new rows, signups from one client also take turns (a lock on its
+    key until commit). SQLite runs one writer at a time anyway."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(_CLIENT_TURN, {"client": client})
     params = {"client": client, "now": now, "since": now - SIGNUP_WINDOW, "limit": limit}
     return await session.scalar(_TAKE_SLOT, params) is not None
 
@@ -257,7 +262,11 @@ async def _sign_up_again(
     email, else why not."""
     if await queries.is_suppressed(session, request.email):
         return SignupOutcome.BLOCKED
-    subscriber = await queries.subscriber_by_email(session, request.email)
+    # Locked (on PostgreSQL) until commit: a second signup for the address waits, then
+    # sees the confirmation this one queues, and the interval holds.
+    subscriber = await session.scalar(
+        select(Subscriber).where(Subscriber.email == request.email).with_for_update()
+    )
     if subscriber is None:  # deleted since _insert_newcomer looked
         return SignupOutcome.BLOCKED
     if subscriber.status == SubscriberStatus.CONFIRMED:

@@ -200,17 +200,17 @@ class Pages:
         if isinstance(parsed, forms.Trapped):
             log.info("Honeypot filled; pretended success.", extra={"action": "signup_trapped"})
             return see_check_your_email()
+        # Read before the write lock: "signups closed" must not wait for it.
+        async with self.readers() as session:
+            course = await self.course(session)
         if isinstance(parsed, forms.Invalid):
-            async with self.readers() as session:
-                course = await self.course(session)
             return self.signup_form(course, 400, values=parsed.values, errors=parsed.errors)
+        if course is None:
+            return self.signup_form(None, 503, values={}, errors={})
         client = signup.client_key(self.secret, request.client.host if request.client else "")
         visitor = self.visitor(request)
+        limits = self.settings.signup
         async with self.writing() as session:
-            course = await self.course(session)
-            if course is None:
-                return self.signup_form(None, 503, values={}, errors={})
-            limits = self.settings.signup
             if not await signup.take_signup_slot(
                 session, client, now, limits.signups_per_ip_per_hour
             ):

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from newsletter import signup
 from newsletter.config import Settings
@@ -20,7 +22,6 @@ from newsletter.db.models import (
     DeliveryKind,
     DeliveryStatus,
     Subscriber,
-    SubscriberStatus,
 )
 from newsletter.db.session import create_engine as create_async_engine
 from newsletter.db.session import make_sessionmaker, upgrade_database
@@ -29,6 +30,8 @@ from tests.integration.harness import Stack, settings_for, shipped_course
 from tests.smtpd import SmtpServer
 
 SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+Sessions = async_sessionmaker[AsyncSession]
+T = TypeVar("T")
 pytestmark = pytest.mark.postgres
 
 
@@ -94,53 +97,127 @@ def test_two_dispatchers_on_postgresql_never_send_a_delivery_twice(
     asyncio.run(scenario())
 
 
-def test_signups_on_postgresql_race_limit_and_block(postgres_url):
-    """The signup statements (INSERT … SELECT … ON CONFLICT, the one-statement rate limit)
-    on PostgreSQL: two signups for one new address at the same moment make one pending
-    subscriber and one confirmation; a suppressed address gets nothing; the limit holds."""
-    now = datetime(2026, 6, 9, 9, 0, tzinfo=UTC)
-    upgrade_database(postgres_url)
+# --- signups at the same moment -----------------------------------------------------------
+# Each of these holds one transaction open until the other is seen waiting for it in
+# pg_stat_activity, so that the two really overlap; on SQLite writers never do.
 
-    async def scenario() -> None:
-        engine = create_async_engine(postgres_url)
+SIGNUP_AT = datetime(2026, 6, 9, 9, 0, tzinfo=UTC)
+
+
+def run_on_postgres(url: str, scenario: Callable[[Sessions, int], Awaitable[None]]) -> None:
+    """The scenario gets sessions on a migrated database with the course queued (its id)
+    and gone@example.com suppressed."""
+    upgrade_database(url)
+
+    async def main() -> None:
+        engine = create_async_engine(url)
         sessions = make_sessionmaker(engine)
         try:
             async with sessions.begin() as session:
-                sequence_id = (await queue_course(session, shipped_course(REPO), now)).sequence_id
-                await queries.suppress(session, "gone@example.com", "bounce", "", now)
-
-            async def sign_up(email: str) -> signup.SignupOutcome:
-                async with sessions.begin() as session:
-                    return await signup.subscribe(
-                        session,
-                        signup.SignupRequest(email=email, first_name="Ann"),
-                        signup.Visitor(ip="203.0.113.5"),
-                        sequence_id=sequence_id,
-                        sender_domain="example.com",
-                        now=now,
-                    )
-
-            outcomes = await asyncio.gather(*(sign_up("twice@example.com") for _ in range(2)))
-            assert sorted(outcomes) == [
-                signup.SignupOutcome.QUEUED,
-                signup.SignupOutcome.RECENTLY_SENT,
-            ]
-            assert await sign_up("gone@example.com") == signup.SignupOutcome.BLOCKED
-
-            async with sessions.begin() as session:
-                slots = [
-                    await signup.take_signup_slot(session, "client", now, limit=3) for _ in range(4)
-                ]
-                assert slots == [True, True, True, False]
-                later = now + signup.SIGNUP_WINDOW + timedelta(seconds=1)
-                assert await signup.take_signup_slot(session, "client", later, limit=3)
-
-            async with sessions() as session:
-                rows = (await session.execute(select(Subscriber.email, Subscriber.status))).all()
-                assert rows == [("twice@example.com", SubscriberStatus.PENDING)]
-                kinds = (await session.scalars(select(Delivery.kind))).all()
-                assert kinds == [DeliveryKind.CONFIRMATION]
+                sequence = await queue_course(session, shipped_course(REPO), SIGNUP_AT)
+                await queries.suppress(session, "gone@example.com", "bounce", "", SIGNUP_AT)
+            await scenario(sessions, sequence.sequence_id)
         finally:
             await engine.dispose()
 
-    asyncio.run(scenario())
+    asyncio.run(main())
+
+
+async def sign_up(
+    session: AsyncSession, email: str, sequence_id: int, now: datetime = SIGNUP_AT
+) -> signup.SignupOutcome:
+    return await signup.subscribe(
+        session,
+        signup.SignupRequest(email=email, first_name="Ann"),
+        signup.Visitor(ip="203.0.113.5"),
+        sequence_id=sequence_id,
+        sender_domain="example.com",
+        now=now,
+    )
+
+
+async def overlapping(
+    sessions: Sessions, step: Callable[[AsyncSession], Awaitable[T]]
+) -> tuple[T, T]:
+    """`step` in two transactions: the first stays open until the second waits for one of
+    its locks, then commits; returns both results."""
+    async with sessions() as first:
+        first_result = await step(first)
+
+        async def second() -> T:
+            async with sessions.begin() as session:
+                return await step(session)
+
+        waiting = asyncio.create_task(second())
+        async with sessions() as observer:
+            for _ in range(500):
+                if waiting.done() or await observer.scalar(WAITING_FOR_A_LOCK):
+                    break
+                await asyncio.sleep(0.01)
+        assert not waiting.done(), "the second transaction did not wait for the first"
+        await first.commit()
+        return first_result, await asyncio.wait_for(waiting, timeout=10)
+
+
+WAITING_FOR_A_LOCK = text(
+    "SELECT count(*) > 0 FROM pg_stat_activity "
+    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
+async def confirmations_of(sessions: Sessions, email: str) -> int:
+    async with sessions() as session:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Subscriber.email == email, Delivery.kind == DeliveryKind.CONFIRMATION)
+        )
+        return int(count or 0)
+
+
+def test_two_signups_for_one_new_address_at_once_make_one_subscriber_and_one_email(
+    postgres_url,
+):
+    async def scenario(sessions: Sessions, sequence_id: int) -> None:
+        outcomes = await overlapping(
+            sessions, lambda session: sign_up(session, "twice@example.com", sequence_id)
+        )
+        assert outcomes == (signup.SignupOutcome.QUEUED, signup.SignupOutcome.RECENTLY_SENT)
+        assert await confirmations_of(sessions, "twice@example.com") == 1
+        assert await sign_up_alone(sessions, "gone@example.com", sequence_id) == (
+            signup.SignupOutcome.BLOCKED
+        )
+
+    run_on_postgres(postgres_url, scenario)
+
+
+def test_two_signups_for_a_returning_address_at_once_queue_one_email(postgres_url):
+    async def scenario(sessions: Sessions, sequence_id: int) -> None:
+        await sign_up_alone(sessions, "back@example.com", sequence_id)
+        later = SIGNUP_AT + timedelta(hours=1)  # past the confirmation interval
+        outcomes = await overlapping(
+            sessions, lambda session: sign_up(session, "back@example.com", sequence_id, later)
+        )
+        assert outcomes == (signup.SignupOutcome.QUEUED, signup.SignupOutcome.RECENTLY_SENT)
+        assert await confirmations_of(sessions, "back@example.com") == 2
+
+    run_on_postgres(postgres_url, scenario)
+
+
+def test_signups_from_one_client_at_once_cannot_pass_its_limit(postgres_url):
+    async def scenario(sessions: Sessions, sequence_id: int) -> None:
+        def take(session: AsyncSession) -> Awaitable[bool]:
+            return signup.take_signup_slot(session, "client", SIGNUP_AT, limit=1)
+
+        assert await overlapping(sessions, take) == (True, False)
+        async with sessions.begin() as session:
+            later = SIGNUP_AT + signup.SIGNUP_WINDOW + timedelta(seconds=1)
+            assert await signup.take_signup_slot(session, "client", later, limit=1)
+
+    run_on_postgres(postgres_url, scenario)
+
+
+async def sign_up_alone(sessions: Sessions, email: str, sequence_id: int) -> signup.SignupOutcome:
+    async with sessions.begin() as session:
+        return await sign_up(session, email, sequence_id)

@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from newsletter.db import session as session_module
 from newsletter.db.session import (
     BUSY_TIMEOUT_MS,
     LOCK_POLL_S,
@@ -67,8 +68,23 @@ async def busy_timeout(session: AsyncSession) -> int:
     return int(await session.scalar(text("PRAGMA busy_timeout")) or 0)
 
 
-def test_a_write_waits_while_another_process_writes_and_goes_on_when_it_is_done(
-    database, other_process
+@pytest.fixture
+def refusals(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every time take_write_lock was refused the lock, in order: it asks again each time,
+    where SQLite's own wait would have kept it inside the driver, unseen."""
+    seen: list[str] = []
+    is_busy = session_module._is_busy
+
+    def counting(exc: OperationalError) -> bool:
+        seen.append(str(exc.orig))
+        return is_busy(exc)
+
+    monkeypatch.setattr(session_module, "_is_busy", counting)
+    return seen
+
+
+def test_a_write_asks_again_while_another_process_writes_and_goes_on_when_it_is_done(
+    database, other_process, refusals
 ):
     other_process.execute("BEGIN IMMEDIATE")
     other_process.execute(ADD_FLAG, {"name": "theirs"})
@@ -84,6 +100,8 @@ def test_a_write_waits_while_another_process_writes_and_goes_on_when_it_is_done(
         for _ in range(20):  # turns to ask for the lock, and be refused
             await asyncio.sleep(LOCK_POLL_S)
         assert not writing.done()
+        assert len(refusals) >= 2
+        assert all("locked" in refusal for refusal in refusals)
 
         other_process.execute("COMMIT")
         await asyncio.wait_for(writing, timeout=5)
@@ -93,13 +111,14 @@ def test_a_write_waits_while_another_process_writes_and_goes_on_when_it_is_done(
     assert sorted(names) == ["ours", "theirs"]
 
 
-def test_a_write_gives_up_after_the_timeout(database, other_process):
+def test_a_write_gives_up_after_the_timeout(database, other_process, refusals):
     other_process.execute("BEGIN IMMEDIATE")
 
     async def scenario(sessions: Sessions, writes: Sessions) -> None:
         async with writes() as session:
             with pytest.raises(OperationalError, match="locked"):
-                await take_write_lock(session, timeout_s=0.02)
+                await take_write_lock(session, timeout_s=0.05)
+        assert len(refusals) >= 2  # it asked again before giving up
 
     run_with_sessions(database, scenario)
 
