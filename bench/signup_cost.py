@@ -13,8 +13,8 @@ CPU time still moves with the machine (frequency, caches, a busy neighbour on th
 core). `--instructions` counts instead: it runs this script twice under valgrind's
 callgrind (Debian's valgrind package), with `--signups` and three times as many, and
 prints the difference in executed instructions divided by the difference in signups.
-That takes about three minutes and gives the same count, to a fraction of a percent,
-however busy the machine is.
+That takes about three minutes, and the count does not depend on how busy the machine is
+(only on the code, Python and the libraries).
 """
 
 from __future__ import annotations

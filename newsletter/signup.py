@@ -264,9 +264,7 @@ async def _sign_up_again(
         return SignupOutcome.BLOCKED
     # Locked (on PostgreSQL) until commit: a second signup for the address waits, then
     # sees the confirmation this one queues, and the interval holds.
-    subscriber = await session.scalar(
-        select(Subscriber).where(Subscriber.email == request.email).with_for_update()
-    )
+    subscriber = await queries.subscriber_by_email(session, request.email, lock=True)
     if subscriber is None:  # deleted since _insert_newcomer looked
         return SignupOutcome.BLOCKED
     if subscriber.status == SubscriberStatus.CONFIRMED:

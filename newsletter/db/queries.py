@@ -48,8 +48,12 @@ def insert_ignoring_duplicates(session: AsyncSession | str, model: Any) -> Any:
 # --- subscribers -------------------------------------------------------------------------
 
 
-async def subscriber_by_email(session: AsyncSession, email: str) -> Subscriber | None:
-    return await session.scalar(select(Subscriber).where(Subscriber.email == email))
+async def subscriber_by_email(
+    session: AsyncSession, email: str, *, lock: bool = False
+) -> Subscriber | None:
+    """`lock`: hold the row until commit (PostgreSQL; SQLite has one writer anyway)."""
+    query = select(Subscriber).where(Subscriber.email == email)
+    return await session.scalar(query.with_for_update() if lock else query)
 
 
 async def is_suppressed(session: AsyncSession, email: str) -> bool:

@@ -136,6 +136,11 @@ async def sign_up(
     )
 
 
+async def sign_up_alone(sessions: Sessions, email: str, sequence_id: int) -> signup.SignupOutcome:
+    async with sessions.begin() as session:
+        return await sign_up(session, email, sequence_id)
+
+
 async def overlapping(
     sessions: Sessions, step: Callable[[AsyncSession], Awaitable[T]]
 ) -> tuple[T, T]:
@@ -216,8 +221,3 @@ def test_signups_from_one_client_at_once_cannot_pass_its_limit(postgres_url):
             assert await signup.take_signup_slot(session, "client", later, limit=1)
 
     run_on_postgres(postgres_url, scenario)
-
-
-async def sign_up_alone(sessions: Sessions, email: str, sequence_id: int) -> signup.SignupOutcome:
-    async with sessions.begin() as session:
-        return await sign_up(session, email, sequence_id)
