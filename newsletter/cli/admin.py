@@ -23,7 +23,6 @@ from newsletter.cli.app import (
     err,
     out,
     run,
-    sending_app,
     sequences_app,
     settings,
     subscribers_app,
@@ -547,35 +546,3 @@ def sequences_resume(slug: str) -> None:
 def sequences_archive(slug: str) -> None:
     """Retire a sequence for good: nothing more of it is sent."""
     _set_status(slug, SequenceStatus.ARCHIVED)
-
-
-# --- sending -----------------------------------------------------------------------------
-
-
-@sending_app.command("resume")
-def sending_resume() -> None:
-    """Resume sending after it was paused (e.g. the relay refused our login)."""
-    config = settings()
-
-    async def work() -> bool:
-        async with database(config) as sessions, sessions.begin() as session:
-            return await queries.clear_flag(session, queries.SENDING_PAUSED)
-
-    out.print("Sending resumed." if run(work) else "Sending was not paused.")
-
-
-@sending_app.command("pause")
-def sending_pause(
-    reason: Annotated[str, typer.Option(help="Why, for the log")] = "paused by an admin",
-) -> None:
-    """Pause all sending until `newsletter sending resume`."""
-    config = settings()
-
-    async def work() -> None:
-        async with database(config) as sessions, sessions.begin() as session:
-            await queries.set_flag(
-                session, queries.SENDING_PAUSED, until=None, reason=reason, now=now()
-            )
-
-    run(work)
-    out.print("Sending paused.")
