@@ -8,14 +8,26 @@ from typing import Protocol
 
 
 class Clock(Protocol):
+    """Two clocks run in a worker: the schedule's (which `--speed` may fast-forward) and the
+    wall clock (leases, retry delays, backoff, rate limits, token expiry). `after()` turns a
+    real delay into an instant of this clock, so a retry five real minutes away is due at
+    the right moment of a fast-forwarded schedule too."""
+
     def now(self) -> datetime:
         """The current instant, timezone-aware, in UTC."""
+        ...
+
+    def after(self, delay: timedelta) -> datetime:
+        """The instant this clock will show once `delay` of real time has passed."""
         ...
 
 
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    def after(self, delay: timedelta) -> datetime:
+        return self.now() + delay
 
 
 class FrozenClock:
@@ -28,6 +40,9 @@ class FrozenClock:
 
     def now(self) -> datetime:
         return self._now
+
+    def after(self, delay: timedelta) -> datetime:
+        return self._now + delay
 
     def advance(self, by: timedelta) -> datetime:
         self._now += by
@@ -49,3 +64,6 @@ class FastForwardClock:
     def now(self) -> datetime:
         elapsed = time.monotonic() - self._origin
         return self._start + timedelta(seconds=elapsed * self._speed)
+
+    def after(self, delay: timedelta) -> datetime:
+        return self.now() + delay * self._speed

@@ -41,6 +41,9 @@ class _Section(BaseModel):
 class DatabaseSettings(_Section):
     #: SQLAlchemy URL; a relative SQLite path is taken from the config file's folder.
     url: str = "sqlite:///var/newsletter.db"
+    #: On SQLite, how long a write waits for another process's lock before it gives up; a
+    #: worker then keeps what it could not record and tries again, it never drops it.
+    busy_timeout_s: float = Field(default=10.0, gt=0, le=600)
 
     @field_validator("url")
     @classmethod
@@ -93,6 +96,9 @@ class SmtpSettings(_Section):
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     username: str = ""
     password: SecretStr | None = None
+    #: Send through this relay although site.base_url is plain http. Only for a local test
+    #: relay: links in real mail must be https, or unsubscribe tokens travel in clear text.
+    allow_http_links: bool = False
 
 
 class SendingSettings(_Section):
@@ -116,6 +122,19 @@ class SendingSettings(_Section):
     smtp_timeout_s: float = Field(default=300, gt=0)
     #: RFC 5321 allows the server ten minutes to answer the end of the message body.
     smtp_data_timeout_s: float = Field(default=600, gt=0)
+    #: This many connection failures in a row (refused, no greeting, 421, garbage, TLS)
+    #: open the relay's circuit: no connection is tried until a backoff has passed, then
+    #: one probe. The backoff starts at circuit_first_delay_s and doubles up to the max.
+    circuit_failures: int = Field(default=3, ge=1)
+    circuit_first_delay_s: float = Field(default=10, gt=0)
+    circuit_max_delay_s: float = Field(default=600, gt=0)
+    #: Recipients refused for policy reasons (5.7.x) pause all sending once they are more
+    #: than this share of the last policy_refusal_window attempts: then it is likely our
+    #: mail (SPF, DKIM, DMARC, reputation), not the recipients.
+    policy_refusal_share: float = Field(default=0.05, gt=0, le=1)
+    policy_refusal_window: int = Field(default=200, ge=1)
+    #: On SIGTERM or Ctrl-C, sends already under way get this long to finish.
+    shutdown_grace_s: float = Field(default=8, ge=0)
 
     @model_validator(mode="after")
     def _lease_outlasts_a_send(self) -> SendingSettings:
@@ -124,6 +143,11 @@ class SendingSettings(_Section):
             raise ValueError(
                 f"lease_s ({self.lease_s:g}) must be at least twice smtp_timeout_s + "
                 f"smtp_data_timeout_s ({slowest_s:g}), or a slow send could be repeated"
+            )
+        if self.circuit_max_delay_s < self.circuit_first_delay_s:
+            raise ValueError(
+                f"circuit_max_delay_s ({self.circuit_max_delay_s:g}) must not be below "
+                f"circuit_first_delay_s ({self.circuit_first_delay_s:g})"
             )
         return self
 

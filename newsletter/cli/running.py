@@ -9,12 +9,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
+import uvicorn
 from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from newsletter.cli.admin import database, parse_when
-from newsletter.cli.app import app, err, out, run, settings
+from newsletter.cli.app import Fail, app, err, out, run, settings
+from newsletter.cli.lifecycle import StopSignals, configure_logging
+from newsletter.cli.sending import sending_blocked
 from newsletter.clock import Clock, FastForwardClock, FrozenClock, SystemClock
 from newsletter.config import Settings, load_secret_key
 from newsletter.content.check import check_course
@@ -22,12 +25,15 @@ from newsletter.courses import queue_course
 from newsletter.db.models import Sequence
 from newsletter.db.session import prompt_writes
 from newsletter.delivery.transport import OutboxTransport, SmtpTransport, Transport, list_outbox
+from newsletter.errors import NewsletterError
 from newsletter.render import make_environment
 from newsletter.scheduling.jobs import build_scheduler
 from newsletter.scheduling.worker import PassReport, Worker
 from newsletter.signup import purge_stale_signups
 from newsletter.tokens import LinkMaker, Tokens
-from newsletter.web.app import create_app, serve_web
+from newsletter.web.app import create_app, web_server
+
+log = logging.getLogger(__name__)
 
 SpeedOption = Annotated[
     float,
@@ -39,6 +45,12 @@ def build_transport(config: Settings) -> Transport:
     smtp = config.smtp
     if not smtp.host:
         return OutboxTransport(config.var_dir / "outbox")
+    if config.site.base_url.scheme != "https" and not smtp.allow_http_links:
+        raise NewsletterError(
+            f"site.base_url is {config.site.base}: links in real mail must be https, or "
+            "every unsubscribe link travels unencrypted. Set [site] base_url to the https "
+            "address of the web app (or smtp.allow_http_links = true for a local test relay)."
+        )
     return SmtpTransport(
         host=smtp.host,
         port=smtp.port,
@@ -57,10 +69,13 @@ def build_links(config: Settings) -> LinkMaker:
 
 
 def build_worker(
-    config: Settings, sessions: async_sessionmaker[AsyncSession], transport: Transport
+    config: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    transport: Transport,
+    clock: Clock,
 ) -> Worker:
     env = make_environment(config.templates_dir)
-    return Worker(config, sessions, transport, env, build_links(config))
+    return Worker(config, sessions, transport, env, build_links(config), clock=clock)
 
 
 async def queue_shipped_courses(config: Settings, sessions) -> list[str]:  # type: ignore[no-untyped-def]
@@ -89,46 +104,72 @@ async def run_service(
     *,
     first_start: bool,
     web_address: tuple[str, int] | None = None,
-) -> None:
+) -> bool:
     """The scheduler (planner, dispatcher, housekeeping) and, given an address, the web app,
-    in one process and one event loop."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    # Their routine chatter (every job run, every migration step) buries what matters.
-    for noisy in ("apscheduler", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    async with database(config) as sessions:
+    in one process and one event loop, until SIGTERM or SIGINT. Returns whether it stopped
+    cleanly (every send under way finished)."""
+    configure_logging()
+    grace_s = config.sending.shutdown_grace_s
+    async with database(config) as sessions, contextlib.AsyncExitStack() as stack:
         if first_start:
             for slug in await queue_shipped_courses(config, sessions):
                 out.print(f"Queued the shipped course [bold]{slug}[/].")
         transport = build_transport(config)
+        stack.push_async_callback(transport.close)  # QUIT, once the last send is recorded
         pending_max_age = timedelta(days=config.signup.pending_max_age_days)
 
         async def purge(now: datetime) -> None:
             async with sessions.begin() as session:
                 await purge_stale_signups(session, now, pending_max_age)
 
-        scheduler = build_scheduler(
-            build_worker(config, sessions, transport), clock, config.schedule.tick_s, purge
-        )
+        worker = build_worker(config, sessions, transport, clock)
+        scheduler = build_scheduler(worker, clock, config.schedule.tick_s, purge)
+        signals = stack.enter_context(StopSignals())
         where = config.smtp.host or f"the development outbox {config.var_dir / 'outbox'}"
         out.print(f"Sending to {where}.")
         scheduler.start()
-        try:
-            if web_address is None:
-                out.print("Ctrl-C stops.")
-                await asyncio.Event().wait()
-            else:
-                host, port = web_address
-                out.print(
-                    f"Signup page: http://{host}:{port}/ (public: {config.site.base}/). "
-                    "Ctrl-C stops."
-                )
-                async with prompt_writes(sessions) as writes:
-                    app = create_app(config, sessions, clock, build_links(config), writes=writes)
-                    await serve_web(app, host, port)
-        finally:
-            scheduler.shutdown(wait=False)
-            await transport.close()
+        stack.callback(scheduler.shutdown, wait=False)
+        running: list[asyncio.Future[object]] = [asyncio.ensure_future(signals.requested.wait())]
+        server = None
+        if web_address is not None:
+            host, port = web_address
+            writes = await stack.enter_async_context(prompt_writes(sessions))
+            # The web's clock is the wall clock even under --speed: links and form tokens
+            # expire in real time.
+            app = create_app(config, sessions, SystemClock(), build_links(config), writes=writes)
+            server = web_server(app, host, port, grace_s=grace_s)
+            running.append(asyncio.ensure_future(serve_until_stopped(server)))
+            out.print(
+                f"Signup page: http://{host}:{port}/ (public: {config.site.base}/). Ctrl-C stops."
+            )
+        else:
+            out.print("Ctrl-C stops.")
+        await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        scheduler.pause()  # no new passes; the ones under way wind down below
+        if server is not None:
+            server.should_exit = True
+        clean = await worker.stop(grace_s, signals.forced)
+        if server is not None:
+            if signals.forced.is_set():
+                server.force_exit = True
+            await asyncio.wait(running[1:])
+            running[1].result()  # a server that failed to start says why
+    log.info(
+        "Stopped%s: %s",
+        f" on {signals.name}" if signals.name else "",
+        "every send under way finished, and claimed mail not yet sent went back to the queue."
+        if clean
+        else "sends still under way were cut off; they may arrive twice.",
+        extra={"action": "stopped"},
+    )
+    return clean
+
+
+async def serve_until_stopped(server: uvicorn.Server) -> None:
+    try:
+        await server.serve()
+    except SystemExit:  # uvicorn's answer to a port in use, after logging why
+        raise NewsletterError("the web app could not start; see the line above") from None
 
 
 def _clock(speed: float) -> Clock:
@@ -144,19 +185,16 @@ def serve(
     """Run the service: the scheduler and the signup web app, on the configured database."""
     config = settings()
     service = run_service(config, _clock(speed), first_start=True, web_address=(host, port))
-    with contextlib.suppress(KeyboardInterrupt):
-        run(lambda: service)
-    out.print("Stopped.")
+    if not run(lambda: service):
+        raise Fail
 
 
 @app.command()
 def worker(speed: SpeedOption = 1.0) -> None:
     """Run the scheduler alone (one of several workers on a shared database)."""
     config = settings()
-    try:
-        run(lambda: run_service(config, _clock(speed), first_start=False))
-    except KeyboardInterrupt:
-        out.print("Stopped.")
+    if not run(lambda: run_service(config, _clock(speed), first_start=False)):
+        raise Fail
 
 
 @app.command()
@@ -166,30 +204,42 @@ def tick(
     ] = None,
 ) -> None:
     """One planner pass and dispatcher passes until nothing due is left, then exit (for cron,
-    tests and demos)."""
+    tests and demos). Exits non-zero when sending is paused or the relay is unavailable."""
     config = settings()
     clock = FrozenClock(parse_when(at))
 
-    async def work() -> tuple[PassReport, PassReport]:
+    async def work() -> tuple[PassReport, PassReport, str]:
+        configure_logging()
         async with database(config) as sessions:
             transport = build_transport(config)
-            try:
-                worker = build_worker(config, sessions, transport)
-                planned = await worker.plan_due(clock.now())
-                sent = PassReport()
-                while True:
-                    report = await worker.dispatch_once(clock.now())
-                    if report["throttled"]:  # the per-second rate: wait for the bucket
-                        await asyncio.sleep(1 / config.sending.max_per_second)
-                        continue
-                    sent.counts.update(report.counts)
-                    if sum(report.counts.values()) == 0 or report["paused"]:
-                        return planned, sent
-            finally:
-                await transport.close()
+            worker = build_worker(config, sessions, transport, clock)
+            with StopSignals() as signals:
 
-    planned, sent = run(work)
-    out.print(f"planned: {planned}; dispatched: {sent}")
+                async def stop_on_signal() -> None:
+                    await signals.requested.wait()
+                    await worker.stop(config.sending.shutdown_grace_s, signals.forced)
+
+                stopper = asyncio.ensure_future(stop_on_signal())
+                try:
+                    planned = await worker.plan_due(clock.now())
+                    sent = PassReport()
+                    while not worker.stopping:
+                        report = await worker.dispatch_once(clock.now())
+                        sent.counts.update(report.counts)
+                        if not report.counts or report.held_back:
+                            break
+                    async with sessions() as session:
+                        blocked = await sending_blocked(session, SystemClock().now())
+                    return planned, sent, blocked
+                finally:
+                    stopper.cancel()
+                    await transport.close()
+
+    planned, sent, blocked = run(work)
+    out.print(f"planned: {planned}; dispatched: {sent}", markup=False, highlight=False)
+    if blocked:
+        err.print(f"error: {blocked}", markup=False, highlight=False)
+        raise Fail
 
 
 @app.command()

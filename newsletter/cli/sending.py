@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import typer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from newsletter.cli.admin import database, now
 from newsletter.cli.app import out, run, sending_app, settings
@@ -38,3 +40,22 @@ def sending_pause(
 
     run(work)
     out.print("Sending paused.")
+
+
+async def sending_blocked(session: AsyncSession, wall_now: datetime) -> str:
+    """Why no mail can go out now, in a line that says what to do; "" when it can."""
+    switches = await queries.flags(session)
+    paused = switches.get(queries.SENDING_PAUSED)
+    if paused is not None and (paused.until is None or paused.until > wall_now):
+        until = f"until {paused.until:%Y-%m-%d %H:%M:%S} UTC" if paused.until else "until resumed"
+        return (
+            f"sending is paused {until}: {paused.reason} "
+            "(`newsletter sending resume` resumes it once the cause is fixed)"
+        )
+    circuit = switches.get(queries.RELAY_CIRCUIT)
+    if circuit is not None and circuit.until is not None and circuit.until > wall_now:
+        return (
+            f"the relay is not taking mail ({circuit.reason}); the next try is at "
+            f"{circuit.until:%H:%M:%S} UTC. Check that [smtp] host and port reach a running relay."
+        )
+    return ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from html import escape
 from typing import Annotated
 
@@ -9,13 +11,16 @@ import typer
 
 from newsletter.cli.admin import database
 from newsletter.cli.app import app, out, run, settings
-from newsletter.cli.running import build_links
+from newsletter.cli.lifecycle import StopSignals, configure_logging
+from newsletter.cli.running import build_links, serve_until_stopped
 from newsletter.clock import SystemClock
 from newsletter.config import Settings
 from newsletter.db.session import prompt_writes
 from newsletter.signup import CONSENT_TEXT, CONSENT_VERSION
-from newsletter.web.app import create_app, serve_web
+from newsletter.web.app import create_app, web_server
 from newsletter.web.forms import HONEYPOT
+
+log = logging.getLogger(__name__)
 
 
 @app.command()
@@ -31,18 +36,33 @@ def web(
     config = settings()
 
     async def work() -> None:
+        configure_logging()
         async with database(config) as sessions, prompt_writes(sessions) as writes:
             links = build_links(config)
             application = create_app(
                 config, sessions, SystemClock(), links, sequence_slug=course, writes=writes
             )
+            server = web_server(application, host, port, grace_s=config.sending.shutdown_grace_s)
             out.print(f"Serving the signup pages on http://{host}:{port}/. Ctrl-C stops.")
-            await serve_web(application, host, port)
+            with StopSignals() as signals:
+                serving = asyncio.ensure_future(serve_until_stopped(server))
+                stopping = asyncio.ensure_future(signals.requested.wait())
+                await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                server.should_exit = True
+                forcing = asyncio.ensure_future(signals.forced.wait())
+                await asyncio.wait({serving, forcing}, return_when=asyncio.FIRST_COMPLETED)
+                if forcing.done():
+                    server.force_exit = True
+                forcing.cancel()
+                stopping.cancel()
+                await serving
+        log.info(
+            "Stopped%s: the requests under way were answered.",
+            f" on {signals.name}" if signals.name else "",
+            extra={"action": "stopped"},
+        )
 
-    try:
-        run(work)
-    except KeyboardInterrupt:
-        out.print("Stopped.")
+    run(work)
 
 
 @app.command("form-snippet")

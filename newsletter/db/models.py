@@ -222,6 +222,7 @@ class Delivery(Base):
         UniqueConstraint("subscriber_id", "sequence_id", "lesson_key"),
         Index("ix_deliveries_claim", "status", "priority", "due_at"),
         Index("ix_deliveries_sent_at", "sent_at"),
+        Index("ix_deliveries_last_attempt_at", "last_attempt_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -239,13 +240,17 @@ class Delivery(Base):
     message_id: Mapped[str] = mapped_column(String(200))
     lease_until: Mapped[datetime | None]
     claimed_by: Mapped[str | None] = mapped_column(String(100))
+    #: Wall-clock times: when the first try began (retries give up counting from it), when
+    #: the latest try ended, when the relay accepted the message.
     first_attempt_at: Mapped[datetime | None]
+    last_attempt_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
 
 
 class SystemFlag(Base):
-    """Shared switches every worker reads, e.g. sending paused after the relay refused us."""
+    """Shared switches every worker reads: sending paused after the relay refused us, the
+    relay's circuit open. `until` is wall-clock time; None: until someone clears it."""
 
     __tablename__ = "system_flags"
 

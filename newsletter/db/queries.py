@@ -5,12 +5,13 @@ PostgreSQL runs with SKIP LOCKED, and uniqueness is left to the constraints."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Table, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,7 +36,10 @@ from newsletter.db.models import (
     Sequence as SequenceRow,
 )
 
+#: Shared switches (system_flags rows): sending paused for every worker, and the relay's
+#: circuit open (no connection until `until`).
 SENDING_PAUSED = "sending_paused"
+RELAY_CIRCUIT = "relay_circuit"
 
 
 def insert_ignoring_duplicates(session: AsyncSession | str, model: Any) -> Any:
@@ -272,31 +276,39 @@ class ClaimedDelivery:
     sequence_id: int | None
     lesson_id: int | None
     message_id: str
-    attempts: int
+    attempts: int  #: this attempt included
     first_attempt_at: datetime
     subscriber_id: int
     email: str
     first_name: str
-    subscriber_status: str
-    suppressed: bool
+
+
+#: Of each claim, confirmations may take this share while lessons are due too, so that a
+#: flood of signups slows lessons down but never stops them; unused shares go to the other.
+TRANSACTIONAL_SHARE = 0.75
 
 
 async def claim_due_deliveries(
-    session: AsyncSession, *, now: datetime, limit: int, lease_until: datetime, worker: str
+    session: AsyncSession,
+    *,
+    now: datetime,
+    wall_now: datetime,
+    limit: int,
+    lease_until: datetime,
+    token: str,
 ) -> list[ClaimedDelivery]:
-    """Take up to `limit` due deliveries for this worker.
+    """Take up to `limit` due deliveries under the claim `token`.
 
-    Each row is taken by one atomic UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED),
-    so two dispatchers can never both take it. First rows whose lease expired (a worker
-    died mid-batch), then queued rows by priority: transactional mail before bulk. Each
-    SELECT is an equality on (status, priority) and a range on due_at, so it walks
-    ix_deliveries_claim in order and stops at the limit, whatever the backlog."""
-    live = or_(Delivery.sequence_id.is_(None), SequenceRow.status == SequenceStatus.LIVE)
-    candidates = [
-        select(Delivery.id)
-        .where(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < now)
-        .order_by(Delivery.lease_until),
-        *(
+    `now` is the schedule's instant (what is due); `wall_now` the real one (whose lease ran
+    out). Each row is taken by one atomic UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP
+    LOCKED), so two dispatchers can never both take it. First rows whose lease expired (a
+    worker died mid-batch), then queued rows: confirmations up to TRANSACTIONAL_SHARE of
+    the claim, lessons, then confirmations again if room is left. Each SELECT is an
+    equality on (status, priority) and a range on due_at, so it walks ix_deliveries_claim
+    in order and stops at the limit, whatever the backlog."""
+
+    def queued(priority: int) -> Any:
+        return (
             select(Delivery.id)
             .where(
                 Delivery.status == DeliveryStatus.QUEUED,
@@ -304,20 +316,33 @@ async def claim_due_deliveries(
                 Delivery.due_at <= now,
             )
             .order_by(Delivery.due_at)
-            for priority in Priority.ORDER
-        ),
+        )
+
+    expired = (
+        select(Delivery.id)
+        .where(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < wall_now)
+        .order_by(Delivery.lease_until)
+    )
+    share = max(1, math.ceil(limit * TRANSACTIONAL_SHARE))
+    rounds = [
+        (expired, limit),
+        (queued(Priority.TRANSACTIONAL), share),
+        (queued(Priority.BULK), limit),
+        (queued(Priority.TRANSACTIONAL), limit),
     ]
+    live = or_(Delivery.sequence_id.is_(None), SequenceRow.status == SequenceStatus.LIVE)
     ids: list[int] = []
-    for candidate in candidates:
-        if len(ids) >= limit:
-            break
+    for candidates, cap in rounds:
+        room = min(cap, limit - len(ids))
+        if room <= 0:
+            continue
         query = (
-            candidate.outerjoin(SequenceRow, SequenceRow.id == Delivery.sequence_id)
+            candidates.outerjoin(SequenceRow, SequenceRow.id == Delivery.sequence_id)
             .where(live)
-            .limit(limit - len(ids))
+            .limit(room)
             .with_for_update(skip_locked=True, of=Delivery)
         )
-        ids += await _take(session, query, now=now, lease_until=lease_until, worker=worker)
+        ids += await _take(session, query, wall_now=wall_now, lease_until=lease_until, token=token)
     if not ids:
         return []
     rows = await session.execute(
@@ -332,11 +357,8 @@ async def claim_due_deliveries(
             Subscriber.id,
             Subscriber.email,
             Subscriber.first_name,
-            Subscriber.status,
-            Suppression.id.is_not(None),
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .outerjoin(Suppression, Suppression.email == Subscriber.email)
         .where(Delivery.id.in_(ids))
         .order_by(Delivery.priority, Delivery.due_at)
     )
@@ -344,7 +366,7 @@ async def claim_due_deliveries(
 
 
 async def _take(
-    session: AsyncSession, candidates: Any, *, now: datetime, lease_until: datetime, worker: str
+    session: AsyncSession, candidates: Any, *, wall_now: datetime, lease_until: datetime, token: str
 ) -> list[int]:
     table = deliveries_table
     claimed = await session.execute(
@@ -353,42 +375,104 @@ async def _take(
         .values(
             status=DeliveryStatus.SENDING,
             lease_until=lease_until,
-            claimed_by=worker,
+            claimed_by=token,
             attempts=table.c.attempts + 1,
-            first_attempt_at=func.coalesce(table.c.first_attempt_at, now),
+            first_attempt_at=func.coalesce(table.c.first_attempt_at, wall_now),
         )
         .returning(table.c.id)
     )
     return [row[0] for row in claimed]
 
 
-async def record_outcomes(
-    session: AsyncSession, changes: list[dict[str, Any]], *, worker: str
-) -> None:
-    """Write send outcomes by delivery id, but only over rows this worker still holds: if
-    its lease ran out and another worker took a row over, that worker's outcome stands."""
-    if not changes:
-        return
+@dataclass(frozen=True, slots=True)
+class HeldDelivery:
+    """A claimed delivery as the database sees it just before it is sent."""
+
+    id: int
+    status: str
+    claimed_by: str | None
+    lease_until: datetime | None
+    subscriber_status: str
+    suppressed: bool
+
+
+async def held_deliveries(session: AsyncSession, ids: Iterable[int]) -> dict[int, HeldDelivery]:
+    """The rows behind these claims with their recipients' standing, read in one indexed
+    query right before sending. A row that is missing was deleted (the person was erased)."""
+    rows = await session.execute(
+        select(
+            Delivery.id,
+            Delivery.status,
+            Delivery.claimed_by,
+            Delivery.lease_until,
+            Subscriber.status,
+            Suppression.id.is_not(None),
+        )
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .outerjoin(Suppression, Suppression.email == Subscriber.email)
+        .where(Delivery.id.in_(list(ids)))
+    )
+    return {row[0]: HeldDelivery(*cast(tuple[Any, ...], row)) for row in rows}
+
+
+def _held_by(token: str) -> Any:
     table = deliveries_table
-    columns = [key for key in changes[0] if key != "id"]
+    return (table.c.status == DeliveryStatus.SENDING) & (table.c.claimed_by == token)
+
+
+async def renew_leases(
+    session: AsyncSession, ids: Iterable[int], *, token: str, lease_until: datetime
+) -> None:
+    """Extend the lease of what this claim still holds (the heartbeat of a long batch)."""
+    table = deliveries_table
     await session.execute(
         table.update()
-        .where(table.c.id == bindparam("row_id"))
-        .where(table.c.status == DeliveryStatus.SENDING)
-        .where(table.c.claimed_by == worker)
-        .values({column: bindparam(f"new_{column}") for column in columns}),
-        [{"row_id": change["id"]} | {f"new_{c}": change[c] for c in columns} for change in changes],
+        .where(table.c.id.in_(list(ids)), _held_by(token))
+        .values(lease_until=lease_until)
     )
 
 
-async def _bulk_update(session: AsyncSession, table: Table, changes: list[dict[str, Any]]) -> None:
-    """One executemany UPDATE … WHERE id = ?; every dict has the same keys, "id" among them."""
+async def release_claims(
+    session: AsyncSession, ids: Iterable[int], *, token: str, reason: str | None = None
+) -> None:
+    """Put claimed deliveries that were not attempted straight back in the queue, as they
+    were: the attempt the claim counted is taken back, and they stay due as before.
+    `reason` (e.g. the relay's reply) replaces last_error when given."""
+    table = deliveries_table
+    values: dict[str, Any] = {
+        "status": DeliveryStatus.QUEUED,
+        "lease_until": None,
+        "claimed_by": None,
+        "attempts": table.c.attempts - 1,
+        "first_attempt_at": case((table.c.attempts <= 1, None), else_=table.c.first_attempt_at),
+    }
+    if reason is not None:
+        values["last_error"] = reason
+    await session.execute(
+        table.update().where(table.c.id.in_(list(ids)), _held_by(token)).values(values)
+    )
+
+
+async def record_outcomes(
+    session: AsyncSession, changes: list[dict[str, Any]], *, token: str
+) -> None:
+    """Write send outcomes by delivery id, but only over rows this claim still holds (the
+    fence): if its lease ran out and another worker took a row over, that worker's outcome
+    stands."""
+    await _bulk_update(session, deliveries_table, changes, _held_by(token))
+
+
+async def _bulk_update(
+    session: AsyncSession, table: Table, changes: list[dict[str, Any]], *conditions: Any
+) -> None:
+    """One executemany UPDATE … WHERE id = ? [AND conditions]; every dict has the same keys,
+    "id" among them."""
     if not changes:
         return
     columns = [key for key in changes[0] if key != "id"]
     await session.execute(
         table.update()
-        .where(table.c.id == bindparam("row_id"))
+        .where(table.c.id == bindparam("row_id"), *conditions)
         .values({column: bindparam(f"new_{column}") for column in columns}),
         [{"row_id": change["id"]} | {f"new_{c}": change[c] for c in columns} for change in changes],
     )
@@ -437,6 +521,10 @@ async def sent_since(session: AsyncSession, since: datetime) -> int:
 
 async def flag(session: AsyncSession, name: str) -> SystemFlag | None:
     return await session.get(SystemFlag, name)
+
+
+async def flags(session: AsyncSession) -> dict[str, SystemFlag]:
+    return {row.name: row for row in await session.scalars(select(SystemFlag))}
 
 
 async def set_flag(

@@ -1,30 +1,34 @@
 """What to do after a send attempt: one SendReport in, one Decision out. Pure: no I/O and no
 clock; the caller passes `now` and a Random.
 
-The first rule that matches decides:
+A refusal is first blamed on a party, from the SMTP stage it came at, the reply code and
+the enhanced status (RFC 3463):
 
-1. Accepted: SENT.
-2. A 5xx whose enhanced status is X.2.2 (mailbox full) is soft, as mature MTAs treat it: the
-   mailbox may empty, so it goes on to rule 7.
-3. A 5xx that blames the sender: SENDER_BLOCKED, to try again after `first_delay_s` while
-   the admin fixes the relay or the account; no subscriber is marked. That is an enhanced
-   status 5.7.x (security or policy), an AUTH reply code (530, 534, 535, 538; RFC 4954), or
-   any 5xx before the recipient was named: at CONNECT, HELO, TLS, AUTH or MAIL.
-4. A 5xx at RCPT (550, 5.1.1 no such user, 5.1.x, 5.2.1 disabled), or a 5xx with an address
-   status 5.1.x at DATA: BOUNCED; the address is bad.
-5. Any other 5xx at DATA: FAILED; the relay refused this message, not the subscriber.
-6. No reply during STARTTLS or AUTH (a certificate we reject, a relay offering no AUTH):
-   SENDER_BLOCKED, as in rule 3: it is the relay's configuration, not the message.
-7. Any other failure without a reply (refused, dropped, timed out) or 4xx: RETRY after an
-   exponential backoff, `first_delay_s * factor ** (attempts - 1)` capped at `max_delay_s`,
-   then spread by +-`jitter` so that a batch that failed together does not retry together.
-   A retry that would fall after `first_attempt_at + give_up_after_s` is FAILED instead
-   ("gave up").
+- **The relay or our account** (the session: connect, greeting, EHLO, TLS, AUTH, MAIL FROM):
+  - no reply, garbage, any 4xx, or a 421 at any stage (RFC 5321 §3.8: the relay is closing
+    the channel): RELAY_UNAVAILABLE. The relay's circuit breaker counts it; the delivery
+    waits for the relay, and the attempt is not counted against it.
+  - a 5xx, an authentication code (530, 534, 535, 538; RFC 4954) at any stage, or no reply
+    during AUTH: SENDER_BLOCKED. Sending pauses and the operator is told; nobody is marked.
+  - except a size refusal at MAIL FROM (552, or 5.3.4; RFC 1870): that message is too big
+    for the relay, whoever receives it. FAILED, with `too_big` set.
+- **One recipient** (a refusal at RCPT, or after DATA, for this message):
+  - any 4xx, no reply, or a 5xx with x.2.2 (mailbox full, which may empty): RETRY after an
+    exponential backoff, `first_delay_s * factor ** (attempts - 1)` capped at `max_delay_s`
+    and spread by +-`jitter`; a retry that would fall after `first_attempt_at +
+    give_up_after_s` is FAILED instead ("gave up").
+  - a 5xx with x.7.x (policy: the recipient's server does not take our mail): FAILED, with
+    `policy` set. The subscriber is never suppressed for it; the dispatcher pauses sending
+    only if such refusals become a large share of recent attempts.
+  - a 5xx at RCPT, or x.1.x after DATA (the address is bad): BOUNCED; the address is
+    suppressed.
+  - any other 5xx after DATA (this content refused; x.3.4 too big): FAILED.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -34,15 +38,24 @@ from newsletter.delivery.transport import SendReport, Stage
 
 class Verdict(StrEnum):
     SENT = "sent"
-    #: Transient: try again at `retry_at`.
+    #: Transient for this recipient: try again at `retry_at`.
     RETRY = "retry"
     #: Permanent, the recipient's address is bad: mark the subscriber bounced and suppress it.
     BOUNCED = "bounced"
-    #: Permanent for this message but not the subscriber's fault (content refused, gave up).
+    #: Permanent for this message but not the subscriber's fault (content or policy refused,
+    #: too big, gave up).
     FAILED = "failed"
-    #: The sender's problem (auth, policy, MAIL FROM refused): pause all sending, tell the
-    #: admin, mark no subscriber; the delivery is tried again at `retry_at`.
+    #: The relay refuses us (authentication, policy at the session, MAIL FROM refused):
+    #: pause all sending, tell the operator, mark no subscriber; the delivery waits.
     SENDER_BLOCKED = "sender_blocked"
+    #: The relay cannot take mail now (refused connection, no greeting, 421, garbage, TLS):
+    #: the circuit breaker decides when to try again; the delivery waits, uncharged.
+    RELAY_UNAVAILABLE = "relay_unavailable"
+
+
+#: Verdicts about the relay or our account rather than the recipient: the attempt does not
+#: count against the delivery.
+NOT_THE_RECIPIENT = frozenset({Verdict.SENDER_BLOCKED, Verdict.RELAY_UNAVAILABLE})
 
 
 @dataclass(frozen=True)
@@ -71,19 +84,31 @@ class RetryPolicy:
             return self.max_delay_s
         return min(grown, self.max_delay_s)
 
+    def spread(self, delay_s: float, rng: random.Random) -> float:
+        """`delay_s` spread by +-jitter, so that what failed together does not retry together."""
+        return delay_s * rng.uniform(1 - self.jitter, 1 + self.jitter)
+
 
 @dataclass(frozen=True)
 class Decision:
     verdict: Verdict
-    retry_at: datetime | None  #: for RETRY and SENDER_BLOCKED
+    retry_at: datetime | None  #: for RETRY
     reason: str  #: one line, for logs and the deliveries.last_error column
+    #: A recipient's server refused this message for policy reasons (5.7.x).
+    policy: bool = False
+    #: The relay refused the message for its size, at MAIL FROM or after DATA.
+    too_big: bool = False
 
 
 #: RFC 4954 §6: authentication required, mechanism too weak, credentials invalid,
 #: encryption required.
 _AUTH_CODES = frozenset({530, 534, 535, 538})
-_SENDER_STAGES = frozenset({Stage.CONNECT, Stage.HELO, Stage.TLS, Stage.AUTH, Stage.MAIL})
-_SETUP_STAGES = frozenset({Stage.TLS, Stage.AUTH})
+_SESSION_STAGES = frozenset({Stage.CONNECT, Stage.HELO, Stage.TLS, Stage.AUTH, Stage.MAIL})
+#: RFC 5321 §3.8: "service not available, closing transmission channel", at any stage.
+_CLOSING = 421
+#: RFC 1870 §6.1: the message size exceeds the fixed maximum; 5.3.4 is RFC 3463's name for it.
+_TOO_BIG_CODE = 552
+_TOO_BIG_STATUS = "5.3.4"
 
 
 def decide(
@@ -99,50 +124,103 @@ def decide(
     if attempts < 1:
         raise ValueError(f"attempts counts this attempt too, so it is at least 1: {attempts}")
     verdict = _verdict(report)
-    match verdict:
-        case Verdict.RETRY:
-            return _retry_or_give_up(report, attempts, first_attempt_at, now, policy, rng)
-        case Verdict.SENDER_BLOCKED:
-            retry_at = now + timedelta(seconds=policy.first_delay_s)
-            return Decision(verdict, retry_at, str(report))
-        case _:
-            return Decision(verdict, None, str(report))
-
-
-def blames_sender(report: SendReport) -> bool:
-    """Whether the relay refuses us as a sender: further tries now would all fail alike."""
-    return _verdict(report) is Verdict.SENDER_BLOCKED
+    reason = str(report)
+    if verdict is Verdict.RETRY:
+        delay_s = policy.spread(policy.backoff_s(attempts), rng)
+        retry_at = now + timedelta(seconds=delay_s)
+        if retry_at > first_attempt_at + timedelta(seconds=policy.give_up_after_s):
+            return Decision(Verdict.FAILED, None, f"gave up after {attempts} attempts: {reason}")
+        return Decision(verdict, retry_at, reason)
+    return Decision(
+        verdict,
+        None,
+        reason,
+        policy=verdict is Verdict.FAILED and _subject(report).startswith("7."),
+        too_big=verdict is Verdict.FAILED and _is_size_refusal(report),
+    )
 
 
 def _verdict(report: SendReport) -> Verdict:
     if report.accepted:
         return Verdict.SENT
-    subject = report.enhanced[2:] if report.enhanced else ""  # "5.1.1" -> "1.1"
-    if report.code is None and report.stage in _SETUP_STAGES:
-        # TLS or login failing without a reply (a certificate we reject, no AUTH offered)
-        # is a relay configuration problem: pause and tell the admin, retrying every
-        # message alone would only hide it for four days.
+    code = report.code
+    if code == _CLOSING:
+        return Verdict.RELAY_UNAVAILABLE
+    if code in _AUTH_CODES or (code is None and report.stage is Stage.AUTH):
         return Verdict.SENDER_BLOCKED
-    permanent = report.code is not None and report.code >= 500
-    if not permanent or subject == "2.2":
+    if report.stage in _SESSION_STAGES:
+        return _session_verdict(report)
+    return _recipient_verdict(report)
+
+
+def _session_verdict(report: SendReport) -> Verdict:
+    if report.code is None or report.code < 500:
+        return Verdict.RELAY_UNAVAILABLE
+    if report.stage is Stage.MAIL and _is_size_refusal(report):
+        return Verdict.FAILED
+    return Verdict.SENDER_BLOCKED
+
+
+def _recipient_verdict(report: SendReport) -> Verdict:
+    subject = _subject(report)
+    if report.code is None or report.code < 500 or subject == "2.2":
         return Verdict.RETRY
-    if subject.startswith("7.") or report.code in _AUTH_CODES or report.stage in _SENDER_STAGES:
-        return Verdict.SENDER_BLOCKED
+    if subject.startswith("7."):
+        return Verdict.FAILED
     if report.stage is Stage.RCPT or subject.startswith("1."):
         return Verdict.BOUNCED
     return Verdict.FAILED
 
 
-def _retry_or_give_up(
-    report: SendReport,
-    attempts: int,
-    first_attempt_at: datetime,
-    now: datetime,
-    policy: RetryPolicy,
-    rng: random.Random,
-) -> Decision:
-    delay_s = policy.backoff_s(attempts) * rng.uniform(1 - policy.jitter, 1 + policy.jitter)
-    retry_at = now + timedelta(seconds=delay_s)
-    if retry_at > first_attempt_at + timedelta(seconds=policy.give_up_after_s):
-        return Decision(Verdict.FAILED, None, f"gave up after {attempts} attempts: {report}")
-    return Decision(Verdict.RETRY, retry_at, str(report))
+def _subject(report: SendReport) -> str:
+    """The enhanced status without its class: "5.7.26" -> "7.26"; "" when there is none."""
+    return report.enhanced[2:] if report.enhanced else ""
+
+
+def _is_size_refusal(report: SendReport) -> bool:
+    if report.enhanced is not None:
+        return report.enhanced == _TOO_BIG_STATUS
+    return report.code == _TOO_BIG_CODE
+
+
+class PolicyWatch:
+    """The last `window` attempts that reached a recipient, and whether more than `share` of
+    them were refused for policy reasons (5.7.x). One such refusal is about one recipient;
+    many, across domains, mean mailbox providers do not trust our mail (SPF, DKIM, DMARC,
+    reputation), and sending on would only fail more messages for good."""
+
+    def __init__(self, window: int, share: float) -> None:
+        if window < 1 or not 0 < share <= 1:
+            raise ValueError("need window >= 1 and 0 < share <= 1")
+        self._recent: deque[tuple[str, str] | None] = deque(maxlen=window)
+        self._refused = 0
+        self.window = window
+        #: More refusals than this among the last `window` attempts is too many. Judged
+        #: against the whole window, so a few refusals among the first messages of a
+        #: small list do not stop it.
+        self.limit = share * window
+
+    def observe(self, *, refused_for_policy: bool, recipient: str, reason: str) -> bool:
+        """Count one attempt; True when policy refusals are now too many."""
+        if len(self._recent) == self.window and self._recent[0] is not None:
+            self._refused -= 1
+        entry = (recipient.rpartition("@")[2], reason) if refused_for_policy else None
+        self._recent.append(entry)
+        self._refused += refused_for_policy
+        return self._refused > self.limit
+
+    def summary(self) -> str:
+        """The refusals in the window, by domain and by reply, for the operator."""
+        refusals = [entry for entry in self._recent if entry is not None]
+        domains = Counter(domain for domain, _ in refusals)
+        replies = Counter(reason for _, reason in refusals)
+        by_domain = ", ".join(f"{domain} {n}" for domain, n in domains.most_common(5))
+        by_reply = "; ".join(f"{reply} ({n}x)" for reply, n in replies.most_common(3))
+        return (
+            f"{len(refusals)} of the last {len(self._recent)} recipients were refused for "
+            f"policy reasons ({by_domain}); replies: {by_reply}"
+        )
+
+    def reset(self) -> None:
+        self._recent.clear()
+        self._refused = 0

@@ -1,6 +1,8 @@
 """How many messages may go out now. Pure: the caller passes `now` and, for the hourly and
 daily caps, the counts it read from the database, which is what lets several workers share
-those caps. The per-second rate is each worker's own token bucket."""
+those caps. The per-second rate is each worker's own token bucket, taken one message at a
+time just before it is sent, so that messages spread over the second instead of leaving in
+bursts."""
 
 from __future__ import annotations
 
@@ -27,6 +29,12 @@ class TokenBucket:
     def available(self, now: datetime) -> int:
         self._refill(now)
         return max(0, math.floor(self._tokens + _EPSILON))
+
+    def wait_s(self, now: datetime) -> float:
+        """Seconds until one more message may go (0: now)."""
+        self._refill(now)
+        missing = 1 - (self._tokens + _EPSILON)
+        return max(0.0, missing / self._rate)
 
     def take(self, count: int, now: datetime) -> None:
         """Count `count` messages as sent. Taking more than available() is allowed and puts

@@ -3,7 +3,10 @@ to serve it, alone (`newsletter web`) or beside the scheduler."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -124,9 +127,23 @@ def create_app(
     )
 
 
-def web_server(app: Starlette, host: str = "127.0.0.1", port: int = 8000) -> uvicorn.Server:
+class QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves SIGTERM and SIGINT to the command that runs it
+    (newsletter/cli/lifecycle.py), which stops the scheduler and the web app together.
+    uvicorn's own handling would raise the signal again once it has shut down, killing the
+    process before the worker has recorded its last sends."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def web_server(
+    app: Starlette, host: str = "127.0.0.1", port: int = 8000, *, grace_s: float = 8
+) -> uvicorn.Server:
     """A uvicorn server for the app; `await server.serve()` runs it in the current loop,
-    beside the scheduler, and `server.should_exit = True` stops it."""
+    beside the scheduler, and `server.should_exit = True` stops it, giving requests under
+    way `grace_s` to finish."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -138,8 +155,9 @@ def web_server(app: Starlette, host: str = "127.0.0.1", port: int = 8000) -> uvi
         # which the per-IP signup limit and the consent record need.
         proxy_headers=True,
         log_config=None,
+        timeout_graceful_shutdown=math.ceil(grace_s),
     )
-    return uvicorn.Server(config)
+    return QuietServer(config)
 
 
 async def serve_web(app: Starlette, host: str = "127.0.0.1", port: int = 8000) -> None:

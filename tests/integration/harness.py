@@ -78,8 +78,18 @@ class Stack:
             Tokens("integration-test-secret"), self.settings.site.base, "u@example.org"
         )
         env = make_environment(self.settings.templates_dir)
+        # The test's clock is both the schedule's and the wall clock: leases, retry delays
+        # and the relay's circuit move only when the test moves it.
         return Worker(
-            self.settings, self.sessions, transport, env, links, name=name, rng=random.Random(7)
+            self.settings,
+            self.sessions,
+            transport,
+            env,
+            links,
+            name=name,
+            rng=random.Random(7),
+            clock=self.clock,
+            wall=self.clock,
         )
 
     @property
@@ -116,7 +126,7 @@ class Stack:
             sent = await self.worker.dispatch_once(self.clock.now())
             total.counts.update(planned.counts)
             total.counts.update(sent.counts)
-            if sent["paused"] or not (planned["queued"] or sum(sent.counts.values())):
+            if sent.held_back or not (planned["queued"] or sum(sent.counts.values())):
                 return total
 
     async def run_for(self, span: timedelta, step: timedelta = timedelta(hours=1)) -> PassReport:

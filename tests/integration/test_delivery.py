@@ -139,7 +139,7 @@ def test_temporary_failures_are_retried_then_given_up_and_the_course_goes_on(
 
 
 def test_a_retried_message_keeps_its_message_id(settings, tmp_path, smtp_server):
-    smtp_server.answer_rcpt("di@example.com", 421, "4.7.0 Busy", times=1)
+    smtp_server.answer_rcpt("di@example.com", 451, "4.2.0 Mailbox busy, try later", times=1)
 
     async def scenario(stack: Stack) -> None:
         sequence = await stack.queue(shipped_course(REPO))
@@ -407,9 +407,8 @@ def test_the_opt_in_email_goes_out_ahead_of_bulk_mail_to_a_pending_subscriber(
                 session, pending.id, sequence, "<confirm-1@example.org>", stack.clock.now()
             )
 
-        report = await stack.worker.dispatch_once(stack.clock.now())  # batch_size=1
-        assert report["sent"] == 1
-        [confirmation] = stack.received()
+        await stack.worker.dispatch_once(stack.clock.now())  # one connection
+        confirmation = stack.received()[0]
         assert confirmation["To"] == "new@example.com"
         assert confirmation["From"].addresses[0].addr_spec == "hello@example.org"
         assert confirmation["List-Unsubscribe"] is None
@@ -431,7 +430,7 @@ def test_the_opt_in_email_goes_out_ahead_of_bulk_mail_to_a_pending_subscriber(
             tmp_path,
             smtp_server,
             scenario,
-            batch_size=1,
+            connections=1,
         )
     )
 
@@ -484,7 +483,8 @@ def test_a_relay_refusing_us_stops_the_rest_of_the_batch(settings, tmp_path, smt
 
         # Only what was already on the wire when the first refusal came back was tried.
         assert counting.sends <= stack.settings.sending.connections + 1
-        assert report["sender_blocked"] == 30
+        assert 1 <= report["sender_blocked"] <= counting.sends
+        assert report["sender_blocked"] + report["released"] == 30
         for subscriber in ids:
             [delivery] = await stack.deliveries(subscriber)
             assert delivery.status == DeliveryStatus.QUEUED
@@ -504,10 +504,10 @@ def test_sends_never_run_further_ahead_of_recording_than_the_stated_bound(
     ahead: list[int] = []
     real_record = queries.record_outcomes
 
-    async def slow_record(session, changes, *, worker):  # type: ignore[no-untyped-def]
+    async def slow_record(session, changes, *, token):  # type: ignore[no-untyped-def]
         nonlocal recorded
         await asyncio.sleep(0.05)  # a slow disk: sends must wait for it, not run ahead
-        await real_record(session, changes, worker=worker)
+        await real_record(session, changes, token=token)
         recorded += len(changes)
 
     monkeypatch.setattr(queries, "record_outcomes", slow_record)

@@ -104,7 +104,8 @@ def test_unknown_key_names_the_key_file_and_line(tmp_path: Path) -> None:
     )
 
     assert config_error(path) == (
-        f"{path}:3: smtp.prot: unknown key (expected one of: host, password, port, tls, username)"
+        f"{path}:3: smtp.prot: unknown key "
+        "(expected one of: allow_http_links, host, password, port, tls, username)"
     )
 
 
@@ -299,7 +300,7 @@ def test_unknown_environment_variable_names_the_dotted_key(
 
     assert config_error(path) == (
         "environment variable NEWSLETTER_SMTP__PROT: smtp.prot: unknown key "
-        "(expected one of: host, password, port, tls, username)"
+        "(expected one of: allow_http_links, host, password, port, tls, username)"
     )
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from newsletter.delivery.retry import Decision, RetryPolicy, Verdict, decide
+from newsletter.delivery.retry import Decision, PolicyWatch, RetryPolicy, Verdict, decide
 from newsletter.delivery.transport import SendReport, Stage
 
 NOW = datetime(2024, 10, 1, 9, 30, tzinfo=UTC)
@@ -53,32 +53,51 @@ def retry_delay(decision: Decision) -> timedelta:
     ("report", "verdict"),
     [
         (ACCEPTED, Verdict.SENT),
-        # No reply, or 4xx: transient.
-        (refused(Stage.CONNECT, None, text="Connection refused"), Verdict.RETRY),
-        (refused(Stage.DATA, None, text="Connection lost"), Verdict.RETRY),
-        # ...but no reply while setting up TLS or logging in is the relay's configuration.
-        (refused(Stage.TLS, None, text="certificate verify failed"), Verdict.SENDER_BLOCKED),
+        # The session failed: the relay cannot take mail now. The circuit counts it; the
+        # delivery waits, uncharged.
+        (refused(Stage.CONNECT, None, text="Connection refused"), Verdict.RELAY_UNAVAILABLE),
+        (refused(Stage.CONNECT, None, text="Malformed SMTP response"), Verdict.RELAY_UNAVAILABLE),
+        (refused(Stage.CONNECT, 421, "4.3.2"), Verdict.RELAY_UNAVAILABLE),
+        (refused(Stage.HELO, None, text="Server disconnected"), Verdict.RELAY_UNAVAILABLE),
+        (refused(Stage.TLS, None, text="certificate verify failed"), Verdict.RELAY_UNAVAILABLE),
+        (refused(Stage.AUTH, 454, "4.7.0"), Verdict.RELAY_UNAVAILABLE),
+        (refused(Stage.MAIL, 421, "4.7.0", "Too many connections"), Verdict.RELAY_UNAVAILABLE),
+        (refused(Stage.MAIL, 451, "4.3.0"), Verdict.RELAY_UNAVAILABLE),
+        (refused(Stage.MAIL, 452, "4.3.1", "Insufficient storage"), Verdict.RELAY_UNAVAILABLE),
+        # 421 closes the channel whatever the stage (RFC 5321 3.8).
+        (refused(Stage.RCPT, 421, "4.7.0", "Rate limited"), Verdict.RELAY_UNAVAILABLE),
+        (refused(Stage.DATA, 421), Verdict.RELAY_UNAVAILABLE),
+        # The relay refuses us, the sender: pause everything, blame no subscriber.
         (refused(Stage.AUTH, None, text="AUTH not offered"), Verdict.SENDER_BLOCKED),
-        (refused(Stage.CONNECT, 421, "4.3.2"), Verdict.RETRY),
-        (MAILBOX_FULL, Verdict.RETRY),
-        (refused(Stage.RCPT, 450, "4.2.0", "Greylisted"), Verdict.RETRY),
-        (refused(Stage.DATA, 451, "4.3.0"), Verdict.RETRY),
-        (refused(Stage.AUTH, 454, "4.7.0"), Verdict.RETRY),
-        # A full mailbox may empty, even when the relay says 5xx.
-        (refused(Stage.RCPT, 552, "5.2.2", "Over quota"), Verdict.RETRY),
-        (refused(Stage.DATA, 552, "5.2.2", "Over quota"), Verdict.RETRY),
-        # The sender's problem: pause everything, blame no subscriber.
         (refused(Stage.AUTH, 535, "5.7.8", "Bad credentials"), Verdict.SENDER_BLOCKED),
         (refused(Stage.AUTH, 535), Verdict.SENDER_BLOCKED),
         (refused(Stage.AUTH, 534), Verdict.SENDER_BLOCKED),
         (refused(Stage.AUTH, 538), Verdict.SENDER_BLOCKED),
         (refused(Stage.MAIL, 530), Verdict.SENDER_BLOCKED),
+        (refused(Stage.RCPT, 530, "5.7.0", "Authentication required"), Verdict.SENDER_BLOCKED),
         (refused(Stage.CONNECT, 554), Verdict.SENDER_BLOCKED),
         (refused(Stage.HELO, 550), Verdict.SENDER_BLOCKED),
         (refused(Stage.TLS, 554), Verdict.SENDER_BLOCKED),
         (refused(Stage.MAIL, 553, "5.1.8", "Sender domain unknown"), Verdict.SENDER_BLOCKED),
-        (refused(Stage.RCPT, 550, "5.7.1", "Relaying denied"), Verdict.SENDER_BLOCKED),
-        (refused(Stage.DATA, 554, "5.7.1", "Spam"), Verdict.SENDER_BLOCKED),
+        (refused(Stage.MAIL, 550, "5.7.1", "Sender address rejected"), Verdict.SENDER_BLOCKED),
+        # ...but a size refusal at MAIL FROM is about this message, for any recipient.
+        (refused(Stage.MAIL, 552, text="Message size exceeds fixed limit"), Verdict.FAILED),
+        (refused(Stage.MAIL, 552, "5.3.4", "Message too big"), Verdict.FAILED),
+        # One recipient, temporarily: retried with backoff, charged.
+        (refused(Stage.RCPT, 450, "4.2.0", "Greylisted"), Verdict.RETRY),
+        (refused(Stage.RCPT, 451, "4.7.1", "Try again later"), Verdict.RETRY),
+        (refused(Stage.DATA, 451, "4.3.0"), Verdict.RETRY),
+        (refused(Stage.DATA, None, text="Connection lost"), Verdict.RETRY),
+        (MAILBOX_FULL, Verdict.RETRY),
+        # A full mailbox may empty, even when the relay says 5xx.
+        (refused(Stage.RCPT, 552, "5.2.2", "Over quota"), Verdict.RETRY),
+        (refused(Stage.DATA, 552, "5.2.2", "Over quota"), Verdict.RETRY),
+        # One recipient's server refuses our mail for policy: that message fails, the
+        # subscriber stays.
+        (refused(Stage.RCPT, 550, "5.7.1", "Relaying denied"), Verdict.FAILED),
+        (refused(Stage.RCPT, 550, "5.7.26", "Unauthenticated email"), Verdict.FAILED),
+        (refused(Stage.RCPT, 550, "5.7.515", "Access denied"), Verdict.FAILED),
+        (refused(Stage.DATA, 554, "5.7.1", "Spam"), Verdict.FAILED),
         # The address is bad.
         (refused(Stage.RCPT, 550, "5.1.1", "No such user"), Verdict.BOUNCED),
         (refused(Stage.RCPT, 550), Verdict.BOUNCED),
@@ -96,8 +115,29 @@ def test_reply_gets_its_verdict(report: SendReport, verdict: Verdict) -> None:
     decision = decided(report)
 
     assert decision.verdict is verdict
-    # Only what is tried again has a time to try again.
-    assert (decision.retry_at is not None) == (verdict in {Verdict.RETRY, Verdict.SENDER_BLOCKED})
+    # Only what is tried again by itself has a time to try again.
+    assert (decision.retry_at is not None) == (verdict is Verdict.RETRY)
+
+
+@pytest.mark.parametrize(
+    ("report", "policy", "too_big"),
+    [
+        (refused(Stage.RCPT, 550, "5.7.26", "Unauthenticated email"), True, False),
+        (refused(Stage.DATA, 554, "5.7.1", "Spam"), True, False),
+        (refused(Stage.RCPT, 550, "5.1.1", "No such user"), False, False),
+        (refused(Stage.RCPT, 451, "4.7.1", "Greylisted"), False, False),
+        (refused(Stage.MAIL, 552, text="Message size exceeds fixed limit"), False, True),
+        (refused(Stage.DATA, 552, "5.3.4", "Too big"), False, True),
+        (refused(Stage.DATA, 554, "5.6.0", "Bad content"), False, False),
+    ],
+    ids=str,
+)
+def test_policy_and_size_refusals_are_named(
+    report: SendReport, *, policy: bool, too_big: bool
+) -> None:
+    decision = decided(report)
+
+    assert (decision.policy, decision.too_big) == (policy, too_big)
 
 
 @pytest.mark.parametrize(
@@ -163,16 +203,6 @@ def test_retry_inside_the_lifetime_is_still_a_retry() -> None:
     assert decision.retry_at == NOW + timedelta(hours=4)
 
 
-def test_sender_blocked_tries_again_after_the_first_delay() -> None:
-    report = refused(Stage.AUTH, 535, "5.7.8", "Bad credentials")
-
-    decision = decided(report, attempts=9, policy=RetryPolicy(jitter=0.2))
-
-    assert decision == Decision(
-        Verdict.SENDER_BLOCKED, NOW + timedelta(minutes=5), "AUTH: 535 5.7.8 Bad credentials"
-    )
-
-
 @pytest.mark.parametrize(
     ("report", "reason"),
     [
@@ -205,3 +235,48 @@ def test_policy_refuses_settings_that_make_no_sense(
 ) -> None:
     with pytest.raises(ValueError, match=complaint):
         RetryPolicy(**settings)
+
+
+def test_a_few_policy_refusals_in_a_long_window_are_one_recipients_business() -> None:
+    watch = PolicyWatch(window=200, share=0.05)
+
+    verdicts = [
+        watch.observe(refused_for_policy=n % 20 == 0, recipient=f"r{n}@a.example", reason="x")
+        for n in range(400)
+    ]
+
+    assert not any(verdicts)  # 10 in every 200: at the limit, not over it
+
+
+def test_policy_refusals_over_the_share_of_the_window_say_who_refused_and_how() -> None:
+    watch = PolicyWatch(window=200, share=0.05)
+    for n in range(20):
+        watch.observe(refused_for_policy=False, recipient=f"ok{n}@b.example", reason="250 OK")
+    gmail = "RCPT: 550 5.7.26 Unauthenticated email"
+    too_many = [
+        watch.observe(
+            refused_for_policy=True,
+            recipient=f"r{n}@{'gmail.com' if n < 8 else 'yahoo.com'}",
+            reason=gmail if n < 8 else "RCPT: 554 5.7.1 Rejected",
+        )
+        for n in range(11)
+    ]
+
+    assert too_many == [False] * 10 + [True]
+    assert watch.summary() == (
+        "11 of the last 31 recipients were refused for policy reasons (gmail.com 8, "
+        "yahoo.com 3); replies: RCPT: 550 5.7.26 Unauthenticated email (8x); "
+        "RCPT: 554 5.7.1 Rejected (3x)"
+    )
+
+
+def test_refusals_that_leave_the_window_no_longer_count() -> None:
+    watch = PolicyWatch(window=10, share=0.2)
+    for n in range(2):
+        watch.observe(refused_for_policy=True, recipient=f"r{n}@c.example", reason="x")
+    for n in range(10):  # pushes both refusals out
+        watch.observe(refused_for_policy=False, recipient=f"ok{n}@c.example", reason="ok")
+
+    assert not watch.observe(refused_for_policy=True, recipient="a@c.example", reason="x")
+    assert not watch.observe(refused_for_policy=True, recipient="b@c.example", reason="x")
+    assert watch.observe(refused_for_policy=True, recipient="c@c.example", reason="x")

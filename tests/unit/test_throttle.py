@@ -103,3 +103,13 @@ def test_caps_lower_what_the_bucket_allows(
     allowed: int,
 ) -> None:
     assert capped(available, sent_last_hour, sent_last_day, max_per_hour, max_per_day) == allowed
+
+
+def test_wait_says_how_long_until_the_next_message_may_go() -> None:
+    bucket = TokenBucket(4)
+    start = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+    bucket.take(4, start)
+
+    assert bucket.wait_s(start) == pytest.approx(0.25)
+    assert bucket.wait_s(start + timedelta(seconds=0.1)) == pytest.approx(0.15)
+    assert bucket.wait_s(start + timedelta(seconds=0.25)) == 0

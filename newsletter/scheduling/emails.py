@@ -1,0 +1,119 @@
+"""The emails a worker sends, compiled once per lesson snapshot or course version and kept:
+snapshots never change once queued, so the cache is safe in every process."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from jinja2 import Environment
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from newsletter.config import Settings
+from newsletter.courses import load_snapshot
+from newsletter.db import queries
+from newsletter.db.models import DeliveryKind, LessonSnapshot, Sequence, SequenceVersion
+from newsletter.delivery.transport import Envelope
+from newsletter.render import ConfirmationEmail, LessonEmail, Recipient
+from newsletter.tokens import LinkMaker
+
+log = logging.getLogger(__name__)
+
+
+class CompiledEmails:
+    def __init__(self, settings: Settings, env: Environment, links: LinkMaker) -> None:
+        self.settings = settings
+        self.env = env
+        self.links = links
+        self._lessons: dict[int, LessonEmail] = {}
+        #: By sequence version; and the version each sequence's confirmations use now.
+        self._confirmations: dict[int, ConfirmationEmail] = {}
+        self._confirmation_versions: dict[int, int] = {}
+
+    async def prepare(
+        self, session: AsyncSession, deliveries: list[queries.ClaimedDelivery]
+    ) -> dict[int, str]:
+        """Compile what these deliveries need. Returns, by delivery id, why an email cannot be
+        built, rather than raising: one broken lesson must not hold up every other email.
+        A sequence's current version is looked up once per call, not once per confirmation."""
+        looked_up: set[int] = set()
+        problems: dict[int, str] = {}
+        for delivery in deliveries:
+            try:
+                if delivery.kind == DeliveryKind.CONFIRMATION:
+                    await self._load_confirmation(session, delivery, looked_up)
+                else:
+                    await self._load_lesson(session, delivery)
+            except Exception as exc:  # a template or content error, reported per delivery
+                log.exception(
+                    "Cannot build delivery %s", delivery.id, extra={"action": "render_failed"}
+                )
+                problems[delivery.id] = f"cannot build the email: {type(exc).__name__}: {exc}"[:500]
+        return problems
+
+    def envelope(self, delivery: queries.ClaimedDelivery, now: datetime) -> Envelope:
+        """The message for one recipient; `now` (wall clock) dates it and its links."""
+        sender = self.settings.sender
+        if delivery.kind == DeliveryKind.CONFIRMATION:
+            assert delivery.sequence_id is not None
+            version_id = self._confirmation_versions[delivery.sequence_id]
+            data = self._confirmations[version_id].render(
+                delivery.email,
+                self.links.confirm_url(delivery.subscriber_id, now),
+                message_id=delivery.message_id,
+                date=now,
+            )
+            return Envelope(sender.transactional_from, delivery.email, data)
+        assert delivery.lesson_id is not None
+        data = self._lessons[delivery.lesson_id].render(
+            Recipient(delivery.email, delivery.first_name),
+            self.links.personal_links(delivery.subscriber_id, now),
+            message_id=delivery.message_id,
+            date=now,
+        )
+        return Envelope(sender.address, delivery.email, data)
+
+    def describe(self, delivery: queries.ClaimedDelivery) -> str:
+        """Which email this is, for the operator: 'lesson 3 of <slug>' or 'confirmation'."""
+        if delivery.lesson_id is not None and delivery.lesson_id in self._lessons:
+            email = self._lessons[delivery.lesson_id]
+            return f"lesson {email.number} ({email.lesson.key})"
+        return delivery.kind
+
+    async def _load_confirmation(
+        self, session: AsyncSession, delivery: queries.ClaimedDelivery, looked_up: set[int]
+    ) -> None:
+        assert delivery.sequence_id is not None
+        if delivery.sequence_id in looked_up:
+            return
+        version = await queries.current_version(session, delivery.sequence_id)
+        assert version is not None
+        looked_up.add(delivery.sequence_id)
+        self._confirmation_versions[delivery.sequence_id] = version.id
+        if version.id not in self._confirmations:
+            slug = await self._slug_of(session, version.id)
+            course = await load_snapshot(session, version.id, slug)
+            self._confirmations[version.id] = ConfirmationEmail(
+                self.env, self.settings.sender, course
+            )
+
+    async def _load_lesson(self, session: AsyncSession, delivery: queries.ClaimedDelivery) -> None:
+        assert delivery.lesson_id is not None
+        if delivery.lesson_id in self._lessons:
+            return
+        snapshot = await session.get(LessonSnapshot, delivery.lesson_id)
+        assert snapshot is not None
+        slug = await self._slug_of(session, snapshot.version_id)
+        course = await load_snapshot(session, snapshot.version_id, slug)
+        lesson = next(item for item in course.lessons if item.key == snapshot.key)
+        self._lessons[delivery.lesson_id] = LessonEmail(
+            self.env, self.settings.sender, course, lesson
+        )
+
+    @staticmethod
+    async def _slug_of(session: AsyncSession, version_id: int) -> str:
+        version = await session.get(SequenceVersion, version_id)
+        assert version is not None
+        sequence = await session.get(Sequence, version.sequence_id)
+        assert sequence is not None
+        return sequence.slug
