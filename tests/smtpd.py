@@ -8,6 +8,9 @@ trouble.
 
 Scripted answers are used newest first; `times=None` keeps one for good. A 2xx answer is
 an acceptance with that text. As on real submission ports, AUTH is offered only over TLS.
+`size_limit` advertises SIZE and refuses bigger messages at MAIL FROM, as Postfix's
+message_size_limit does; `on_message` is called (in the server's thread) with each message
+accepted, before the client hears the 250.
 """
 
 from __future__ import annotations
@@ -17,13 +20,21 @@ import socket
 import ssl
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, NamedTuple
 
 import trustme
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import (
+    DATA_SIZE_DEFAULT,
+    SMTP,
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    Session,
+)
 
 HOST = "127.0.0.1"
 OK = "250 OK"
@@ -53,6 +64,10 @@ class _Script:
         with self._lock:
             self._answers.append(_Answer(f"{code} {text}", times, address))
 
+    def clear(self) -> None:
+        with self._lock:
+            self._answers.clear()
+
     def take(self, address: str | None = None) -> str | None:
         with self._lock:
             for answer in reversed(self._answers):
@@ -71,6 +86,7 @@ class SmtpServer:
         *,
         tls: Literal["starttls", "implicit"] | None = None,
         require_auth: tuple[str, str] | None = None,
+        size_limit: int | None = None,
     ) -> None:
         self.host = HOST
         self.port = _free_port()
@@ -83,12 +99,28 @@ class SmtpServer:
         self.delay_data_s = 0.0
         self.tls = tls
         self.require_auth = require_auth
-        self._mail, self._rcpt, self._data = _Script(), _Script(), _Script()
+        self.size_limit = size_limit
+        self.on_message: Callable[[Received], None] | None = None
+        self._greeting, self._mail = _Script(), _Script()
+        self._rcpt, self._data = _Script(), _Script()
         self._drops_left = 0
         self._lock = threading.Lock()
         self._controller: _Controller | None = None
 
     # --- switches ------------------------------------------------------------------------
+
+    def greet(self, line: str, times: int | None = None) -> None:
+        """Open connections with this line instead of the 220 greeting, then hang up: a relay
+        saying 421 (busy), or answering garbage."""
+        self._greeting.add(0, line, times)
+
+    def greet_normally(self) -> None:
+        """Back to the 220 greeting."""
+        self._greeting.clear()
+
+    def greeting(self) -> str | None:
+        reply = self._greeting.take()
+        return reply.removeprefix("0 ") if reply is not None else None
 
     def answer_mail(self, code: int, text: str, times: int | None = None) -> None:
         self._mail.add(code, text, times)
@@ -98,9 +130,12 @@ class SmtpServer:
     ) -> None:
         self._rcpt.add(code, text, times, address)
 
-    def answer_data(self, code: int, text: str, times: int | None = None) -> None:
-        """The answer after the message has arrived (the final "." reply)."""
-        self._data.add(code, text, times)
+    def answer_data(
+        self, code: int, text: str, times: int | None = None, address: str | None = None
+    ) -> None:
+        """The answer after the message has arrived (the final "." reply); `address`: only
+        for a message to that recipient."""
+        self._data.add(code, text, times, address)
 
     def drop_in_data(self, times: int = 1) -> None:
         """Hang up in the middle of the message, after its first line, without a reply."""
@@ -175,13 +210,16 @@ class SmtpServer:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         await asyncio.sleep(self.delay_data_s)
-        reply = self._data.take() or OK
+        reply = self._data.take(envelope.rcpt_tos[0] if envelope.rcpt_tos else None) or OK
         if _accepts(reply):
             assert envelope.mail_from is not None
             assert envelope.original_content is not None
-            self.messages.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+            received = Received(
+                envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content
             )
+            if self.on_message is not None:
+                self.on_message(received)
+            self.messages.append(received)
         return _closing_after_421(server, reply)
 
     def count_connection(self) -> None:
@@ -221,6 +259,7 @@ class _Controller(Controller):
             require_starttls=server.tls == "starttls",
             auth_required=server.require_auth is not None,
             authenticator=server.authenticate,
+            data_size_limit=server.size_limit or DATA_SIZE_DEFAULT,
         )
         self._open: weakref.WeakSet[_Connection] = weakref.WeakSet()
 
@@ -244,7 +283,17 @@ class _Controller(Controller):
 
 
 class _Connection(SMTP):
-    """aiosmtpd's server side of one connection, able to hang up in the middle of DATA."""
+    """aiosmtpd's server side of one connection, able to greet with something else than 220
+    and to hang up in the middle of DATA."""
+
+    async def _handle_client(self) -> None:
+        greeting = self.event_handler.greeting()
+        if greeting is None:
+            await super()._handle_client()
+            return
+        assert self.transport is not None
+        self.transport.write(greeting.encode() + b"\r\n")
+        self.transport.close()
 
     async def smtp_DATA(self, arg: str) -> None:
         if not self.event_handler.take_drop():

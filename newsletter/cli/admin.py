@@ -66,7 +66,9 @@ async def database(
     Read-only sessions never hold up the workers' writes."""
     if config.database.url.startswith("sqlite"):
         upgrade_database(config.database.url)
-    engine = create_engine(config.database.url)
+    engine = create_engine(
+        config.database.url, busy_timeout_ms=round(config.database.busy_timeout_s * 1000)
+    )
     try:
         yield make_sessionmaker(engine, read_only=read_only)
     finally:

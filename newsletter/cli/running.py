@@ -26,6 +26,7 @@ from newsletter.db.models import Sequence
 from newsletter.db.session import prompt_writes
 from newsletter.delivery.transport import OutboxTransport, SmtpTransport, Transport, list_outbox
 from newsletter.errors import NewsletterError
+from newsletter.logs import log_event
 from newsletter.render import make_environment
 from newsletter.scheduling.jobs import build_scheduler
 from newsletter.scheduling.worker import PassReport, Worker
@@ -154,13 +155,16 @@ async def run_service(
                 server.force_exit = True
             await asyncio.wait(running[1:])
             running[1].result()  # a server that failed to start says why
-    log.info(
-        "Stopped%s: %s",
-        f" on {signals.name}" if signals.name else "",
-        "every send under way finished, and claimed mail not yet sent went back to the queue."
-        if clean
-        else "sends still under way were cut off; they may arrive twice.",
-        extra={"action": "stopped"},
+    log_event(
+        log,
+        logging.INFO,
+        f"Stopped{f' on {signals.name}' if signals.name else ''}: "
+        + (
+            "every send under way finished, and claimed mail not yet sent went back to the queue."
+            if clean
+            else "sends still under way were cut off; they may arrive twice."
+        ),
+        "stopped",
     )
     return clean
 

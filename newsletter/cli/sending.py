@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from newsletter.cli.admin import database, now
-from newsletter.cli.app import out, run, sending_app, settings
+from newsletter.cli.app import Fail, out, run, sending_app, settings
 from newsletter.db import queries
+from newsletter.db.models import SystemFlag
 
 
 @sending_app.command("resume")
 def sending_resume() -> None:
-    """Resume sending after it was paused (e.g. the relay refused our login)."""
+    """Resume sending after it was paused (by an admin, or because the relay or the
+    receiving servers refused our mail), and try the relay again at once."""
     config = settings()
 
     async def work() -> bool:
         async with database(config) as sessions, sessions.begin() as session:
-            return await queries.clear_flag(session, queries.SENDING_PAUSED)
+            paused = await queries.clear_flag(session, queries.SENDING_PAUSED)
+            waiting_for_relay = await queries.clear_flag(session, queries.RELAY_CIRCUIT)
+            return paused or waiting_for_relay
 
     out.print("Sending resumed." if run(work) else "Sending was not paused.")
 
@@ -59,3 +65,84 @@ async def sending_blocked(session: AsyncSession, wall_now: datetime) -> str:
             f"{circuit.until:%H:%M:%S} UTC. Check that [smtp] host and port reach a running relay."
         )
     return ""
+
+
+@sending_app.command("status")
+def sending_status(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document")] = False,
+) -> None:
+    """Whether mail is going out, and if not why; the queue; the last hour. Exits 1 when
+    sending is paused or the relay is not taking mail."""
+    config = settings()
+
+    async def work() -> dict[str, Any]:
+        async with database(config, read_only=True) as sessions, sessions() as session:
+            wall_now = now()
+            switches = await queries.flags(session)
+            counts = await queries.sending_counts(session, wall_now, wall_now)
+            refusals = await queries.recent_refusals(session, wall_now)
+            return {
+                "blocked": await sending_blocked(session, wall_now),
+                "paused": _flag(switches.get(queries.SENDING_PAUSED), wall_now),
+                "relay_circuit": _flag(switches.get(queries.RELAY_CIRCUIT), wall_now),
+                "queue": {"queued": counts.queued, "due": counts.due, "sending": counts.sending},
+                "last_hour": {
+                    "sent": counts.sent_last_hour,
+                    "retried": counts.retried_last_hour,
+                    "failed": counts.failed_last_hour,
+                    "refusals_by_domain": dict(
+                        Counter(email.rpartition("@")[2] for email, _ in refusals).most_common(5)
+                    ),
+                    "refusals_by_reply": dict(
+                        Counter(error for _, error in refusals).most_common(5)
+                    ),
+                },
+            }
+
+    state = run(work)
+    if as_json:
+        out.print_json(json.dumps(state))
+    else:
+        _print_status(state)
+    if state["blocked"]:
+        raise Fail
+
+
+def _flag(row: SystemFlag | None, wall_now: datetime) -> dict[str, Any] | None:
+    """A switch that is on now, for the report; None when it is off (or has run out)."""
+    if row is None or (row.until is not None and row.until <= wall_now):
+        return None
+    return {
+        "since": row.set_at.isoformat(),
+        "until": row.until.isoformat() if row.until else None,
+        "reason": row.reason,
+    }
+
+
+def _print_status(state: dict[str, Any]) -> None:
+    lines = [f"Sending: {'held back: ' + state['blocked'] if state['blocked'] else 'running'}"]
+    circuit = state["relay_circuit"]
+    lines.append(
+        f"Relay: not taking mail since {circuit['since']}, next try at {circuit['until']}"
+        if circuit
+        else "Relay: taking mail (circuit closed)"
+    )
+    queue, hour = state["queue"], state["last_hour"]
+    lines.append(
+        f"Queue: {plural(queue['queued'], 'message')} waiting, {queue['due']} due now, "
+        f"{queue['sending']} being sent"
+    )
+    lines.append(
+        f"Last hour: {hour['sent']} sent, {hour['retried']} to be tried again, "
+        f"{hour['failed']} failed"
+    )
+    for title, key in (("by domain", "refusals_by_domain"), ("by reply", "refusals_by_reply")):
+        if hour[key]:
+            lines.append(f"Refusals in the last hour, {title}:")
+            lines += [f"  {count:>5}  {what}" for what, count in hour[key].items()]
+    for line in lines:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

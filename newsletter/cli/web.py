@@ -16,6 +16,7 @@ from newsletter.cli.running import build_links, serve_until_stopped
 from newsletter.clock import SystemClock
 from newsletter.config import Settings
 from newsletter.db.session import prompt_writes
+from newsletter.logs import log_event
 from newsletter.signup import CONSENT_TEXT, CONSENT_VERSION
 from newsletter.web.app import create_app, web_server
 from newsletter.web.forms import HONEYPOT
@@ -56,10 +57,12 @@ def web(
                 forcing.cancel()
                 stopping.cancel()
                 await serving
-        log.info(
-            "Stopped%s: the requests under way were answered.",
-            f" on {signals.name}" if signals.name else "",
-            extra={"action": "stopped"},
+        log_event(
+            log,
+            logging.INFO,
+            f"Stopped{f' on {signals.name}' if signals.name else ''}: "
+            "the requests under way were answered.",
+            "stopped",
         )
 
     run(work)

@@ -544,3 +544,55 @@ async def current_version(session: AsyncSession, sequence_id: int) -> SequenceVe
     if sequence is None or sequence.current_version_id is None:
         return None
     return await session.get(SequenceVersion, sequence.current_version_id)
+
+
+# --- reporting ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendingCounts:
+    queued: int  #: waiting, due or not
+    due: int  #: waiting and due now
+    sending: int  #: claimed by a worker right now
+    sent_last_hour: int
+    retried_last_hour: int  #: tried in the last hour and waiting to be tried again
+    failed_last_hour: int
+
+
+async def sending_counts(session: AsyncSession, now: datetime, wall_now: datetime) -> SendingCounts:
+    """`now`: the schedule's instant (what is due); `wall_now`: real time (the last hour)."""
+    hour_ago = wall_now - timedelta(hours=1)
+    tried_lately = Delivery.last_attempt_at >= hour_ago
+    status = Delivery.status
+    row = (
+        await session.execute(
+            select(
+                func.count().filter(status == DeliveryStatus.QUEUED),
+                func.count().filter(status == DeliveryStatus.QUEUED, Delivery.due_at <= now),
+                func.count().filter(status == DeliveryStatus.SENDING),
+                func.count().filter(status == DeliveryStatus.SENT, Delivery.sent_at >= hour_ago),
+                func.count().filter(
+                    status == DeliveryStatus.QUEUED, Delivery.attempts > 0, tried_lately
+                ),
+                func.count().filter(status == DeliveryStatus.FAILED, tried_lately),
+            ).select_from(Delivery)
+        )
+    ).one()
+    return SendingCounts(*(int(value) for value in row))
+
+
+async def recent_refusals(
+    session: AsyncSession, wall_now: datetime, limit: int = 1000
+) -> list[tuple[str, str]]:
+    """(recipient address, last error) of deliveries refused in the last hour: failed, or
+    waiting for another try."""
+    rows = await session.execute(
+        select(Subscriber.email, Delivery.last_error)
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(Delivery.last_attempt_at >= wall_now - timedelta(hours=1))
+        .where(Delivery.status.in_([DeliveryStatus.FAILED, DeliveryStatus.QUEUED]))
+        .where(Delivery.last_error != "")
+        .order_by(Delivery.last_attempt_at.desc())
+        .limit(limit)
+    )
+    return [(email, error) for email, error in rows]

@@ -17,7 +17,6 @@ What a pass guarantees (docs/delivery.md):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -36,6 +35,7 @@ from newsletter.delivery.circuit import CircuitState
 from newsletter.delivery.retry import Decision, Verdict, decide
 from newsletter.delivery.transport import SendReport, Stage
 from newsletter.errors import RenderError
+from newsletter.logs import log_event
 
 if TYPE_CHECKING:
     from newsletter.scheduling.worker import PassReport, Worker
@@ -148,8 +148,9 @@ class DispatchPass:
     async def run(self) -> None:
         try:
             self._refill_soon()
-            if self.claiming is not None:
-                await asyncio.wait({self.claiming})
+            if (claim := self.claiming) is not None:
+                await asyncio.wait({claim})
+                claim.result()  # a bug in claiming ends the pass, loudly
             if not self.held:
                 await self._record(force=True)  # what the claim itself decided (broken lessons)
                 return
@@ -264,9 +265,10 @@ class DispatchPass:
                     return fresh
                 self._refill_soon()
                 if not self.pending:
-                    if self.claiming is None:
+                    if (claim := self.claiming) is None:
                         return None
-                    await asyncio.wait({self.claiming})  # not cancelled with this sender
+                    await asyncio.wait({claim})  # not cancelled with this sender
+                    claim.result()
                     continue
                 await self._check_group()
 
@@ -314,7 +316,8 @@ class DispatchPass:
                         if check is Check.LOST
                         else "its lease is running out (is the database reachable?)"
                     )
-                    _log_safely(
+                    log_event(
+                        log,
                         logging.WARNING,
                         f"Delivery {delivery.id} was not sent: {why}.",
                         "claim_lost",
@@ -323,7 +326,8 @@ class DispatchPass:
     def _halt_for_database(self, exc: BaseException) -> None:
         self.halted = True
         self.report.counts["db_busy"] += 1
-        _log_safely(
+        log_event(
+            log,
             logging.WARNING,
             f"The database is busy or unreachable ({_first_line(exc)}); sending waits for it.",
             "database_unavailable",
@@ -342,27 +346,20 @@ class DispatchPass:
 
     async def _claim(self) -> None:
         try:
-            limit = await self._allowance()
-            if limit <= 0:
-                self.exhausted = True
-                return
-            wall_now = self.worker.wall.now()
-            async with self.worker.sessions.begin() as session:
-                claimed = await queries.claim_due_deliveries(
-                    session,
-                    now=max(self.now, self.worker.clock.now()),
-                    wall_now=wall_now,
-                    limit=limit,
-                    lease_until=wall_now + self.lease,
-                    token=self.token,
-                )
+            claimed = await self._claim_rows()
             if not claimed:
                 self.exhausted = True
                 return
             failpoints.hit("dispatch.after_claim")
             self.held.update((delivery.id, delivery) for delivery in claimed)
-            async with self.worker.readers() as session:
-                problems = await self.worker.emails.prepare(session, claimed)
+            try:
+                async with self.worker.readers() as session:
+                    problems = await self.worker.emails.prepare(session, claimed)
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                self._release(claimed, None)  # their emails could not be read: next pass
+                raise
             for delivery in claimed:
                 if delivery.id in problems:
                     self._settle(delivery, Decision(Verdict.FAILED, None, problems[delivery.id]))
@@ -373,10 +370,26 @@ class DispatchPass:
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
+            # Finish what is held; the next pass claims again.
             self.exhausted = True
-            self._halt_for_database(exc)
+            self.report.counts["db_busy"] += 1
         finally:
             self.claiming = None
+
+    async def _claim_rows(self) -> list[queries.ClaimedDelivery]:
+        limit = await self._allowance()
+        if limit <= 0:
+            return []
+        wall_now = self.worker.wall.now()
+        async with self.worker.sessions.begin() as session:
+            return await queries.claim_due_deliveries(
+                session,
+                now=max(self.now, self.worker.clock.now()),
+                wall_now=wall_now,
+                limit=limit,
+                lease_until=wall_now + self.lease,
+                token=self.token,
+            )
 
     def _half_open(self) -> bool:
         return self.worker.circuit.state(self.worker.wall.now()) is CircuitState.HALF_OPEN
@@ -420,7 +433,8 @@ class DispatchPass:
             except Exception as exc:
                 if not database_unavailable(exc):
                     raise
-                _log_safely(
+                log_event(
+                    log,
                     logging.WARNING,
                     f"Could not renew the leases of {len(self.held)} deliveries "
                     f"({_first_line(exc)}); trying again.",
@@ -590,7 +604,8 @@ class DispatchPass:
                 if not database_unavailable(exc):
                     raise
                 if self.worker.abandoning:
-                    _log_safely(
+                    log_event(
+                        log,
                         logging.ERROR,
                         f"Stopped before {len(chunk.ids)} outcomes could be recorded "
                         f"({_first_line(exc)}); those deliveries are sent again once their "
@@ -600,7 +615,8 @@ class DispatchPass:
                     return
                 self.report.counts["record_retries"] += 1
                 if delay_s == RECORD_RETRY_FIRST_S:
-                    _log_safely(
+                    log_event(
+                        log,
                         logging.WARNING,
                         f"Cannot record {len(chunk.ids)} outcomes yet ({_first_line(exc)}); "
                         "keeping them and trying again.",
@@ -614,7 +630,7 @@ class DispatchPass:
             self.unrecorded.release()
         failpoints.hit("dispatch.after_record")
         for level, message, action in chunk.notes:
-            _log_safely(level, message, action)
+            log_event(log, level, message, action)
 
     async def _write(self, session: Any, chunk: _Chunk) -> None:
         now = self.now
@@ -631,12 +647,6 @@ class DispatchPass:
             await queries.set_flag(
                 session, name, until=until, reason=reason, now=self.worker.wall.now()
             )
-
-
-def _log_safely(level: int, message: str, action: str) -> None:
-    # Logging must never cost an outcome or a pass: a broken handler is the log's problem.
-    with contextlib.suppress(Exception):
-        log.log(level, message, extra={"action": action})
 
 
 def _first_line(exc: BaseException) -> str:

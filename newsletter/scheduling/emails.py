@@ -14,6 +14,7 @@ from newsletter.courses import load_snapshot
 from newsletter.db import queries
 from newsletter.db.models import DeliveryKind, LessonSnapshot, Sequence, SequenceVersion
 from newsletter.delivery.transport import Envelope
+from newsletter.logs import log_event
 from newsletter.render import ConfirmationEmail, LessonEmail, Recipient
 from newsletter.tokens import LinkMaker
 
@@ -45,8 +46,12 @@ class CompiledEmails:
                 else:
                     await self._load_lesson(session, delivery)
             except Exception as exc:  # a template or content error, reported per delivery
-                log.exception(
-                    "Cannot build delivery %s", delivery.id, extra={"action": "render_failed"}
+                log_event(
+                    log,
+                    logging.ERROR,
+                    f"Cannot build delivery {delivery.id}",
+                    "render_failed",
+                    exc_info=True,
                 )
                 problems[delivery.id] = f"cannot build the email: {type(exc).__name__}: {exc}"[:500]
         return problems

@@ -13,6 +13,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from newsletter.clock import Clock
+from newsletter.logs import log_event
 from newsletter.scheduling.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def build_scheduler(
         async def job(run_pass=run_pass, name=name) -> None:  # type: ignore[no-untyped-def]
             report = await run_pass(clock.now())
             if report.counts:
-                log.info("%s pass: %s", name, report, extra={"action": f"{name}_pass"})
+                log_event(log, logging.INFO, f"{name} pass: {report}", f"{name}_pass")
 
         scheduler.add_job(
             job,

@@ -3,7 +3,9 @@
 Rules (docs/delivery.md tells them to admins):
 - A lesson is due its delay after the previous lesson was actually sent (the first lesson:
   after enrolling), then moved to the lesson's own send time or into the send window, in
-  the subscriber's time zone, daylight-saving changes included.
+  the subscriber's time zone, daylight-saving changes included. A delay of whole days
+  counts days on the subscriber's calendar ("2 days" after Saturday 09:00 is Monday 09:00,
+  even across a daylight-saving change); other delays count elapsed hours.
 - The next lesson is the first lesson of the sequence's current version that this
   subscriber has no delivery for. A re-queued sequence therefore never repeats a lesson,
   and a lesson inserted behind a subscriber is still sent (unless skipped when queued).
@@ -74,10 +76,11 @@ def next_step(
     lesson = next((item for item in lessons if item.key not in handled_keys), None)
     if lesson is None:
         return Complete()
-    earliest = last_sent_at + lesson.delay
+    earliest = earliest_send(last_sent_at, lesson.delay, zone)
     is_welcome = not handled_keys and not lesson.delay
-    if is_welcome and welcome_at_once:
-        # Someone who confirms at 23:00 hears from us at once, not the next morning.
+    if is_welcome and welcome_at_once and lesson.send_at is None:
+        # Someone who confirms at 23:00 hears from us at once, not the next morning; a
+        # welcome with a send time of its own keeps it.
         return Send(lesson, earliest) if earliest <= now else Wait(earliest)
     due = send_time(earliest, send_at=lesson.send_at, window=window, zone=zone)
     if due > now:
@@ -89,6 +92,16 @@ def next_step(
         if next_allowed > now:
             return Wait(next_allowed)
     return Send(lesson, due)
+
+
+def earliest_send(last_sent_at: datetime, delay: timedelta, zone: ZoneInfo) -> datetime:
+    """When the delay after the previous send is over. Whole days are calendar days in the
+    subscriber's zone: counted in elapsed hours, "2 days" across a spring-forward change
+    would end at 10:00 instead of 09:00, and a 09:00 send time would slip a whole day."""
+    if not delay or delay % timedelta(days=1):
+        return last_sent_at + delay
+    local = last_sent_at.astimezone(zone).replace(tzinfo=None) + delay
+    return _at(local.date(), local.time(), zone)
 
 
 def send_time(

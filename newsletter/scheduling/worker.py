@@ -234,6 +234,8 @@ class Worker:
         circuit = switches.get(queries.RELAY_CIRCUIT)
         if circuit is not None and circuit.until is not None:
             self.circuit.hold_until(circuit.until, circuit.reason)  # another worker saw it fail
+        else:
+            self.circuit.probe_now(wall_now)  # cleared by `newsletter sending resume`
         if self.circuit.state(wall_now) is CircuitState.OPEN:
             report.counts["circuit_open"] += 1
             return report

@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from newsletter.clock import FrozenClock
+from newsletter.clock import Clock, FrozenClock
 from newsletter.config import Settings
 from newsletter.content.course import Course, load_course
 from newsletter.courses import queue_course
@@ -56,7 +56,10 @@ class Stack:
     @classmethod
     async def start(cls, settings: Settings, server: SmtpServer, start: datetime) -> Stack:
         upgrade_database(settings.database.url)
-        engine = create_engine(settings.database.url)
+        engine = create_engine(
+            settings.database.url,
+            busy_timeout_ms=round(settings.database.busy_timeout_s * 1000),
+        )
         transport = SmtpTransport(
             host=server.host,
             port=server.port,
@@ -73,7 +76,14 @@ class Stack:
         stack.workers.append(stack.new_worker(transport))
         return stack
 
-    def new_worker(self, transport: Transport, name: str = "worker-1") -> Worker:
+    def new_worker(
+        self,
+        transport: Transport,
+        name: str = "worker-1",
+        *,
+        clock: Clock | None = None,
+        wall: Clock | None = None,
+    ) -> Worker:
         links = LinkMaker(
             Tokens("integration-test-secret"), self.settings.site.base, "u@example.org"
         )
@@ -88,8 +98,8 @@ class Stack:
             links,
             name=name,
             rng=random.Random(7),
-            clock=self.clock,
-            wall=self.clock,
+            clock=clock or self.clock,
+            wall=wall or self.clock,
         )
 
     @property
