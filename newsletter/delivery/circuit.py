@@ -85,3 +85,8 @@ class Circuit:
         if self.open_until is None or self.open_until < until:
             self.open_until = until
             self.reason = reason
+
+    def probe_now(self, now: datetime) -> None:
+        """An operator said the relay is fixed (`newsletter sending resume`): probe at once."""
+        if self.open_until is not None and self.open_until > now:
+            self.open_until = now
