@@ -21,7 +21,7 @@ POINTS = {
     "dispatch.after_claim": "claimed deliveries are committed as `sending`, none sent yet",
     "dispatch.after_accept": "the relay answered 250 for a message, its outcome not yet recorded",
     "dispatch.after_record": "a chunk of outcomes has just been committed",
-    "log.emit": "inside the log handler of serve, worker and tick",
+    "log.emit": "inside the log handler of serve, worker and tick, for newsletter's own lines",
 }
 _ACTIONS = ("kill", "term", "raise")
 
