@@ -37,7 +37,8 @@ class _Armed:
     hits: int = 0
 
 
-def _parse(spec: str) -> dict[str, _Armed]:
+def parse(spec: str) -> dict[str, _Armed]:
+    """The armed points of a NEWSLETTER_FAILPOINTS value; ValueError names a bad item."""
     armed: dict[str, _Armed] = {}
     for item in filter(None, (part.strip() for part in spec.split(";"))):
         name, _, action = item.partition("=")
@@ -51,7 +52,7 @@ def _parse(spec: str) -> dict[str, _Armed]:
     return armed
 
 
-_armed = _parse(os.environ.get(ENVIRONMENT_VARIABLE, ""))
+_armed = parse(os.environ.get(ENVIRONMENT_VARIABLE, ""))
 
 
 def hit(point: str) -> None:

@@ -102,3 +102,12 @@ def test_another_workers_open_circuit_is_honoured_but_never_shortens_our_own() -
 def test_policy_refuses_settings_that_make_no_sense(settings: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="threshold"):
         CircuitPolicy(**settings)  # type: ignore[arg-type]
+
+
+def test_an_operator_resuming_lets_the_probe_go_at_once() -> None:
+    circuit = Circuit(STEADY)
+    failing(circuit, 3)
+
+    circuit.probe_now(NOW + timedelta(seconds=1))
+
+    assert circuit.state(NOW + timedelta(seconds=1)) is CircuitState.HALF_OPEN

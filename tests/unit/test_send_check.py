@@ -1,0 +1,50 @@
+"""check_before_send: what the database says of a claimed delivery decides whether it goes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from newsletter.db.models import DeliveryKind, DeliveryStatus, SubscriberStatus
+from newsletter.db.queries import HeldDelivery
+from newsletter.scheduling.dispatcher import Check, check_before_send
+
+NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+TOKEN = "host:1/abcd"
+
+
+def held(**changes: object) -> HeldDelivery:
+    row = {
+        "id": 1,
+        "status": DeliveryStatus.SENDING,
+        "claimed_by": TOKEN,
+        "lease_until": NOW + timedelta(minutes=30),
+        "subscriber_status": SubscriberStatus.CONFIRMED,
+        "suppressed": False,
+    }
+    return HeldDelivery(**(row | changes))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("row", "kind", "check"),
+    [
+        (held(), DeliveryKind.LESSON, Check.SEND),
+        (None, DeliveryKind.LESSON, Check.GONE),  # erased
+        (held(claimed_by="other:2/ffff"), DeliveryKind.LESSON, Check.LOST),
+        (held(status=DeliveryStatus.QUEUED, claimed_by=None), DeliveryKind.LESSON, Check.LOST),
+        (held(lease_until=NOW + timedelta(minutes=14)), DeliveryKind.LESSON, Check.LEASE_SHORT),
+        (held(subscriber_status=SubscriberStatus.UNSUBSCRIBED), DeliveryKind.LESSON, Check.LEFT),
+        (held(subscriber_status=SubscriberStatus.BOUNCED), DeliveryKind.LESSON, Check.LEFT),
+        (held(suppressed=True), DeliveryKind.LESSON, Check.LEFT),
+        # The opt-in email goes only to someone still pending.
+        (held(subscriber_status=SubscriberStatus.PENDING), DeliveryKind.CONFIRMATION, Check.SEND),
+        (held(), DeliveryKind.CONFIRMATION, Check.LEFT),
+        (held(subscriber_status=SubscriberStatus.PENDING), DeliveryKind.LESSON, Check.LEFT),
+    ],
+)
+def test_check_before_send(row: HeldDelivery | None, kind: str, check: Check) -> None:
+    assert (
+        check_before_send(row, kind, token=TOKEN, wall_now=NOW, min_lease=timedelta(minutes=15))
+        is check
+    )
