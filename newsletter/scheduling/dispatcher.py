@@ -130,7 +130,6 @@ class DispatchPass:
         self.checked: deque[tuple[float, queries.ClaimedDelivery]] = deque()
         #: Claimed and not yet recorded; the heartbeat renews their leases.
         self.held: dict[int, queries.ClaimedDelivery] = {}
-        self.in_flight: dict[asyncio.Task[None], queries.ClaimedDelivery] = {}
         self.claiming: asyncio.Task[None] | None = None
         self.commits: set[asyncio.Task[None]] = set()
         self.exhausted = False  #: nothing more to claim in this pass
@@ -285,10 +284,10 @@ class DispatchPass:
         try:
             async with self.worker.readers() as session:
                 rows = await queries.held_deliveries(session, [d.id for d in group])
-        except Exception as exc:
-            if not database_unavailable(exc):
+        except BaseException as exc:
+            self.pending.extendleft(reversed(group))  # released with the rest at wind-down
+            if not (isinstance(exc, Exception) and database_unavailable(exc)):
                 raise
-            self.pending.extendleft(reversed(group))
             self._halt_for_database(exc)
             return
         checked_at, wall_now = time.monotonic(), self.worker.wall.now()
