@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from newsletter.cli.admin import database, parse_when
-from newsletter.cli.app import app, err, out, run, settings
+from newsletter.cli.app import JsonOption, app, err, out, run, settings
+from newsletter.cli.terminal import LiteralTable, print_json
 from newsletter.clock import Clock, FastForwardClock, FrozenClock, SystemClock
 from newsletter.config import Settings, load_secret_key
 from newsletter.content.check import check_course
@@ -193,11 +193,28 @@ def tick(
 
 
 @app.command()
-def outbox(limit: Annotated[int, typer.Option(help="Show the newest N")] = 20) -> None:
+def outbox(
+    limit: Annotated[int, typer.Option(help="Show the newest N")] = 20,
+    as_json: JsonOption = False,
+) -> None:
     """List the messages in the development outbox (used when no SMTP host is configured)."""
     folder = settings().var_dir / "outbox"
-    entries = list_outbox(folder)[-limit:]
-    table = Table("date", "to", "subject", "file", title=str(folder))
+    everything = list_outbox(folder)
+    entries = everything[-limit:] if limit > 0 else []
+    if as_json:
+        print_json(
+            {
+                "folder": folder,
+                "total": len(everything),
+                "messages": [
+                    {"date": e.date, "to": e.to, "subject": e.subject, "file": e.path.name}
+                    for e in entries
+                ],
+            }
+        )
+        return
+    # The headers of a saved message are whatever a course and a signup put there.
+    table = LiteralTable("date", "to", "subject", "file", title=str(folder))
     for entry in entries:
         table.add_row(
             f"{entry.date:%Y-%m-%d %H:%M}" if entry.date else "",
@@ -206,4 +223,4 @@ def outbox(limit: Annotated[int, typer.Option(help="Show the newest N")] = 20) -
             entry.path.name,
         )
     out.print(table)
-    out.print(f"{len(list_outbox(folder))} messages in the outbox.")
+    out.print(f"{len(everything)} messages in the outbox.")
