@@ -16,10 +16,15 @@ from tests.conftest import REPO
 def admin(tmp_path: Path):  # type: ignore[no-untyped-def]
     """Runs `newsletter …` against a database and var/ folder of this test's own, its
     output piped (not a terminal)."""
+    return admin_in(tmp_path)
+
+
+def admin_in(folder: Path):  # type: ignore[no-untyped-def]
+    """`newsletter …` on the database and var/ folder in `folder`."""
     base = {k: v for k, v in os.environ.items() if not k.upper().startswith("NEWSLETTER_")}
     base |= {
-        "NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path / 'newsletter.db'}",
-        "NEWSLETTER_PATHS__VAR": str(tmp_path / "var"),
+        "NEWSLETTER_DATABASE__URL": f"sqlite:///{folder / 'newsletter.db'}",
+        "NEWSLETTER_PATHS__VAR": str(folder / "var"),
         "NEWSLETTER_SECRET_KEY": "admin-cli-test-secret",
     }
 
