@@ -379,7 +379,8 @@ def subscribers_import(
             async with sessions() as session:
                 sequences = [await _live_sequence(session, slug) for slug in enroll or []]
             consent = admin_consent(now(), source=csv_path.name)
-            with Progress(console=err, transient=True) as progress:
+            # A progress bar is for a person watching; in a log it would be a stray line.
+            with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
                 task = progress.add_task("Importing", total=len(people))
                 for start in range(0, len(people), IMPORT_BATCH):
                     chunk = people[start : start + IMPORT_BATCH]

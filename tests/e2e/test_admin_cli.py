@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import socket
@@ -16,7 +17,7 @@ import pytest
 
 from newsletter.delivery.transport import list_outbox
 from tests.conftest import COURSE_SLUG, REPO
-from tests.e2e.conftest import ok
+from tests.e2e.conftest import admin_in, ok
 from tests.smtpd import SmtpServer
 
 MONDAY_9AM = datetime(2026, 6, 8, 8, 0, tzinfo=UTC)  # 09:00 in London
@@ -111,6 +112,89 @@ def test_a_second_import_leaves_existing_subscribers_as_they_were_and_says_so(ad
     assert "1 already subscribed: their name, time zone and status were left as they were" in said
     cy = json.loads(ok(admin("subscribers", "show", "cy@example.com", "--json")))
     assert (cy["first_name"], cy["timezone"]) == ("Cy", "Europe/Paris")
+
+
+def test_a_line_separator_in_a_quoted_name_smuggles_in_no_subscriber(admin, tmp_path):
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "email,first_name\n"
+        'ana@example.com,"Ana\u2028evil@example.com,Evil"\n'
+        'bo@example.com,"Bo\n'
+        'Bo"\n'
+        "cy@example.com,Cy\n"
+        "CY@example.com,Cy again\n",
+        encoding="utf-8",
+    )
+    result = admin("subscribers", "import", str(people))
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[:4] == [
+        f"{people}:2: first name 'Ana\\u2028evil@example.com,Evil': holds a control character "
+        "(U+2028) such as a line break or a tab; a name is one line of text",
+        f"{people}:3: first name 'Bo\\nBo': holds a control character (U+000A) such as a line "
+        "break or a tab; a name is one line of text",
+        f"{people}:5: cy@example.com is also on line 6; keep one of these rows and import again",
+        f"{people}:6: cy@example.com is also on line 5; keep one of these rows and import again",
+    ]
+    assert "Imported 0 new subscribers from 4 rows." in result.stdout
+    assert ok(admin("subscribers", "export")).count("\n") == 1  # the header alone
+
+
+def test_an_oversized_cell_stops_the_import_in_one_line(admin, tmp_path):
+    people = tmp_path / "people.csv"
+    people.write_text(f'email,first_name\nana@example.com,Ana\nbo@example.com,"{"x" * 200_000}"\n')
+    result = admin("subscribers", "import", str(people))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: {people}:3: a cell longer than 131072 characters (is a closing quote "
+        "missing?); nothing was imported\n"
+    )
+    assert "ana@example.com" not in ok(admin("subscribers", "export"))
+
+
+def test_a_file_that_is_not_utf8_is_refused_naming_the_line(admin, tmp_path):
+    people = tmp_path / "people.csv"
+    people.write_bytes(b"email,first_name\nana@example.com,Ana\nbo@example.com,Bj\xf6rn\n")
+    result = admin("subscribers", "import", str(people))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: {people}:3: not UTF-8 text; save the file as CSV UTF-8 and import again\n"
+    )
+
+
+def test_export_writes_formulas_as_text_and_imports_back_as_it_was(admin, tmp_path):
+    formula = '=HYPERLINK("https://evil.test","Click")'
+    ok(admin("subscribers", "add", "--name", formula, "--", "-dash@example.com"))
+    ok(
+        admin(
+            "subscribers",
+            "add",
+            "zoe@example.com",
+            "--name",
+            "Zoë 用户",
+            "--timezone",
+            "Asia/Tokyo",
+        )
+    )
+    exported = tmp_path / "export.csv"
+    ok(admin("subscribers", "export", "--out", str(exported)))
+    with exported.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["email"], row["first_name"]) for row in rows] == [
+        ("'-dash@example.com", "'" + formula),
+        ("zoe@example.com", "Zoë 用户"),
+    ]
+    assert rows[0]["consent_form"] == "admin command line"
+    assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row.values())
+
+    elsewhere = admin_in(tmp_path / "elsewhere")
+    assert "Imported 2 new subscribers from 2 rows." in ok(
+        elsewhere("subscribers", "import", str(exported))
+    )
+    again = json.loads(ok(elsewhere("subscribers", "list", "--json")))["subscribers"]
+    assert [(s["email"], s["first_name"], s["timezone"]) for s in again] == [
+        ("zoe@example.com", "Zoë 用户", "Asia/Tokyo"),
+        ("-dash@example.com", formula, None),
+    ]
 
 
 def test_a_paused_sequence_sends_nothing_until_resumed(admin, tmp_path):
