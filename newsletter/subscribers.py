@@ -169,13 +169,15 @@ async def export_rows(session: AsyncSession) -> AsyncIterator[list[str]]:
     result = await session.stream(query)
     person: Any = None
     courses: list[str] = []
-    async for row in result:
-        if person is not None and row.id != person.id:
-            yield _export_row(person, courses)
-            courses = []
-        person = row
-        if row.slug is not None:
-            courses.append(f"{row.slug}: {row.course_status}")
+    # A batch at a time: each fetch is a hop to the driver's thread and back.
+    async for batch in result.partitions():
+        for row in batch:
+            if person is not None and row.id != person.id:
+                yield _export_row(person, courses)
+                courses = []
+            person = row
+            if row.slug is not None:
+                courses.append(f"{row.slug}: {row.course_status}")
     if person is not None:
         yield _export_row(person, courses)
 
