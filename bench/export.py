@@ -1,6 +1,6 @@
 """Peak memory of `newsletter subscribers export` against the number of subscribers.
 
-    .venv/bin/python bench/export.py [--sizes 20000 200000] [--source DIR]
+    .venv/bin/python bench/export.py [--sizes 1 20000 200000] [--source DIR]
 
 For each size, set-up (not measured): a fresh SQLite file in a temporary folder, migrated;
 the shipped course queued; SIZE confirmed subscribers, each enrolled in it, bulk-inserted
@@ -8,9 +8,11 @@ the shipped course queued; SIZE confirmed subscribers, each enrolled in it, bulk
 (form, text, version, given_at, IP, user agent, confirmed_at, confirmed IP and agent).
 
 Measured: the real command, `python -m newsletter subscribers export --out FILE`, in a
-child process under `/usr/bin/time -v`: its maximum resident set size and wall time. The
-smallest size is the reference: an export that streams keeps the same peak whatever the
-size. The file written must hold a header and one row per subscriber, or the script fails.
+child process under `/usr/bin/time -v`: its maximum resident set size and wall time. Each
+size is compared with the one before; the first, a single subscriber, shows what the
+command costs before it reads anything. An export that streams keeps the same peak
+whatever the size. The file written must hold a header and one row per subscriber, or the
+script fails.
 
 --source DIR runs the command from another checkout of the repository (for example the
 commit before a change, unpacked with `git archive`), on the same files and venv.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import itertools
 import json
 import os
 import platform
@@ -64,7 +67,7 @@ CONSENT = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 200_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 20_000, 200_000])
     parser.add_argument("--source", type=Path, default=ROOT, help="checkout to run the CLI from")
     args = parser.parse_args()
     source = args.source.resolve()
@@ -92,11 +95,10 @@ def main() -> None:
                 f"{size:>12} {set_up_s:>9.1f} {wall_s:>9.1f} {peak_kb / 1024:>12.1f} "
                 f"{out.stat().st_size / 1e6:>7.1f}"
             )
-    if len(peaks) > 1:
-        print(
-            f"{args.sizes[-1]} vs {args.sizes[0]} subscribers: peak RSS "
-            f"{peaks[-1] - peaks[0]:+.1f} MB"
-        )
+    for (smaller, peak), (larger, larger_peak) in itertools.pairwise(
+        zip(args.sizes, peaks, strict=True)
+    ):
+        print(f"{larger} vs {smaller} subscribers: peak RSS {larger_peak - peak:+.1f} MB")
 
 
 def populate(url: str, size: int) -> None:
