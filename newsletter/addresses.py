@@ -14,6 +14,11 @@ class AddressInvalid(NewsletterError):
     pass
 
 
+class AddressNotAscii(AddressInvalid):
+    """A well-formed address with letters outside ASCII before the @, which we do not
+    send to (see normalize_address): the person can be asked for another address."""
+
+
 def normalize_address(raw: str) -> str:
     """Trimmed, lower-cased, domain IDNA-encoded (so it fits an ASCII header).
 
@@ -33,7 +38,7 @@ def normalize_address(raw: str) -> str:
     except EmailNotValidError as exc:
         raise AddressInvalid(f"{text!r}: {exc}") from None
     if valid.ascii_email is None:
-        raise AddressInvalid(
+        raise AddressNotAscii(
             f"{text!r}: the part before the @ has letters outside plain ASCII (such as é "
             "or 用), which this server cannot send to; please use another address"
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from newsletter.addresses import AddressInvalid, normalize_address
+from newsletter.addresses import AddressInvalid, AddressNotAscii, normalize_address
 
 
 @pytest.mark.parametrize(
@@ -30,7 +30,7 @@ def test_addresses_differing_only_in_case_are_the_same_subscriber():
 
 @pytest.mark.parametrize("typed", ["用户@例子.广告", "josé@exämple.org", "jösé@example.org"])
 def test_a_non_ascii_mailbox_name_is_refused_in_plain_words(typed):
-    with pytest.raises(AddressInvalid, match="the part before the @ has letters outside plain"):
+    with pytest.raises(AddressNotAscii, match="the part before the @ has letters outside plain"):
         normalize_address(typed)
 
 
