@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,9 +14,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from newsletter.addresses import normalize_address
 from newsletter.db import queries
-from newsletter.db.models import Delivery, Enrollment, Subscriber, SubscriberStatus
+from newsletter.db.models import (
+    Delivery,
+    Enrollment,
+    Sequence,
+    Subscriber,
+    SubscriberStatus,
+    enrollments_table,
+    subscribers_table,
+)
 from newsletter.errors import NewsletterError
 from newsletter.render import clean_name
+
+#: The longest first name kept: the column's size, and the signup form's limit.
+MAX_NAME_LENGTH = 100
+# Line breaks (also U+2028 and U+2029), tabs, NUL, escapes: a name is one line of text,
+# and one that holds them was pasted or forged, not typed.
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +41,25 @@ class NewSubscriber:
 
     @classmethod
     def parse(cls, email: str, first_name: str = "", timezone: str | None = None) -> NewSubscriber:
-        """Validate what a person or a CSV gave us; NewsletterError says what is wrong."""
+        """Validate what an admin or a CSV gave us; NewsletterError says what is wrong."""
+        address = normalize_address(email)
+        name = first_name.strip()
+        if control := _CONTROL_CHARACTER.search(name):
+            raise NewsletterError(
+                f"first name {name!r}: holds a control character (U+{ord(control.group()):04X}) "
+                "such as a line break or a tab; a name is one line of text"
+            )
+        if len(name) > MAX_NAME_LENGTH:
+            raise NewsletterError(
+                f"first name {name[:20]!r}…: {len(name)} characters; "
+                f"at most {MAX_NAME_LENGTH} are allowed"
+            )
         if timezone:
             try:
                 ZoneInfo(timezone)
             except (ZoneInfoNotFoundError, ValueError):
                 raise NewsletterError(f"{timezone!r} is not a known time zone") from None
-        return cls(normalize_address(email), clean_name(first_name), timezone or None)
+        return cls(address, clean_name(name), timezone or None)
 
 
 async def add_subscriber(
@@ -65,7 +93,8 @@ async def import_subscribers(
     session: AsyncSession, people: list[NewSubscriber], consent: dict[str, Any], now: datetime
 ) -> int:
     """Add many confirmed subscribers in one statement; addresses already there are left
-    as they are. Returns how many were new."""
+    as they are (so is an address given twice: the first one counts). Returns how many
+    were new."""
     rows = [
         {
             "email": person.email,
@@ -77,7 +106,7 @@ async def import_subscribers(
             "updated_at": now,
             "confirmed_at": now,
         }
-        for person in {person.email: person for person in people}.values()
+        for person in people
     ]
     if not rows:
         return 0
@@ -85,6 +114,91 @@ async def import_subscribers(
     await session.execute(queries.insert_ignoring_duplicates(session, Subscriber), rows)
     after = await session.scalar(select(func.count()).select_from(Subscriber))
     return int(after or 0) - int(before or 0)
+
+
+#: The columns of `subscribers export`. An import reads the first three and ignores the rest.
+EXPORT_COLUMNS = (
+    "email",
+    "first_name",
+    "timezone",
+    "status",
+    "created_at",
+    "confirmed_at",
+    "unsubscribed_at",
+    # How and when consent was given: the consent record (see signup.consent_record).
+    "consent_form",
+    "consent_version",
+    "consent_given_at",
+    "consent_ip",
+    "consent_confirmed_at",
+    "consent_confirmed_ip",
+    "consent_source",  # the file an import came from
+    "courses",  # "slug: status" for each enrollment, separated by "; "
+)
+#: Rows fetched at a time while exporting: memory stays flat however long the list.
+EXPORT_BATCH = 1000
+_CONSENT_KEYS = ("form", "version", "given_at", "ip", "confirmed_at", "confirmed_ip", "source")
+
+
+async def export_rows(session: AsyncSession) -> AsyncIterator[list[str]]:
+    """Every subscriber, oldest first, as a row of EXPORT_COLUMNS (times in ISO 8601).
+
+    Plain rows stream from the database EXPORT_BATCH at a time, one per enrollment:
+    no ORM object is made, so nothing piles up in the session."""
+    people, enrollments = subscribers_table.c, enrollments_table.c
+    query = (
+        select(
+            people.id,
+            people.email,
+            people.first_name,
+            people.timezone,
+            people.status,
+            people.created_at,
+            people.confirmed_at,
+            people.unsubscribed_at,
+            people.consent,
+            Sequence.slug,
+            enrollments.status.label("course_status"),
+        )
+        .select_from(subscribers_table)
+        .outerjoin(enrollments_table, enrollments.subscriber_id == people.id)
+        .outerjoin(Sequence, Sequence.id == enrollments.sequence_id)
+        .order_by(people.id, Sequence.slug)
+        .execution_options(yield_per=EXPORT_BATCH)
+    )
+    result = await session.stream(query)
+    person: Any = None
+    courses: list[str] = []
+    # A batch at a time: each fetch is a hop to the driver's thread and back.
+    async for batch in result.partitions():
+        for row in batch:
+            if person is not None and row.id != person.id:
+                yield _export_row(person, courses)
+                courses = []
+            person = row
+            if row.slug is not None:
+                courses.append(f"{row.slug}: {row.course_status}")
+    if person is not None:
+        yield _export_row(person, courses)
+
+
+def _export_row(person: Any, courses: list[str]) -> list[str]:
+    consent = person.consent if isinstance(person.consent, dict) else {}
+    return [
+        person.email,
+        person.first_name,
+        person.timezone or "",
+        person.status,
+        _iso(person.created_at),
+        _iso(person.confirmed_at),
+        _iso(person.unsubscribed_at),
+        *("" if consent.get(key) is None else str(consent[key]) for key in _CONSENT_KEYS),
+        "; ".join(courses),
+    ]
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment else ""
 
 
 async def enroll_confirmed(

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TextIO
 
 import typer
 from rich.progress import Progress
-from rich.table import Table
+from rich.text import Text
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from newsletter.cli.app import (
     Fail,
+    JsonOption,
     app,
     db_app,
     err,
@@ -28,6 +30,7 @@ from newsletter.cli.app import (
     subscribers_app,
 )
 from newsletter.cli.content import resolve_course_path
+from newsletter.cli.terminal import LiteralTable, literal, neutralise, print_json
 from newsletter.config import Settings
 from newsletter.content.check import check_course
 from newsletter.courses import queue_course, set_sequence_status
@@ -37,25 +40,35 @@ from newsletter.db.models import (
     DeliveryStatus,
     Enrollment,
     EnrollmentStatus,
+    LessonSnapshot,
     Sequence,
     SequenceStatus,
+    SequenceVersion,
     Subscriber,
     SubscriberStatus,
 )
 from newsletter.db.session import create_engine, make_sessionmaker, upgrade_database
 from newsletter.errors import NewsletterError
 from newsletter.render import make_environment
+from newsletter.subscriber_csv import read_import, spreadsheet_safe
 from newsletter.subscribers import (
+    EXPORT_COLUMNS,
     NewSubscriber,
     add_subscriber,
     enroll_confirmed,
+    export_rows,
     forget,
     import_subscribers,
     unsubscribe,
 )
 
 IMPORT_BATCH = 1000
-ADMIN_CONSENT = {"form": "admin command line", "text": "added by an administrator"}
+
+
+def admin_consent(now: datetime, source: str | None = None) -> dict[str, Any]:
+    """The consent record of someone an admin added: the admin vouches for their consent."""
+    record = {"form": "admin command line", "text": "added by an administrator"}
+    return record | {"given_at": now.isoformat()} | ({"source": source} if source else {})
 
 
 @asynccontextmanager
@@ -125,13 +138,14 @@ def subscribers_add(
                     f"{new.email} is on the suppression list (it bounced or complained); "
                     "it will not be mailed again"
                 )
+            at = now()
             subscriber, created = await add_subscriber(
-                session, new, status=SubscriberStatus.CONFIRMED, consent=ADMIN_CONSENT, now=now()
+                session, new, status=SubscriberStatus.CONFIRMED, consent=admin_consent(at), now=at
             )
             for slug in enroll or []:
                 await _enroll(session, subscriber, slug)
-            verb = "Added" if created else "Already subscribed:"
-            out.print(f"{verb} {subscriber.email} (id {subscriber.id})")
+            verb = "Added " if created else "Already subscribed: "
+            out.print(Text.assemble(verb, literal(subscriber.email), f" (id {subscriber.id})"))
 
     run(work)
 
@@ -165,10 +179,24 @@ async def _subscriber(session: AsyncSession, email: str) -> Subscriber:
     return subscriber
 
 
+def _subscriber_fields(subscriber: Subscriber) -> dict[str, Any]:
+    return {
+        "id": subscriber.id,
+        "email": subscriber.email,
+        "first_name": subscriber.first_name,
+        "status": subscriber.status,
+        "timezone": subscriber.timezone,
+        "created_at": subscriber.created_at,
+        "confirmed_at": subscriber.confirmed_at,
+        "unsubscribed_at": subscriber.unsubscribed_at,
+    }
+
+
 @subscribers_app.command("list")
 def subscribers_list(
     status: Annotated[SubscriberStatus | None, typer.Option(help="Only this status")] = None,
     limit: Annotated[int, typer.Option(help="At most this many rows")] = 50,
+    as_json: JsonOption = False,
 ) -> None:
     """List subscribers, newest first."""
     config = settings()
@@ -178,55 +206,124 @@ def subscribers_list(
             query = select(Subscriber).order_by(Subscriber.id.desc()).limit(limit)
             if status is not None:
                 query = query.where(Subscriber.status == status)
-            table = Table("id", "email", "name", "status", "time zone", "since")
-            for row in await session.scalars(query):
-                table.add_row(
-                    str(row.id),
-                    row.email,
-                    row.first_name,
-                    row.status,
-                    row.timezone or "(default)",
-                    f"{row.created_at:%Y-%m-%d}",
-                )
+            rows = list(await session.scalars(query))
             total = await session.scalar(select(func.count()).select_from(Subscriber))
-            out.print(table)
-            out.print(f"{total} subscribers in all")
+        if as_json:
+            print_json({"total": total, "subscribers": [_subscriber_fields(r) for r in rows]})
+            return
+        table = LiteralTable("id", "email", "name", "status", "time zone", "since")
+        for row in rows:
+            table.add_row(
+                str(row.id),
+                row.email,
+                row.first_name,
+                row.status,
+                row.timezone or "(default)",
+                f"{row.created_at:%Y-%m-%d}",
+            )
+        out.print(table)
+        out.print(f"{total} subscribers in all")
 
     run(work)
 
 
 @subscribers_app.command("show")
-def subscribers_show(email: str) -> None:
+def subscribers_show(email: str, as_json: JsonOption = False) -> None:
     """One subscriber: status, consent, enrollments and every email sent or queued."""
     config = settings()
 
     async def work() -> None:
         async with database(config, read_only=True) as sessions, sessions() as session:
             subscriber = await _subscriber(session, email)
-            out.print(f"[bold]{subscriber.email}[/] (id {subscriber.id}) {subscriber.status}")
-            out.print(
-                f"name: {subscriber.first_name or '-'}; "
-                f"time zone: {subscriber.timezone or '(default)'}"
-            )
-            out.print(f"consent: {subscriber.consent}")
-            table = Table("sequence", "lesson", "status", "due", "sent", "attempts", "last error")
-            rows = await session.execute(
-                select(Delivery, Sequence.slug)
-                .outerjoin(Sequence, Sequence.id == Delivery.sequence_id)
-                .where(Delivery.subscriber_id == subscriber.id)
-                .order_by(Delivery.id)
-            )
-            for delivery, slug in rows:
-                table.add_row(
-                    slug or "-",
-                    delivery.lesson_key or delivery.kind,
-                    delivery.status,
-                    f"{delivery.due_at:%Y-%m-%d %H:%M}",
-                    f"{delivery.sent_at:%Y-%m-%d %H:%M}" if delivery.sent_at else "",
-                    str(delivery.attempts),
-                    delivery.last_error[:60],
+            enrollments = (
+                await session.execute(
+                    select(Enrollment, Sequence.slug)
+                    .join(Sequence, Sequence.id == Enrollment.sequence_id)
+                    .where(Enrollment.subscriber_id == subscriber.id)
+                    .order_by(Enrollment.id)
                 )
-            out.print(table)
+            ).all()
+            deliveries = (
+                await session.execute(
+                    select(Delivery, Sequence.slug)
+                    .outerjoin(Sequence, Sequence.id == Delivery.sequence_id)
+                    .where(Delivery.subscriber_id == subscriber.id)
+                    .order_by(Delivery.id)
+                )
+            ).all()
+        if as_json:
+            print_json(
+                _subscriber_fields(subscriber)
+                | {
+                    "updated_at": subscriber.updated_at,
+                    "consent": subscriber.consent,
+                    "enrollments": [
+                        {
+                            "sequence": slug,
+                            "status": enrollment.status,
+                            "enrolled_at": enrollment.enrolled_at,
+                            "last_sent_at": enrollment.last_sent_at,
+                            "next_check_at": enrollment.next_check_at,
+                        }
+                        for enrollment, slug in enrollments
+                    ],
+                    "deliveries": [
+                        {
+                            "sequence": slug,
+                            "lesson": delivery.lesson_key,
+                            "kind": delivery.kind,
+                            "status": delivery.status,
+                            "due_at": delivery.due_at,
+                            "sent_at": delivery.sent_at,
+                            "attempts": delivery.attempts,
+                            "last_error": delivery.last_error,
+                            "message_id": delivery.message_id,
+                        }
+                        for delivery, slug in deliveries
+                    ],
+                }
+            )
+            return
+        out.print(
+            Text.assemble(
+                (neutralise(subscriber.email), "bold"),
+                f" (id {subscriber.id}) {subscriber.status}",
+            )
+        )
+        out.print(
+            Text.assemble(
+                "name: ",
+                literal(subscriber.first_name or "-"),
+                "; time zone: ",
+                literal(subscriber.timezone or "(default)"),
+            )
+        )
+        out.print("consent:")
+        for key, value in (subscriber.consent or {}).items():
+            out.print(Text.assemble(f"  {neutralise(str(key))}: ", literal(value)))
+        courses = LiteralTable("sequence", "status", "enrolled", "last sent")
+        for enrollment, slug in enrollments:
+            courses.add_row(
+                slug,
+                enrollment.status,
+                f"{enrollment.enrolled_at:%Y-%m-%d %H:%M}",
+                f"{enrollment.last_sent_at:%Y-%m-%d %H:%M}",
+            )
+        out.print(courses)
+        table = LiteralTable(
+            "sequence", "lesson", "status", "due", "sent", "attempts", "last error"
+        )
+        for delivery, slug in deliveries:
+            table.add_row(
+                slug or "-",
+                delivery.lesson_key or delivery.kind,
+                delivery.status,
+                f"{delivery.due_at:%Y-%m-%d %H:%M}",
+                f"{delivery.sent_at:%Y-%m-%d %H:%M}" if delivery.sent_at else "",
+                str(delivery.attempts),
+                delivery.last_error[:60],
+            )
+        out.print(table)
 
     run(work)
 
@@ -246,10 +343,12 @@ def subscribers_remove(
             subscriber = await _subscriber(session, email)
             if forget_them:
                 await forget(session, subscriber)
-                out.print(f"Forgot {subscriber.email} and their history.")
+                out.print(
+                    Text.assemble("Forgot ", literal(subscriber.email), " and their history.")
+                )
             else:
                 await unsubscribe(session, subscriber, now())
-                out.print(f"Unsubscribed {subscriber.email}.")
+                out.print(Text.assemble("Unsubscribed ", literal(subscriber.email), "."))
 
     run(work)
 
@@ -264,21 +363,16 @@ def subscribers_import(
     """Import confirmed subscribers from a CSV file (you vouch for their consent)."""
     config = settings()
     try:
-        lines = csv_path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NewsletterError(f"{csv_path}: cannot read ({exc})") from None
-    reader = csv.DictReader(lines)
-    if not reader.fieldnames or "email" not in reader.fieldnames:
-        raise NewsletterError(f"{csv_path}:1: the header must name an 'email' column")
-    people: list[NewSubscriber] = []
-    problems: list[str] = []
-    for line, row in enumerate(reader, start=2):  # the header is line 1
-        try:
-            name = row.get("first_name") or row.get("name") or ""
-            people.append(NewSubscriber.parse(row["email"] or "", name, row.get("timezone")))
-        except NewsletterError as exc:
-            problems.append(f"{csv_path}:{line}: {exc}")
-    consent = ADMIN_CONSENT | {"source": csv_path.name}
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            plan = read_import(handle, csv_path)
+    except UnicodeDecodeError:
+        line = _undecodable_line(csv_path)
+        raise NewsletterError(
+            f"{csv_path}:{line}: not UTF-8 text; save the file as CSV UTF-8 and import again"
+        ) from None
+    except OSError as exc:
+        raise NewsletterError(f"{csv_path}: cannot read ({exc.strerror or exc})") from None
+    people = [row.person for row in plan.people]
     added = 0
 
     async def work() -> None:
@@ -286,7 +380,9 @@ def subscribers_import(
         async with database(config) as sessions:
             async with sessions() as session:
                 sequences = [await _live_sequence(session, slug) for slug in enroll or []]
-            with Progress(console=err, transient=True) as progress:
+            consent = admin_consent(now(), source=csv_path.name)
+            # A progress bar is for a person watching; in a log it would be a stray line.
+            with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
                 task = progress.add_task("Importing", total=len(people))
                 for start in range(0, len(people), IMPORT_BATCH):
                     chunk = people[start : start + IMPORT_BATCH]
@@ -297,47 +393,66 @@ def subscribers_import(
                     progress.advance(task, len(chunk))
 
     run(work)
-    for problem in problems:
-        err.print(problem, markup=False, highlight=False)
-    out.print(f"Imported {added} new subscribers from {len(people) + len(problems)} rows.")
-    if problems:
+    for problem in plan.problems:
+        err.print(str(problem), markup=False)
+    summary = f"Imported {added} new subscribers from {plan.rows} rows."
+    if existing := len(people) - added:
+        summary += (
+            f" {existing} already subscribed: their name, time zone and status were left "
+            "as they were."
+        )
+    out.print(summary)
+    if plan.problems:
         err.print(
-            f"[red]{len(problems)} row(s) rejected[/]; fix them and import again "
+            f"[red]{len(plan.problems)} row(s) rejected[/]; fix them and import again "
             "(rows already imported are skipped)."
         )
         raise Fail
+
+
+def _undecodable_line(path: Path) -> int:
+    """The line of the first byte that is not UTF-8 (the decoder reads ahead, so the csv
+    reader's own count would be off)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return data[: exc.start].count(b"\n") + 1
+    return 1
 
 
 @subscribers_app.command("export")
 def subscribers_export(
     out_path: Annotated[Path | None, typer.Option("--out", help="CSV file; default stdout")] = None,
 ) -> None:
-    """Export every subscriber as CSV."""
+    """Export every subscriber as CSV (UTF-8), with consent and courses. A cell that a
+    spreadsheet would take for a formula (=, +, -, @, tab, CR) starts with a ' instead."""
     config = settings()
 
-    async def work() -> None:
+    async def write(handle: TextIO) -> None:
+        writer = csv.writer(handle)
+        writer.writerow(EXPORT_COLUMNS)
         async with database(config, read_only=True) as sessions, sessions() as session:
-            handle = out_path.open("w", newline="", encoding="utf-8") if out_path else sys.stdout
-            writer = csv.writer(handle)
-            writer.writerow(
-                ["email", "first_name", "timezone", "status", "created_at", "confirmed_at"]
-            )
-            result = await session.stream_scalars(select(Subscriber).order_by(Subscriber.id))
-            async for row in result:
-                writer.writerow(
-                    [
-                        row.email,
-                        row.first_name,
-                        row.timezone or "",
-                        row.status,
-                        row.created_at.isoformat(),
-                        row.confirmed_at.isoformat() if row.confirmed_at else "",
-                    ]
-                )
-            if out_path:
-                handle.close()
+            async for row in export_rows(session):
+                writer.writerow([spreadsheet_safe(cell) for cell in row])
 
-    run(work)
+    if out_path is None:
+        sys.stdout.flush()
+        stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+        try:
+            run(lambda: write(stdout))
+        finally:
+            stdout.flush()
+            stdout.detach()  # sys.stdout still owns the stream
+        return
+    # Written beside and renamed when whole: a failed export leaves no half file behind.
+    partial = out_path.with_name(f".{out_path.name}.partial")
+    try:
+        with partial.open("w", newline="", encoding="utf-8") as handle:
+            run(lambda: write(handle))
+        partial.replace(out_path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 @app.command("enroll")
@@ -366,7 +481,7 @@ def enroll_command(
                 count += await _enroll(session, await _subscriber(session, email), slug, at)
             return count
 
-    out.print(f"Enrolled {run(work)} subscriber(s) in {slug}.")
+    out.print(Text.assemble(f"Enrolled {run(work)} subscriber(s) in ", literal(slug), "."))
 
 
 async def _enroll_all(session: AsyncSession, sequence: Sequence, at: datetime) -> int:
@@ -429,32 +544,42 @@ def sequences_queue(
 
 
 @sequences_app.command("list")
-def sequences_list() -> None:
+def sequences_list(as_json: JsonOption = False) -> None:
     """Every sequence with its version and progress."""
     config = settings()
 
-    async def work() -> None:
+    async def work() -> list[dict[str, Any]]:
         async with database(config, read_only=True) as sessions, sessions() as session:
-            table = Table(
-                "slug", "status", "version", "lessons", "active", "completed", "sent", "queued"
-            )
+            found = []
             for sequence in await session.scalars(select(Sequence).order_by(Sequence.slug)):
                 version = await queries.current_version(session, sequence.id)
                 lessons = len(await queries.version_lessons(session, version.id)) if version else 0
-                counts = await _counts(session, sequence.id)
-                table.add_row(
-                    sequence.slug,
-                    sequence.status,
-                    str(version.number if version else "-"),
-                    str(lessons),
-                    str(counts["active"]),
-                    str(counts["completed"]),
-                    str(counts["sent"]),
-                    str(counts["queued"]),
-                )
-            out.print(table)
+                row: dict[str, Any] = {
+                    "slug": sequence.slug,
+                    "status": sequence.status,
+                    "title": version.title if version else None,
+                    "version": version.number if version else None,
+                    "lessons": lessons,
+                }
+                found.append(row | await _counts(session, sequence.id))
+            return found
 
-    run(work)
+    sequences = run(work)
+    if as_json:
+        print_json({"sequences": sequences})
+        return
+    table = LiteralTable(
+        "slug", "title", "status", "version", "lessons", "active", "completed", "sent", "queued"
+    )
+    for row in sequences:
+        table.add_row(
+            row["slug"],
+            row["title"] or "-",
+            row["status"],
+            str(row["version"] or "-"),
+            *(str(row[key]) for key in ("lessons", "active", "completed", "sent", "queued")),
+        )
+    out.print(table)
 
 
 async def _counts(session: AsyncSession, sequence_id: int) -> dict[str, int]:
@@ -479,20 +604,18 @@ async def _counts(session: AsyncSession, sequence_id: int) -> dict[str, int]:
 
 
 @sequences_app.command("show")
-def sequences_show(slug: str) -> None:
+def sequences_show(slug: str, as_json: JsonOption = False) -> None:
     """The lessons of a sequence's current version, with how many have received each."""
     config = settings()
 
-    async def work() -> None:
+    async def work() -> tuple[
+        Sequence, SequenceVersion, list[LessonSnapshot], dict[str | None, int]
+    ]:
         async with database(config, read_only=True) as sessions, sessions() as session:
             sequence = await _live_sequence(session, slug)
             version = await queries.current_version(session, sequence.id)
             assert version is not None
-            out.print(
-                f"[bold]{version.title}[/] ({sequence.slug}, {sequence.status}, "
-                f"version {version.number})"
-            )
-            sent = dict(
+            sent: dict[str | None, int] = dict(
                 (
                     await session.execute(
                         select(Delivery.lesson_key, func.count())
@@ -506,18 +629,50 @@ def sequences_show(slug: str) -> None:
                 .tuples()
                 .all()
             )
-            table = Table("#", "lesson", "subject", "delay", "sent")
-            for lesson in await queries.version_lessons(session, version.id):
-                table.add_row(
-                    str(lesson.position),
-                    lesson.key,
-                    lesson.subject,
-                    f"{lesson.delay_s / 86400:g} days",
-                    str(sent.get(lesson.key, 0)),
-                )
-            out.print(table)
+            return sequence, version, await queries.version_lessons(session, version.id), sent
 
-    run(work)
+    sequence, version, lessons, sent = run(work)
+    if as_json:
+        print_json(
+            {
+                "slug": sequence.slug,
+                "status": sequence.status,
+                "title": version.title,
+                "version": version.number,
+                "lessons": [
+                    {
+                        "position": lesson.position,
+                        "key": lesson.key,
+                        "file": lesson.file_name,
+                        "subject": lesson.subject,
+                        "preheader": lesson.preheader,
+                        "delay_s": lesson.delay_s,
+                        "send_at": lesson.send_at,
+                        "sent": sent.get(lesson.key, 0),
+                    }
+                    for lesson in lessons
+                ],
+            }
+        )
+        return
+    out.print(
+        Text.assemble(
+            (neutralise(version.title), "bold"),
+            " (",
+            literal(sequence.slug),
+            f", {sequence.status}, version {version.number})",
+        )
+    )
+    table = LiteralTable("#", "lesson", "subject", "delay", "sent")
+    for lesson in lessons:
+        table.add_row(
+            str(lesson.position),
+            lesson.key,
+            lesson.subject,
+            f"{lesson.delay_s / 86400:g} days",
+            str(sent.get(lesson.key, 0)),
+        )
+    out.print(table)
 
 
 def _set_status(slug: str, status: SequenceStatus) -> None:
@@ -527,7 +682,7 @@ def _set_status(slug: str, status: SequenceStatus) -> None:
         async with database(config) as sessions, sessions.begin() as session:
             sequence = await _live_sequence(session, slug)
             await set_sequence_status(session, sequence, status, now())
-            out.print(f"{slug} is {status}.")
+            out.print(Text.assemble(literal(slug), f" is {status}."))
 
     run(work)
 

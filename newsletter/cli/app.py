@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
 from sqlalchemy.exc import DBAPIError
 
+from newsletter.cli.terminal import make_console
 from newsletter.config import Settings, default_config_path, load_settings
 from newsletter.errors import NewsletterError
 
@@ -37,8 +37,10 @@ app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(sequences_app, name="sequences")
 app.add_typer(sending_app, name="sending")
 
-out = Console()
-err = Console(stderr=True)
+# Both print other people's text only through literal() or LiteralTable (cli/terminal.py):
+# markup in an f-string is for our own words.
+out = make_console()
+err = make_console(stderr=True)
 
 T = TypeVar("T")
 
@@ -52,6 +54,9 @@ ConfigOption = Annotated[
     typer.Option("--config", "-c", help="Config file [default: $NEWSLETTER_CONFIG or config.toml]"),
 ]
 _config_path: Path | None = None
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="One JSON document (ISO times, UTF-8) instead of a table")
+]
 
 
 @app.callback()

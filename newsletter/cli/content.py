@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from newsletter.cli.app import Fail, app, course_app, err, out, settings
+from newsletter.cli.terminal import LiteralTable
 from newsletter.config import Settings, load_secret_key
 from newsletter.content.check import check_course
 from newsletter.content.course import Course, load_course
@@ -154,7 +155,8 @@ def preview(
 
 
 def _lessons_table(course: Course) -> Table:
-    table = Table("#", "file", "subject", "after", "at", title=course.title)
+    """The course's lessons; titles, file names and subjects are printed as written."""
+    table = LiteralTable("#", "file", "subject", "after", "at", title=course.title)
     for number, lesson in enumerate(course.lessons, start=1):
         at = lesson.send_at.strftime("%H:%M") if lesson.send_at else "window"
         table.add_row(

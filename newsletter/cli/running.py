@@ -10,14 +10,15 @@ from typing import Annotated
 
 import typer
 import uvicorn
-from rich.table import Table
+from rich.text import Text
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from newsletter.cli.admin import database, parse_when
-from newsletter.cli.app import Fail, app, err, out, run, settings
+from newsletter.cli.app import Fail, JsonOption, app, err, out, run, settings
 from newsletter.cli.lifecycle import StopSignals, configure_logging
 from newsletter.cli.sending import sending_blocked
+from newsletter.cli.terminal import LiteralTable, print_json
 from newsletter.clock import Clock, FastForwardClock, FrozenClock, SystemClock
 from newsletter.config import Settings, load_secret_key
 from newsletter.content.check import check_course
@@ -92,7 +93,12 @@ async def queue_shipped_courses(config: Settings, sessions) -> list[str]:  # typ
             if problems or course is None:
                 for problem in problems:
                     err.print(str(problem), markup=False, highlight=False)
-                err.print(f"[red]Not queued[/]: {folder} has problems (newsletter course check).")
+                err.print(
+                    Text.assemble(
+                        ("Not queued", "red"),
+                        f": {folder} has problems (newsletter course check).",
+                    )
+                )
                 continue
             await queue_course(session, course, datetime.now(UTC))
             queued.append(folder.name)
@@ -114,7 +120,7 @@ async def run_service(
     async with database(config) as sessions, contextlib.AsyncExitStack() as stack:
         if first_start:
             for slug in await queue_shipped_courses(config, sessions):
-                out.print(f"Queued the shipped course [bold]{slug}[/].")
+                out.print(Text.assemble("Queued the shipped course ", (slug, "bold"), "."))
         transport = build_transport(config)
         stack.push_async_callback(transport.close)  # QUIT, once the last send is recorded
         pending_max_age = timedelta(days=config.signup.pending_max_age_days)
@@ -247,11 +253,28 @@ def tick(
 
 
 @app.command()
-def outbox(limit: Annotated[int, typer.Option(help="Show the newest N")] = 20) -> None:
+def outbox(
+    limit: Annotated[int, typer.Option(help="Show the newest N")] = 20,
+    as_json: JsonOption = False,
+) -> None:
     """List the messages in the development outbox (used when no SMTP host is configured)."""
     folder = settings().var_dir / "outbox"
-    entries = list_outbox(folder)[-limit:]
-    table = Table("date", "to", "subject", "file", title=str(folder))
+    everything = list_outbox(folder)
+    entries = everything[-limit:] if limit > 0 else []
+    if as_json:
+        print_json(
+            {
+                "folder": folder,
+                "total": len(everything),
+                "messages": [
+                    {"date": e.date, "to": e.to, "subject": e.subject, "file": e.path.name}
+                    for e in entries
+                ],
+            }
+        )
+        return
+    # The headers of a saved message are whatever a course and a signup put there.
+    table = LiteralTable("date", "to", "subject", "file", title=str(folder))
     for entry in entries:
         table.add_row(
             f"{entry.date:%Y-%m-%d %H:%M}" if entry.date else "",
@@ -260,4 +283,4 @@ def outbox(limit: Annotated[int, typer.Option(help="Show the newest N")] = 20) -
             entry.path.name,
         )
     out.print(table)
-    out.print(f"{len(list_outbox(folder))} messages in the outbox.")
+    out.print(f"{len(everything)} messages in the outbox.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any
@@ -11,7 +10,8 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from newsletter.cli.admin import database, now
-from newsletter.cli.app import Fail, out, run, sending_app, settings
+from newsletter.cli.app import Fail, JsonOption, out, run, sending_app, settings
+from newsletter.cli.terminal import print_json
 from newsletter.db import queries
 from newsletter.db.models import SystemFlag
 
@@ -68,9 +68,7 @@ async def sending_blocked(session: AsyncSession, wall_now: datetime) -> str:
 
 
 @sending_app.command("status")
-def sending_status(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document")] = False,
-) -> None:
+def sending_status(as_json: JsonOption = False) -> None:
     """Whether mail is going out, and if not why; the queue; the last hour. Exits 1 when
     sending is paused or the relay is not taking mail."""
     config = settings()
@@ -101,7 +99,7 @@ def sending_status(
 
     state = run(work)
     if as_json:
-        out.print_json(json.dumps(state))
+        print_json(state)
     else:
         _print_status(state)
     if state["blocked"]:

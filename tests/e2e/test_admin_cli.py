@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import os
+import csv
+import json
 import signal
 import socket
 import subprocess
@@ -11,51 +12,21 @@ import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
-from pathlib import Path
 
 import pytest
 
 from newsletter.delivery.transport import list_outbox
 from tests.conftest import COURSE_SLUG, REPO
+from tests.e2e.conftest import admin_in, ok
 from tests.smtpd import SmtpServer
 
 MONDAY_9AM = datetime(2026, 6, 8, 8, 0, tzinfo=UTC)  # 09:00 in London
-
-
-@pytest.fixture
-def admin(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Runs `newsletter …` against a database and var/ folder of this test's own."""
-    base = {k: v for k, v in os.environ.items() if not k.upper().startswith("NEWSLETTER_")}
-    base |= {
-        "NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path / 'newsletter.db'}",
-        "NEWSLETTER_PATHS__VAR": str(tmp_path / "var"),
-        "NEWSLETTER_SECRET_KEY": "admin-cli-test-secret",
-        "COLUMNS": "200",
-    }
-
-    def newsletter(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "newsletter", *args],
-            cwd=REPO,
-            env=base | env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    newsletter.env = base  # type: ignore[attr-defined]
-    return newsletter
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def tick(admin, at: datetime, **env: str) -> str:  # type: ignore[no-untyped-def]
@@ -89,6 +60,7 @@ def test_the_course_arrives_in_the_outbox_lesson_by_lesson(admin, tmp_path):
 def test_the_same_run_delivers_to_a_real_smtp_server(admin, smtp_server: SmtpServer):
     smtp = {
         "NEWSLETTER_SMTP__HOST": smtp_server.host,
+        "NEWSLETTER_SMTP__ALLOW_HTTP_LINKS": "true",  # a local test relay
         "NEWSLETTER_SMTP__PORT": str(smtp_server.port),
         "NEWSLETTER_SMTP__TLS": "none",
     }
@@ -114,18 +86,115 @@ def test_import_takes_the_good_rows_and_names_the_bad_ones_by_line(admin, tmp_pa
         "not-an-address,Bad,\n"
         "di@example.com,Di,Mars/Base\n"
         "ed@example.com,,\n"
-        "CY@example.com,Cy again,\n"
+        "fi@example.com,Fi,\n"
     )
     result = admin("subscribers", "import", str(people))
     assert result.returncode == 1
-    assert f"{people}:3: " in result.stderr
+    assert f"{people}:3: 'not-an-address': " in result.stderr
     assert f"{people}:4: 'Mars/Base' is not a known time zone" in result.stderr
-    assert "Imported 2 new subscribers" in result.stdout
+    assert "2 row(s) rejected" in result.stderr
+    assert "Imported 3 new subscribers from 5 rows." in result.stdout
     exported = ok(admin("subscribers", "export"))
-    assert exported.splitlines()[0] == "email,first_name,timezone,status,created_at,confirmed_at"
+    assert exported.splitlines()[0].startswith("email,first_name,timezone,status,created_at,")
     assert sorted(line.split(",")[0] for line in exported.splitlines()[1:]) == [
         "cy@example.com",
         "ed@example.com",
+        "fi@example.com",
+    ]
+
+
+def test_a_second_import_leaves_existing_subscribers_as_they_were_and_says_so(admin, tmp_path):
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    first.write_text("email,first_name,timezone\ncy@example.com,Cy,Europe/Paris\n")
+    second.write_text("email,first_name\nCY@Example.com,Someone else\ngus@example.com,Gus\n")
+    ok(admin("subscribers", "import", str(first)))
+    said = ok(admin("subscribers", "import", str(second)))
+    assert "Imported 1 new subscribers from 2 rows." in said
+    assert "1 already subscribed: their name, time zone and status were left as they were" in said
+    cy = json.loads(ok(admin("subscribers", "show", "cy@example.com", "--json")))
+    assert (cy["first_name"], cy["timezone"]) == ("Cy", "Europe/Paris")
+
+
+def test_a_line_separator_in_a_quoted_name_smuggles_in_no_subscriber(admin, tmp_path):
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "email,first_name\n"
+        'ana@example.com,"Ana\u2028evil@example.com,Evil"\n'
+        'bo@example.com,"Bo\n'
+        'Bo"\n'
+        "cy@example.com,Cy\n"
+        "CY@example.com,Cy again\n",
+        encoding="utf-8",
+    )
+    result = admin("subscribers", "import", str(people))
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[:4] == [
+        f"{people}:2: first name 'Ana\\u2028evil@example.com,Evil': holds a control character "
+        "(U+2028) such as a line break or a tab; a name is one line of text",
+        f"{people}:3: first name 'Bo\\nBo': holds a control character (U+000A) such as a line "
+        "break or a tab; a name is one line of text",
+        f"{people}:5: cy@example.com is also on line 6; keep one of these rows and import again",
+        f"{people}:6: cy@example.com is also on line 5; keep one of these rows and import again",
+    ]
+    assert "Imported 0 new subscribers from 4 rows." in result.stdout
+    assert ok(admin("subscribers", "export")).count("\n") == 1  # the header alone
+
+
+def test_an_oversized_cell_stops_the_import_in_one_line(admin, tmp_path):
+    people = tmp_path / "people.csv"
+    people.write_text(f'email,first_name\nana@example.com,Ana\nbo@example.com,"{"x" * 200_000}"\n')
+    result = admin("subscribers", "import", str(people))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: {people}:3: a cell longer than 131072 characters (is a closing quote "
+        "missing?); nothing was imported\n"
+    )
+    assert "ana@example.com" not in ok(admin("subscribers", "export"))
+
+
+def test_a_file_that_is_not_utf8_is_refused_naming_the_line(admin, tmp_path):
+    people = tmp_path / "people.csv"
+    people.write_bytes(b"email,first_name\nana@example.com,Ana\nbo@example.com,Bj\xf6rn\n")
+    result = admin("subscribers", "import", str(people))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: {people}:3: not UTF-8 text; save the file as CSV UTF-8 and import again\n"
+    )
+
+
+def test_export_writes_formulas_as_text_and_imports_back_as_it_was(admin, tmp_path):
+    formula = '=HYPERLINK("https://evil.test","Click")'
+    ok(admin("subscribers", "add", "--name", formula, "--", "-dash@example.com"))
+    ok(
+        admin(
+            "subscribers",
+            "add",
+            "zoe@example.com",
+            "--name",
+            "Zoë 用户",
+            "--timezone",
+            "Asia/Tokyo",
+        )
+    )
+    exported = tmp_path / "export.csv"
+    ok(admin("subscribers", "export", "--out", str(exported)))
+    with exported.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["email"], row["first_name"]) for row in rows] == [
+        ("'-dash@example.com", "'" + formula),
+        ("zoe@example.com", "Zoë 用户"),
+    ]
+    assert rows[0]["consent_form"] == "admin command line"
+    assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row.values())
+
+    elsewhere = admin_in(tmp_path / "elsewhere")
+    assert "Imported 2 new subscribers from 2 rows." in ok(
+        elsewhere("subscribers", "import", str(exported))
+    )
+    again = json.loads(ok(elsewhere("subscribers", "list", "--json")))["subscribers"]
+    assert [(s["email"], s["first_name"], s["timezone"]) for s in again] == [
+        ("zoe@example.com", "Zoë 用户", "Asia/Tokyo"),
+        ("-dash@example.com", formula, None),
     ]
 
 
@@ -157,6 +226,22 @@ def test_removing_a_subscriber_stops_their_course(admin, tmp_path):
     ("args", "message"),
     [
         (("subscribers", "add", "not an address"), "error: 'not an address': "),
+        (
+            ("subscribers", "add", "a@example.com", "--name", "Ana\r\nBcc: x@evil.test"),
+            "error: first name 'Ana\\r\\nBcc: x@evil.test': holds a control character (U+000D)",
+        ),
+        (
+            ("subscribers", "add", "b@example.com", "--name", "Bo\x1b[2J"),
+            "error: first name 'Bo\\x1b[2J': holds a control character (U+001B)",
+        ),
+        (
+            ("subscribers", "add", "a" * 65 + "@example.com"),
+            f"error: '{'a' * 65}@example.com': the part before the @ is 65 characters long",
+        ),
+        (
+            ("subscribers", "add", "josé@exämple.org"),
+            "error: 'josé@exämple.org': the part before the @ has letters outside plain ASCII",
+        ),
         (("subscribers", "add", "a@example.com", "--enroll", "nope"), "error: no sequence 'nope'"),
         (("subscribers", "show", "nobody@example.com"), "error: no subscriber nobody@example.com"),
         (("sequences", "pause", "nope"), "error: no sequence 'nope'"),
