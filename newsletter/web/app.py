@@ -30,7 +30,7 @@ from newsletter.web.security import (
     HeaderLimit,
     SecurityHeaders,
 )
-from newsletter.web.server import bounded_h11
+from newsletter.web.server import bounded_httptools
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +227,7 @@ def web_server(app: Starlette, host: str = "127.0.0.1", port: int = 8000) -> uvi
         # The app decides whom to believe (edge.TrustedProxies, from [web]
         # trusted_proxies); uvicorn's own would believe anything from 127.0.0.1.
         proxy_headers=False,
-        http=bounded_h11(web.header_timeout_s),
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        http=bounded_httptools(MAX_HEADER_BYTES, web.header_timeout_s),
         ws="none",
         log_config=None,
     )

@@ -15,6 +15,7 @@ import time
 import httpx
 
 from newsletter.config import Settings
+from newsletter.web.security import MAX_BODY_BYTES, MAX_HEADER_BYTES
 from tests.web.site import Site, real_server, with_site
 
 TIMEOUT_S = 0.5
@@ -170,6 +171,36 @@ def test_eight_megabytes_of_headers_are_refused_not_read(settings, tmp_path, smt
         # A 4xx, or the connection cut before the answer could be read; never a 200.
         assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:100]
         assert time.monotonic() - started < TIMEOUT_S + SLACK_S
+        writer.close()
+
+    on_real_server(settings, tmp_path, smtp_server, check)
+
+
+def test_headers_over_the_bound_get_a_431_and_a_form_of_the_largest_size_still_goes_through(
+    settings, tmp_path, smtp_server
+):
+    async def check(site: Site, port: int) -> None:
+        over = HEAD + b"X-Big: " + b"a" * MAX_HEADER_BYTES + b"\r\n\r\n"
+        for piece in (1024, len(over)):  # trickled in, or whole in one write
+            reader, writer = await connect(port)
+            for start in range(0, len(over), piece):
+                writer.write(over[start : start + piece])
+            status, _, _ = await response(reader)
+            assert status == 431, piece
+            assert await until_closed(reader) == b""
+            writer.close()
+
+        # A head and a 16 KiB body in one write: only the head counts against its bound.
+        body = b"email=ana%40example.com&first_name=" + b"n" * (MAX_BODY_BYTES - 40)
+        reader, writer = await connect(port)
+        writer.write(
+            b"POST /subscribe HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        status, _, page = await response(reader)
+        assert status == 400  # the name is too long: the form's answer, not the server's
+        assert b"shorten your name" in page
         writer.close()
 
     on_real_server(settings, tmp_path, smtp_server, check)
