@@ -18,7 +18,7 @@ def bounded_httptools(max_head_bytes: int, head_timeout_s: float) -> type[HttpTo
 
     - **Size.** A request line and headers longer than `max_head_bytes` get a 431 and the
       connection is closed; httptools alone reads 8 MB of headers and hands them on.
-      (uvicorn's other parser, h11, bounds them, but costs twice the CPU per request.)
+      (uvicorn's other parser, h11, bounds them, but is pure Python and slower.)
     - **Time.** The request line and headers must arrive within `head_timeout_s` of the
       connection opening, or of the previous answer, or the connection is closed. uvicorn's
       keep-alive timer is made that deadline: it starts when the connection opens (uvicorn
