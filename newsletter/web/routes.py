@@ -281,7 +281,18 @@ class Pages:
         return see_check_your_email()
 
     async def check_your_email(self, request: Request) -> Response:
-        return self.render("check_email.html")
+        return self.render("check_email.html", how_often=self.how_often)
+
+    @property
+    def how_often(self) -> str:
+        """How many confirmation emails one address may get, in words."""
+        limits = self.settings.signup
+        per_day = f"{limits.confirmations_per_address_per_day} a day"
+        minutes = round(limits.confirmation_interval_s / 60)
+        if minutes < 1:
+            return f"at most {per_day} to one address"
+        every = "every minute" if minutes == 1 else f"every {minutes} minutes"
+        return f"at most one confirmation email {every}, and {per_day}"
 
     # --- confirming ----------------------------------------------------------------------
 

@@ -88,6 +88,8 @@ def test_an_address_gets_at_most_three_confirmation_emails_a_day_from_any_number
             await client.aclose()
             site.stack.clock.advance(CONFIRMATION_INTERVAL)
         assert answers == {(303, "/check-your-email")}  # the same answer every time
+        page = await site.client.get("/check-your-email")
+        assert "at most one confirmation email every 10 minutes, and 3 a day" in page.text
         assert await site.confirmations("ana@example.com") == CONFIRMATIONS_PER_DAY
         await site.stack.run()
         assert len(site.stack.received("ana@example.com")) == CONFIRMATIONS_PER_DAY
@@ -112,6 +114,8 @@ def test_the_daily_cap_comes_from_the_configuration(settings, tmp_path, smtp_ser
             assert (await site.signup("ana@example.com", client=client)).status_code == 303
             await client.aclose()
         assert await site.confirmations("ana@example.com") == 1
+        page = await site.client.get("/check-your-email")
+        assert "we send at most 1 a day to one address." in page.text
 
     with_site(configured, tmp_path, smtp_server, scenario)
 
