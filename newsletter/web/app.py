@@ -128,8 +128,11 @@ def create_app(
     async def database_error(request: Request, exc: Exception) -> Response:
         if not database_unavailable(exc):
             return await server_error(request, exc)
+        # The driver's message only: SQLAlchemy's own adds the statement and its
+        # parameters, which hold the signer's address.
+        reason = exc.orig if isinstance(exc, DBAPIError) else exc
         log.warning(
-            "Database busy or unreachable on %s %s: %s", request.method, request.url.path, exc
+            "Database busy or unreachable on %s %s: %s", request.method, request.url.path, reason
         )
         response = pages.message(
             503,

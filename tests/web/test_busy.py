@@ -52,7 +52,7 @@ def assert_busy(answer: httpx.Response) -> None:
 
 
 def test_a_signup_while_another_process_holds_the_write_lock_gets_a_503_and_writes_nothing(
-    settings, tmp_path, smtp_server, lock_holder
+    settings, tmp_path, smtp_server, lock_holder, caplog
 ):
     async def scenario(site: Site) -> None:
         before = await rows(site)
@@ -65,6 +65,8 @@ def test_a_signup_while_another_process_holds_the_write_lock_gets_a_503_and_writ
         assert_busy(answer)
         assert WAIT_S * 0.9 <= took < WAIT_S + 2
         assert await rows(site) == before
+        [logged] = [r.getMessage() for r in caplog.records if "Database busy" in r.getMessage()]
+        assert logged.endswith("/subscribe: database is locked")  # the driver's words only
         # Once the lock is free, the same signup goes through.
         assert (await site.signup("ana@example.com", first_name="Ana")).status_code == 303
 
