@@ -36,8 +36,9 @@ a run fails the script: the send must be running throughout).
 
 The per-IP signup limit (20 an hour) would refuse nearly all of this: it is lifted with
 NEWSLETTER_SIGNUP__SIGNUPS_PER_IP_PER_HOUR. By default every signup comes from another client
-address, given in X-Forwarded-For (uvicorn believes it from 127.0.0.1; the addresses are in
-the 2001:db8::/32 documentation prefix), as signups from many visitors would; with
+address, given in X-Forwarded-For (believed from 127.0.0.1, which the run lists in [web]
+trusted_proxies; each in a /64 of its own, since the limit counts an IPv6 client by its /64,
+in the 2001:db8::/32 documentation prefix), as signups from many visitors would; with
 `--one-client` all come from 127.0.0.1, so that the limit's count reads one growing range.
 
 Afterwards, in the database: every address a counted run signed up is a pending subscriber
@@ -134,7 +135,7 @@ function request()
   end
   sent = sent + 1
   if one_client ~= "1" then
-    headers["X-Forwarded-For"] = string.format("2001:db8:%x::%x", tid, sent)
+    headers["X-Forwarded-For"] = string.format("2001:db8:%x:%x::1", tid, sent)
   end
   local body = "email=" .. prefix .. "-" .. tid .. "-" .. sent .. "%40example.com" .. rest
   return wrk.format("POST", path, headers, body)
@@ -386,6 +387,8 @@ class Bench:
                 "NEWSLETTER_SENDING__MAX_PER_HOUR": "0",
                 "NEWSLETTER_SENDING__MAX_PER_DAY": "0",
                 "NEWSLETTER_SIGNUP__SIGNUPS_PER_IP_PER_HOUR": "1000000000",
+                # wrk stands for a reverse proxy on this machine, naming each client.
+                "NEWSLETTER_WEB__TRUSTED_PROXIES": '["127.0.0.1"]',
                 "NEWSLETTER_SCHEDULE__TIMEZONE": "Europe/London",
             }
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -185,10 +186,47 @@ class SignupSettings(_Section):
     confirmation_interval_s: float = Field(default=600, ge=0)
     #: Signups accepted per client address per hour, across every web worker.
     signups_per_ip_per_hour: int = Field(default=20, ge=1)
+    #: At most this many confirmation emails to one address in 24 hours, whichever clients
+    #: typed it in: the interval alone would still let a form send one every 10 minutes.
+    confirmations_per_address_per_day: int = Field(default=3, ge=1)
     #: Pending addresses that never confirm are deleted after this many days.
     pending_max_age_days: float = Field(default=7, gt=0)
     #: Keep the IP address a signup came from in its consent record.
     store_ip: bool = True
+
+
+class WebSettings(_Section):
+    """The web app's edge: proxies, timeouts, the database wait (docs/web.md)."""
+
+    #: Reverse proxies whose X-Forwarded-For, X-Forwarded-Proto and Forwarded headers are
+    #: believed: addresses or networks such as "127.0.0.1" or "10.0.0.0/8". Empty: none, and
+    #: the client is whoever connected.
+    trusted_proxies: tuple[str, ...] = ()
+    #: Seconds a connection has to send a request's headers, counted from when it opens or
+    #: from the previous answer; so also how long an idle connection is kept.
+    header_timeout_s: float = Field(default=10, gt=0)
+    #: Seconds a request's body (16 KiB at most) has to arrive.
+    body_timeout_s: float = Field(default=10, gt=0)
+    #: Seconds a page waits for the database's write lock before answering "busy, please
+    #: try again" (503) instead.
+    database_wait_s: float = Field(default=10, gt=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _are_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip())
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network; expected entries such as "
+                    "127.0.0.1, ::1 or 10.0.0.0/8"
+                ) from None
+        return value
+
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(entry.strip()) for entry in self.trusted_proxies)
 
 
 class PathSettings(_Section):
@@ -213,6 +251,7 @@ class Settings(BaseSettings):
     sending: SendingSettings = SendingSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     signup: SignupSettings = SignupSettings()
+    web: WebSettings = WebSettings()
     paths: PathSettings = PathSettings()
     #: Signs the links in emails; from NEWSLETTER_SECRET_KEY only.
     secret_key: SecretStr | None = None

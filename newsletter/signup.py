@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
@@ -48,6 +49,9 @@ CONSENT_TEXT = CONSENT_TEXTS[CONSENT_VERSION]
 #: At most one confirmation email per address in this window, however often it is typed
 #: in: the form cannot be used to flood someone's inbox.
 CONFIRMATION_INTERVAL = timedelta(minutes=10)
+#: And at most this many a day, whichever clients typed it in.
+CONFIRMATIONS_PER_DAY = 3
+CONFIRMATION_DAY = timedelta(days=1)
 #: Accepted signups per client (IP address) per window, across every web worker.
 SIGNUPS_PER_CLIENT = 20
 SIGNUP_WINDOW = timedelta(hours=1)
@@ -82,6 +86,7 @@ class SignupOutcome(StrEnum):
 
     QUEUED = "queued"  #: a confirmation email is on its way
     RECENTLY_SENT = "recently_sent"  #: one went out within CONFIRMATION_INTERVAL
+    DAILY_LIMIT = "daily_limit"  #: CONFIRMATIONS_PER_DAY went out in the last 24 hours
     ALREADY_CONFIRMED = "already_confirmed"
     BLOCKED = "blocked"  #: bounced, complained or suppressed: never mailed again
     NO_COURSE = "no_course"  #: nothing to sign up for
@@ -103,9 +108,29 @@ class CourseState(StrEnum):
     NONE = "none"
 
 
+#: An IPv6 client is counted by its /64: one home or phone gets a whole /64 and may use
+#: any address in it, so counting single addresses would let it sign up without limit.
+IPV6_CLIENT_PREFIX = 64
+
+
 def client_key(secret: str, ip: str) -> str:
-    """A keyed hash of an IP address: counts signups without keeping the address."""
-    return hmac.new(secret.encode(), ip.encode(), hashlib.sha256).hexdigest()[:32]
+    """A keyed hash of a client's address (for IPv6, of its /64): counts signups without
+    keeping the address."""
+    return hmac.new(secret.encode(), client_network(ip).encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def client_network(ip: str) -> str:
+    """What the per-client limit counts: the address, or for IPv6 its /64; text that is
+    not an address (a test client, a Unix socket) as it is."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(address), IPV6_CLIENT_PREFIX), strict=False))
+    return str(address)
 
 
 def consent_record(request: SignupRequest, visitor: Visitor, now: datetime) -> dict[str, Any]:
@@ -191,6 +216,7 @@ async def subscribe(
     sender_domain: str,
     now: datetime,
     confirmation_interval: timedelta = CONFIRMATION_INTERVAL,
+    confirmations_per_day: int = CONFIRMATIONS_PER_DAY,
 ) -> SignupOutcome:
     """A pending subscriber and their confirmation email, or nothing if that would mail
     someone who left for good or flood an inbox. The caller shows the same page whatever
@@ -198,7 +224,9 @@ async def subscribe(
     consent = consent_record(request, visitor, now)
     subscriber_id = await _insert_newcomer(session, request, consent, now)
     if subscriber_id is None:
-        outcome = await _sign_up_again(session, request, consent, now, confirmation_interval)
+        outcome = await _sign_up_again(
+            session, request, consent, now, confirmation_interval, confirmations_per_day
+        )
         if not isinstance(outcome, int):
             return outcome
         subscriber_id = outcome
@@ -257,13 +285,14 @@ async def _sign_up_again(
     consent: dict[str, Any],
     now: datetime,
     confirmation_interval: timedelta,
+    confirmations_per_day: int,
 ) -> int | SignupOutcome:
     """A known or suppressed address: the subscriber's id if they get a new confirmation
     email, else why not."""
     if await queries.is_suppressed(session, request.email):
         return SignupOutcome.BLOCKED
     # Locked (on PostgreSQL) until commit: a second signup for the address waits, then
-    # sees the confirmation this one queues, and the interval holds.
+    # sees the confirmation this one queues, and the interval and the daily cap hold.
     subscriber = await queries.subscriber_by_email(session, request.email, lock=True)
     if subscriber is None:  # deleted since _insert_newcomer looked
         return SignupOutcome.BLOCKED
@@ -271,9 +300,11 @@ async def _sign_up_again(
         return SignupOutcome.ALREADY_CONFIRMED
     if subscriber.status not in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED):
         return SignupOutcome.BLOCKED
-    last = await _last_confirmation_at(session, subscriber.id)
+    last, today = await _recent_confirmations(session, subscriber.id, now - CONFIRMATION_DAY)
     if last is not None and now - last < confirmation_interval:
         return SignupOutcome.RECENTLY_SENT
+    if today >= confirmations_per_day:
+        return SignupOutcome.DAILY_LIMIT
     # Someone who left may come back, through the same double opt-in as a newcomer.
     subscriber.status = SubscriberStatus.PENDING
     subscriber.first_name = request.first_name
@@ -283,12 +314,23 @@ async def _sign_up_again(
     return subscriber.id
 
 
-async def _last_confirmation_at(session: AsyncSession, subscriber_id: int) -> datetime | None:
-    return await session.scalar(
-        select(func.max(Delivery.created_at))
-        .where(Delivery.subscriber_id == subscriber_id)
-        .where(Delivery.kind == DeliveryKind.CONFIRMATION)
-    )
+async def _recent_confirmations(
+    session: AsyncSession, subscriber_id: int, since: datetime
+) -> tuple[datetime | None, int]:
+    """When the subscriber's last confirmation email was queued, and how many were since
+    `since`: one look at their confirmation deliveries."""
+    since_param = bindparam("since", since, type_=Delivery.created_at.type)
+    row = (
+        await session.execute(
+            select(
+                func.max(Delivery.created_at),
+                func.count(case((Delivery.created_at > since_param, 1))),
+            )
+            .where(Delivery.subscriber_id == subscriber_id)
+            .where(Delivery.kind == DeliveryKind.CONFIRMATION)
+        )
+    ).one()
+    return row[0], int(row[1])
 
 
 async def confirm(

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,10 +22,18 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from newsletter.clock import Clock
-from newsletter.config import Settings, load_secret_key
+from newsletter.config import Settings, WebSettings, load_secret_key
 from newsletter.tokens import LinkMaker
-from newsletter.web.routes import Pages
-from newsletter.web.security import SECURITY_HEADERS, BodyLimit, SecurityHeaders
+from newsletter.web.edge import TrustedHost, TrustedProxies, redirect_slashes_to
+from newsletter.web.routes import RETRY_BUSY_S, DatabaseBusy, Pages
+from newsletter.web.security import (
+    MAX_HEADER_BYTES,
+    SECURITY_HEADERS,
+    BodyLimit,
+    HeaderLimit,
+    SecurityHeaders,
+)
+from newsletter.web.server import bounded_httptools
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +105,47 @@ def create_app(
             "shorten what you typed, and send it again.",
         )
 
+    async def too_slow(request: Request) -> Response:
+        return pages.message(
+            408,
+            "What you sent took too long to arrive",
+            "Your connection may have dropped for a moment. Nothing was saved. Please go "
+            "back and send the form again.",
+        )
+
+    async def headers_too_large(request: Request) -> Response:
+        return pages.message(
+            431,
+            "Your browser sent more than we can read",
+            "It sent unusually long headers with the request, perhaps many cookies. "
+            "Please clear the cookies of this site, or try another browser.",
+        )
+
+    async def unknown_host(request: Request) -> Response:
+        return pages.message(
+            400,
+            "This site is not at that address",
+            f"Please use the address in our emails: {settings.site.base}/",
+        )
+
+    async def database_error(request: Request, exc: Exception) -> Response:
+        if not database_unavailable(exc):
+            return await server_error(request, exc)
+        # The driver's message only: SQLAlchemy's own adds the statement and its
+        # parameters, which hold the signer's address.
+        reason = exc.orig if isinstance(exc, DBAPIError) else exc
+        log.warning(
+            "Database busy or unreachable on %s %s: %s", request.method, request.url.path, reason
+        )
+        response = pages.message(
+            503,
+            "We are busy for a moment",
+            "Nothing was changed. Please try again in a minute: go back and press the "
+            "button again, or reload this page.",
+        )
+        response.headers["retry-after"] = str(RETRY_BUSY_S)
+        return response
+
     async def server_error(request: Request, exc: Exception) -> Response:
         # Logged with its traceback for the admin; the person sees no details at all.
         log.error("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -114,17 +165,58 @@ def create_app(
         response.headers.update(SECURITY_HEADERS)  # this handler sits outside the middleware
         return response
 
-    return Starlette(
+    web = settings.web
+    app = Starlette(
         routes=[
             *pages.routes(),
             Mount("/static", StaticFiles(directory=folder / "static"), name="static"),
         ],
         middleware=[
             Middleware(SecurityHeaders),
-            Middleware(BodyLimit, too_large=too_large),
+            Middleware(HeaderLimit, too_large=headers_too_large),
+            Middleware(TrustedProxies, networks=web.trusted_networks),
+            Middleware(TrustedHost, base_url=settings.site.base, refuse=unknown_host),
+            Middleware(
+                BodyLimit, too_large=too_large, too_slow=too_slow, timeout_s=web.body_timeout_s
+            ),
         ],
-        exception_handlers={HTTPException: http_error, Exception: server_error},
+        exception_handlers={
+            HTTPException: http_error,
+            DatabaseBusy: database_error,
+            DBAPIError: database_error,
+            PoolTimeout: database_error,
+            Exception: server_error,
+        },
     )
+    redirect_slashes_to(app.router, settings.site.base)
+    app.state.web = web  # for web_server
+    return app
+
+
+def database_unavailable(exc: Exception) -> bool:
+    """Whether a database error means "busy or out of reach for now, try again" rather
+    than a mistake of ours: SQLite's write lock held past our wait; on PostgreSQL a lost or
+    refused connection, a lock wait past lock_timeout, a serialization failure or deadlock,
+    too many connections, a server shutting down; a full connection pool."""
+    if isinstance(exc, DatabaseBusy | PoolTimeout):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    error = exc.orig
+    sqlite_name = getattr(error, "sqlite_errorname", None)
+    if isinstance(sqlite_name, str):
+        return sqlite_name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+    sqlstate = getattr(error, "sqlstate", "")
+    if sqlstate is None:  # psycopg: no answer from the server at all
+        return isinstance(exc, OperationalError)
+    return isinstance(sqlstate, str) and (sqlstate[:2] in _UNAVAILABLE or sqlstate == "55P03")
+
+
+#: PostgreSQL error classes that say "not now": connection exception, transaction rollback
+#: (serialization failure, deadlock), insufficient resources, operator intervention.
+_UNAVAILABLE = frozenset({"08", "40", "53", "57"})
 
 
 class QuietServer(uvicorn.Server):
@@ -143,22 +235,21 @@ def web_server(
 ) -> uvicorn.Server:
     """A uvicorn server for the app; `await server.serve()` runs it in the current loop,
     beside the scheduler, and `server.should_exit = True` stops it, giving requests under
-    way `grace_s` to finish."""
+    way `grace_s` to finish. The limits come from the app's [web] settings
+    (docs/web.md#limits-of-the-connection)."""
+    web: WebSettings = getattr(app.state, "web", WebSettings())
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         lifespan="off",
         server_header=False,
-        # X-Forwarded-For is believed only from these (uvicorn's FORWARDED_ALLOW_IPS, by
-        # default 127.0.0.1): a proxy on the same machine passes the real client address,
-        # which the per-IP signup limit and the consent record need.
-        proxy_headers=True,
+        # The app decides whom to believe (edge.TrustedProxies, from [web]
+        # trusted_proxies); uvicorn's own would believe anything from 127.0.0.1.
+        proxy_headers=False,
+        http=bounded_httptools(MAX_HEADER_BYTES, web.header_timeout_s),
+        ws="none",
         log_config=None,
         timeout_graceful_shutdown=math.ceil(grace_s),
     )
     return QuietServer(config)
-
-
-async def serve_web(app: Starlette, host: str = "127.0.0.1", port: int = 8000) -> None:
-    await web_server(app, host, port).serve()

@@ -22,6 +22,12 @@ MAX_NAME_LENGTH = 100
 #: Longer values are cut before they are even looked at, so errors echo no megabytes back.
 MAX_FIELD_LENGTH = 1000
 _FORM_NAME = re.compile(r"[a-z0-9-]{1,40}")
+#: RFC 5321: the part of an address before the @ holds at most 64 octets.
+MAX_LOCAL_PART_LENGTH = 64
+#: Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: no
+#: keyboard types them into a name field, and in a header a line break starts a new one.
+#: A tab (pasted from a spreadsheet, say) is only a space.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,26 +78,34 @@ def parse_timezone(raw: str) -> str | None:
 
 
 def parse_signup(form: Mapping[str, str]) -> SignupRequest | Invalid | Trapped:
-    values = {name: form.get(name, "")[:MAX_FIELD_LENGTH] for name in ("email", "first_name")}
+    typed = {name: form.get(name, "")[:MAX_FIELD_LENGTH] for name in ("email", "first_name")}
     if form.get(HONEYPOT, "").strip():
         return Trapped()
     errors: dict[str, str] = {}
     email = ""
     try:
-        email = _email(values["email"])
+        email = _email(typed["email"])
     except ValueError as exc:
         errors["email"] = str(exc)
-    if len(values["first_name"].strip()) > MAX_NAME_LENGTH:
+    name = typed["first_name"].strip()
+    if _CONTROL.search(name):
+        errors["first_name"] = (
+            "Your name had a line break or an invisible control character in it. We have "
+            "taken it out below: please check your name and send the form again."
+        )
+    elif len(name) > MAX_NAME_LENGTH:
         errors["first_name"] = (
             f"Please shorten your name to {MAX_NAME_LENGTH} characters or fewer "
-            f"(it has {len(values['first_name'].strip())})."
+            f"(it has {len(name)})."
         )
     if errors:
+        # Shown again in the form; control characters have no place in a page.
+        values = {field: _CONTROL.sub(" ", value) for field, value in typed.items()}
         return Invalid(errors, values)
     form_name = form.get("form", "").strip()
     return SignupRequest(
         email=email,
-        first_name=clean_name(values["first_name"]),
+        first_name=clean_name(name),
         # The browser fills this in; a value we do not know is not the person's fault, so
         # it silently falls back to the default rather than failing the form.
         timezone=parse_timezone(form.get("timezone", "")[:MAX_FIELD_LENGTH]),
@@ -111,9 +125,20 @@ def _email(raw: str) -> str:
         )
     if "@" not in text:
         raise ValueError("An email address needs an @ sign, as in name@example.com.")
+    local_part = text.rpartition("@")[0]
+    if len(local_part.encode()) > MAX_LOCAL_PART_LENGTH:
+        raise ValueError(
+            f"The part before the @ is longer than {MAX_LOCAL_PART_LENGTH} characters, more "
+            "than an email address can have. Please check it."
+        )
     try:
         return normalize_address(text)
     except AddressInvalid:
+        if not local_part.isascii():
+            raise ValueError(
+                "We cannot yet send email to an address with accents or other scripts before "
+                "the @ (such as é or 用). Please use another address if you have one."
+            ) from None
         raise ValueError(
             "This does not look like an email address that can receive mail. Please check "
             "it for typing mistakes; it should look like name@example.com."

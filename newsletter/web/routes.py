@@ -8,13 +8,14 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -45,6 +46,17 @@ class Course:
 
 #: Seconds a web process keeps the course it signs people up for before reading it again.
 COURSE_CACHE_S = 5.0
+#: Retry-After, in seconds, on a 429 (the signup limit counts the last hour), on "signups
+#: are closed" (nobody knows when a course opens: look again in an hour) and on "busy".
+RETRY_LIMIT_S = int(signup.SIGNUP_WINDOW.total_seconds())
+RETRY_CLOSED_S = 3600
+RETRY_BUSY_S = 10
+
+_LOCK_TIMEOUT = text("SELECT set_config('lock_timeout', :ms, true)")
+
+
+class DatabaseBusy(Exception):
+    """The database's write lock did not come within [web] database_wait_s."""
 
 
 class Pages:
@@ -72,8 +84,8 @@ class Pages:
         # SQLite takes one writer at a time: this process's writes queue here, in order,
         # and only the one at the front asks SQLite for the lock (take_write_lock), rather
         # than all of them racing for it. PostgreSQL runs them side by side.
-        dialect = sessions.kw["bind"].dialect.name
-        self._write_turn = asyncio.Lock() if dialect == "sqlite" else None
+        self.dialect = sessions.kw["bind"].dialect.name
+        self._write_turn = asyncio.Lock() if self.dialect == "sqlite" else None
         self.clock = clock
         self.links = links
         self.secret = secret
@@ -129,15 +141,42 @@ class Pages:
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncSession]:
         """A write transaction, taking this process's turn first on SQLite, then the write
-        lock as soon as another process lets go of it."""
-        async with self._write_turn or nullcontext(), self.writes() as session:
-            await take_write_lock(session)
+        lock as soon as another process lets go of it. Both together wait at most
+        [web] database_wait_s; then DatabaseBusy or the database's own error (a 503 page,
+        app.database_error) and nothing is written. On PostgreSQL the same wait bounds
+        every lock the transaction waits for."""
+        wait_s = self.settings.web.database_wait_s
+        deadline = time.monotonic() + wait_s
+        async with self._turn(wait_s), self.writes() as session:
+            await take_write_lock(session, timeout_s=max(0.0, deadline - time.monotonic()))
             try:
+                if self.dialect == "postgresql":
+                    await session.execute(_LOCK_TIMEOUT, {"ms": str(int(wait_s * 1000))})
                 yield session
             except BaseException:
                 await session.rollback()
                 raise
             await session.commit()
+
+    @asynccontextmanager
+    async def _turn(self, wait_s: float) -> AsyncIterator[None]:
+        """This process's turn to write on SQLite, within `wait_s`."""
+        turn = self._write_turn
+        if turn is None:
+            yield
+            return
+        if turn.locked():
+            try:
+                async with asyncio.timeout(wait_s):
+                    await turn.acquire()
+            except TimeoutError:
+                raise DatabaseBusy(f"no turn to write within {wait_s:g} s") from None
+        else:
+            await turn.acquire()
+        try:
+            yield
+        finally:
+            turn.release()
 
     async def course(self, session: AsyncSession) -> Course | None:
         """The course this site signs people up for. Kept for COURSE_CACHE_S: it changes
@@ -173,11 +212,13 @@ class Pages:
         notice: str = "",
     ) -> HTMLResponse:
         if course is None:
-            return self.message(
+            closed = self.message(
                 503,
                 "Signups are closed for now",
                 "There is no course open for signups at the moment. Please come back later.",
             )
+            closed.headers["retry-after"] = str(RETRY_CLOSED_S)
+            return closed
         return self.render(
             "signup.html",
             status,
@@ -214,7 +255,7 @@ class Pages:
             if not await signup.take_signup_slot(
                 session, client, now, limits.signups_per_ip_per_hour
             ):
-                return self.signup_form(
+                limited = self.signup_form(
                     course,
                     429,
                     values={"email": parsed.email, "first_name": parsed.first_name},
@@ -224,6 +265,8 @@ class Pages:
                         "have paused signups from it for a while. Please try again in an hour."
                     ),
                 )
+                limited.headers["retry-after"] = str(RETRY_LIMIT_S)
+                return limited
             outcome = await signup.subscribe(
                 session,
                 parsed,
@@ -232,12 +275,24 @@ class Pages:
                 sender_domain=self.settings.sender.domain,
                 now=now,
                 confirmation_interval=timedelta(seconds=limits.confirmation_interval_s),
+                confirmations_per_day=limits.confirmations_per_address_per_day,
             )
         log.info("Signup: %s.", outcome, extra={"action": "signup", "outcome": str(outcome)})
         return see_check_your_email()
 
     async def check_your_email(self, request: Request) -> Response:
-        return self.render("check_email.html")
+        return self.render("check_email.html", how_often=self.how_often)
+
+    @property
+    def how_often(self) -> str:
+        """How many confirmation emails one address may get, in words."""
+        limits = self.settings.signup
+        per_day = f"{limits.confirmations_per_address_per_day} a day"
+        minutes = round(limits.confirmation_interval_s / 60)
+        if minutes < 1:
+            return f"at most {per_day} to one address"
+        every = "every minute" if minutes == 1 else f"every {minutes} minutes"
+        return f"at most one confirmation email {every}, and {per_day}"
 
     # --- confirming ----------------------------------------------------------------------
 

@@ -1,9 +1,12 @@
-"""CSRF tokens for the site's own forms, security headers, and the request size limit."""
+"""CSRF tokens for the site's own forms, security headers, and the request size and time
+limits."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Literal
 
 from itsdangerous import BadSignature, Signer
 from starlette.datastructures import MutableHeaders
@@ -16,6 +19,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 CSRF_MAX_AGE = timedelta(hours=12)
 #: Forms here are a few short fields; anything bigger is not a person typing.
 MAX_BODY_BYTES = 16 * 1024
+#: A browser's request line and headers take 1 or 2 KiB (we set no cookies, though a site
+#: on the same domain may); nginx's default buffers take 8 KiB a line.
+MAX_HEADER_BYTES = 16 * 1024
+#: Defaults of the [web] timeouts in config.toml.
+BODY_TIMEOUT_S = 10.0
 
 #: No inline script or style anywhere: the one script (the time zone) is a file of ours.
 CONTENT_SECURITY_POLICY = (
@@ -81,19 +89,50 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-class BodyLimit:
-    """Reads at most `limit` bytes of a request body before the app sees it; more gets the
-    `too_large` response (a friendly 413 page) instead of a parser's error."""
+class HeaderLimit:
+    """Answers `too_large` (a friendly 431 page) to a request whose headers add up to more
+    than `limit` bytes. The server's parser refuses a longer header block while it is still
+    arriving; one that arrives whole in a single read would pass it."""
 
     def __init__(
         self,
         app: ASGIApp,
         too_large: Callable[[Request], Awaitable[Response]],
-        limit: int = MAX_BODY_BYTES,
+        limit: int = MAX_HEADER_BYTES,
     ) -> None:
         self.app = app
         self.too_large = too_large
         self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
+            size += sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+            if size > self.limit:
+                await _refuse(self.too_large, scope, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Reads at most `limit` bytes of a request body, within `timeout_s`, before the app
+    sees it; more gets the `too_large` response (a friendly 413 page) instead of a parser's
+    error, and a body still arriving after `timeout_s` gets `too_slow` (a 408 page), so a
+    client trickling its body cannot hold a connection and its task for ever."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        too_large: Callable[[Request], Awaitable[Response]],
+        too_slow: Callable[[Request], Awaitable[Response]],
+        limit: int = MAX_BODY_BYTES,
+        timeout_s: float = BODY_TIMEOUT_S,
+    ) -> None:
+        self.app = app
+        self.too_large = too_large
+        self.too_slow = too_slow
+        self.limit = limit
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,22 +140,19 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.limit:
-            await self._refuse(scope, send)
+            await _refuse(self.too_large, scope, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body = message.get("body", b"")
-            size += len(body)
-            if size > self.limit:
-                await self._refuse(scope, send)
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                chunks = await self._read(receive)
+        except TimeoutError:
+            await _refuse(self.too_slow, scope, send)
+            return
+        if chunks == "disconnected":
+            return
+        if chunks == "too large":
+            await _refuse(self.too_large, scope, send)
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -128,14 +164,32 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        async def no_body() -> Message:
-            return {"type": "http.request", "body": b"", "more_body": False}
+    async def _read(self, receive: Receive) -> list[bytes] | Literal["disconnected", "too large"]:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return "disconnected"
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.limit:
+                return "too large"
+            chunks.append(body)
+            if not message.get("more_body", False):
+                return chunks
 
-        response = await self.too_large(Request(scope, no_body))
-        # The client may still be sending: tell it this connection is done with.
-        response.headers["connection"] = "close"
-        await response(scope, no_body, send)
+
+async def _refuse(
+    respond: Callable[[Request], Awaitable[Response]], scope: Scope, send: Send
+) -> None:
+    async def no_body() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    response = await respond(Request(scope, no_body))
+    # The client may still be sending: tell it this connection is done with.
+    response.headers["connection"] = "close"
+    await response(scope, no_body, send)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -114,8 +114,32 @@ def test_unknown_section_lists_the_known_sections(tmp_path: Path) -> None:
 
     assert config_error(path) == (
         f"{path}:1: smpt: unknown key (expected one of: database, paths, schedule, "
-        "secret_key, sender, sending, signup, site, smtp)"
+        "secret_key, sender, sending, signup, site, smtp, web)"
     )
+
+
+def test_trusted_proxies_are_addresses_or_networks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(tmp_path, '[web]\ntrusted_proxies = ["127.0.0.1", "::1", "10.0.0.0/8"]\n')
+    assert [str(net) for net in load_settings(path).web.trusted_networks] == [
+        "127.0.0.1/32",
+        "::1/128",
+        "10.0.0.0/8",
+    ]
+    assert load_settings(SHIPPED_CONFIG).web.trusted_proxies == ()  # none by default
+
+    monkeypatch.setenv("NEWSLETTER_WEB__TRUSTED_PROXIES", '["192.0.2.0/24"]')
+    assert load_settings(path).web.trusted_proxies == ("192.0.2.0/24",)
+
+
+@pytest.mark.parametrize("entry", ["localhost", "10.0.0.1/8", "garbage", "*"])
+def test_a_trusted_proxy_that_is_not_an_address_names_its_line(tmp_path: Path, entry: str) -> None:
+    path = write_config(tmp_path, f'[web]\nheader_timeout_s = 5\ntrusted_proxies = ["{entry}"]\n')
+
+    message = config_error(path)
+    assert message.startswith(f"{path}:3: web.trusted_proxies: ")
+    assert f"{entry!r} is not an IP address or network" in message
 
 
 def test_wrong_type_names_the_key_and_its_line(tmp_path: Path) -> None:

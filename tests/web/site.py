@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import unescape
@@ -21,7 +22,7 @@ from newsletter.config import Settings
 from newsletter.db.models import Delivery, DeliveryKind, Subscriber
 from newsletter.db.session import prompt_writes
 from newsletter.tokens import LinkMaker, Tokens
-from newsletter.web.app import create_app
+from newsletter.web.app import create_app, web_server
 from tests.conftest import REPO
 from tests.integration.harness import Stack, settings_for, shipped_course
 from tests.smtpd import SmtpServer
@@ -138,3 +139,21 @@ def with_site(
             await close_site(site)
 
     return asyncio.run(main())
+
+
+@asynccontextmanager
+async def real_server(app: Starlette) -> AsyncIterator[int]:
+    """The app behind uvicorn as `newsletter web` runs it (web_server), on a free port of
+    127.0.0.1: yields the port. The socket listens before the server starts, so a first
+    connection waits in the backlog instead of being refused."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    server = web_server(app)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()

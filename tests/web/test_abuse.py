@@ -11,11 +11,17 @@ from sqlalchemy import func, select
 
 from newsletter.db.models import Subscriber, SubscriberStatus
 from newsletter.db.session import create_engine, make_sessionmaker
-from newsletter.signup import CONFIRMATION_INTERVAL, SIGNUP_WINDOW, SIGNUPS_PER_CLIENT
+from newsletter.signup import (
+    CONFIRMATION_DAY,
+    CONFIRMATION_INTERVAL,
+    CONFIRMATIONS_PER_DAY,
+    SIGNUP_WINDOW,
+    SIGNUPS_PER_CLIENT,
+)
 from newsletter.tokens import Purpose
 from newsletter.web.app import create_app
 from newsletter.web.forms import HONEYPOT
-from newsletter.web.security import MAX_BODY_BYTES
+from newsletter.web.security import MAX_BODY_BYTES, MAX_HEADER_BYTES
 from tests.web.site import Site, client_for, csrf_of, with_site
 
 
@@ -69,12 +75,58 @@ def test_an_address_gets_at_most_one_confirmation_email_per_window(settings, tmp
     with_site(settings, tmp_path, smtp_server, scenario)
 
 
+def test_an_address_gets_at_most_three_confirmation_emails_a_day_from_any_number_of_clients(
+    settings, tmp_path, smtp_server
+):
+    async def scenario(site: Site) -> None:
+        first = site.stack.clock.now()
+        answers = set()
+        for n in range(50):  # a new client every time, each after the interval
+            client = site.client_from(f"198.51.100.{n}")
+            answer = await site.signup("ana@example.com", client=client)
+            answers.add((answer.status_code, answer.headers["location"]))
+            await client.aclose()
+            site.stack.clock.advance(CONFIRMATION_INTERVAL)
+        assert answers == {(303, "/check-your-email")}  # the same answer every time
+        page = await site.client.get("/check-your-email")
+        assert "at most one confirmation email every 10 minutes, and 3 a day" in page.text
+        assert await site.confirmations("ana@example.com") == CONFIRMATIONS_PER_DAY
+        await site.stack.run()
+        assert len(site.stack.received("ana@example.com")) == CONFIRMATIONS_PER_DAY
+
+        # A day after the first, a fourth may go.
+        site.stack.clock.set(first + CONFIRMATION_DAY + timedelta(seconds=1))
+        await site.signup("ana@example.com")
+        assert await site.confirmations("ana@example.com") == CONFIRMATIONS_PER_DAY + 1
+
+    with_site(settings, tmp_path, smtp_server, scenario)
+
+
+def test_the_daily_cap_comes_from_the_configuration(settings, tmp_path, smtp_server):
+    limits = settings.signup.model_copy(
+        update={"confirmations_per_address_per_day": 1, "confirmation_interval_s": 0}
+    )
+    configured = settings.model_copy(update={"signup": limits})
+
+    async def scenario(site: Site) -> None:
+        for n in range(3):
+            client = site.client_from(f"198.51.100.{n}")
+            assert (await site.signup("ana@example.com", client=client)).status_code == 303
+            await client.aclose()
+        assert await site.confirmations("ana@example.com") == 1
+        page = await site.client.get("/check-your-email")
+        assert "we send at most 1 a day to one address." in page.text
+
+    with_site(configured, tmp_path, smtp_server, scenario)
+
+
 def test_one_network_may_sign_up_only_so_many_addresses_an_hour(settings, tmp_path, smtp_server):
     async def scenario(site: Site) -> None:
         for n in range(SIGNUPS_PER_CLIENT):
             assert (await site.signup(f"victim{n}@example.com")).status_code == 303
         refused = await site.signup("one-more@example.com", first_name="Ana")
         assert refused.status_code == 429
+        assert refused.headers["retry-after"] == str(int(SIGNUP_WINDOW.total_seconds()))
         assert "try again in an hour" in refused.text
         assert 'value="one-more@example.com"' in refused.text  # what they typed is kept
         assert await site.subscriber("one-more@example.com") is None
@@ -130,14 +182,23 @@ def test_a_bad_signup_gets_a_400_that_says_what_to_fix_and_keeps_what_was_typed(
     with_site(settings, tmp_path, smtp_server, scenario)
 
 
-def test_names_lose_their_control_characters_and_addresses_are_normalised(
+def test_a_name_with_control_characters_gets_a_400_at_its_field_and_nothing_is_stored(
     settings, tmp_path, smtp_server
 ):
     async def scenario(site: Site) -> None:
-        await site.signup("  Ana@BÜCHER.example ", first_name="Ana\r\nBcc: x@evil\x00")
+        refused = await site.signup("ana@example.com", first_name="Ana\r\nBcc: x@evil\x00")
+        assert refused.status_code == 400
+        assert 'id="first_name-error"' in refused.text
+        assert "line break or an invisible control character" in refused.text
+        assert 'value="Ana  Bcc: x@evil "' in refused.text  # kept, less the characters
+        assert "\x00" not in refused.text
+        assert "\r" not in refused.text
+        assert await site.subscriber("ana@example.com") is None
+
+        await site.signup("  Ana@BÜCHER.example ", first_name="  Ana\tMaria ")
         ana = await site.subscriber("ana@xn--bcher-kva.example")
         assert ana is not None
-        assert ana.first_name == "Ana Bcc: x@evil"
+        assert ana.first_name == "Ana Maria"
 
     with_site(settings, tmp_path, smtp_server, scenario)
 
@@ -206,6 +267,18 @@ def test_forms_without_a_valid_csrf_token_get_403_and_change_nothing(
         forged = await site.client.post(preferences, data={"action": "delete"})
         assert forged.status_code == 403
         assert await site.subscriber("ana@example.com") is not None
+
+    with_site(settings, tmp_path, smtp_server, scenario)
+
+
+def test_headers_over_the_limit_get_a_431_page(settings, tmp_path, smtp_server):
+    async def scenario(site: Site) -> None:
+        answer = await site.client.get("/", headers={"cookie": "x" * MAX_HEADER_BYTES})
+        assert answer.status_code == 431
+        assert "clear the cookies of this site" in answer.text
+        assert answer.headers["connection"] == "close"
+        fits = await site.client.get("/", headers={"cookie": "x" * (MAX_HEADER_BYTES // 2)})
+        assert fits.status_code == 200
 
     with_site(settings, tmp_path, smtp_server, scenario)
 

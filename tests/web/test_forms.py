@@ -22,7 +22,7 @@ from newsletter.web.forms import (
     [
         ({"email": "Ana@Example.com"}, SignupRequest("ana@example.com")),
         (
-            {"email": " ana@example.com ", "first_name": "  Ana\tMaria\x07 ", "form": "snippet"},
+            {"email": " ana@example.com ", "first_name": "  Ana\tMaria \n", "form": "snippet"},
             SignupRequest("ana@example.com", "Ana Maria", form="snippet"),
         ),
         (
@@ -57,6 +57,10 @@ def test_good_signups_parse_to_a_request(form, expected):
         ({"email": "ana@example"}, "email", "does not look like"),
         ({"email": "x" * 300 + "@example.com"}, "email", "longer than 254"),
         ({"email": "ana@example.com", "first_name": "n" * 101}, "first_name", "100 characters"),
+        ({"email": "a" * 65 + "@example.com"}, "email", "before the @ is longer than 64"),
+        ({"email": "josé@example.org"}, "email", "accents or other scripts"),
+        ({"email": "用户@例子.广告"}, "email", "accents or other scripts"),
+        ({"email": "ana@example.com", "first_name": "Ana\r\nBcc: x@evil"}, "first_name", "line"),
     ],
 )
 def test_bad_signups_say_what_to_fix_and_keep_what_was_typed(form, field, fragment):
@@ -64,6 +68,39 @@ def test_bad_signups_say_what_to_fix_and_keep_what_was_typed(form, field, fragme
     assert isinstance(result, Invalid)
     assert fragment in result.errors[field]
     assert result.values["email"] == form.get("email", "")[:1000]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Ana\r\nBcc: x@evil.test",
+        "Ana\nMaria",
+        "Ana\x00",
+        "Ana\x07Maria",
+        "Ana\x1bMaria",
+        "Ana\x7f",
+        "Ana\x85Maria",  # NEL, a C1 line break
+        "Ana\x9bMaria",
+        "Ana\u2028Maria",
+    ],
+)
+def test_a_name_with_a_line_break_or_control_character_is_refused_at_its_field(name):
+    result = parse_signup({"email": "ana@example.com", "first_name": name})
+    assert isinstance(result, Invalid)
+    assert list(result.errors) == ["first_name"]
+    assert "taken it out below" in result.errors["first_name"]
+    # Shown again without the character, which has no place in a page either.
+    shown = result.values["first_name"]
+    assert shown.replace(" ", "") == "".join(c for c in name if c.isprintable()).replace(" ", "")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Zoë", "“Ana” O\u2019Brien", "José-María", "Ana 🌷", "王秀英", "سارة", "נועה", "Łukasz Żółć"],
+)
+def test_names_in_any_script_are_kept_as_typed(name):
+    result = parse_signup({"email": "ana@example.com", "first_name": f" {name} "})
+    assert result == SignupRequest("ana@example.com", name)
 
 
 def test_the_honeypot_wins_over_everything():

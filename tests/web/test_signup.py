@@ -136,7 +136,10 @@ def test_the_signup_page_says_so_when_no_course_is_open(settings, tmp_path, smtp
     async def scenario(site: Site) -> None:
         page = await site.client.get("/")
         assert page.status_code == 503
+        assert page.headers["retry-after"] == "3600"
         assert "closed" in page.text
-        assert (await site.signup("ana@example.com")).status_code == 503
+        refused = await site.signup("ana@example.com")
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "3600"
 
     with_site(settings, tmp_path, smtp_server, scenario, sequence_slug="no-such-course")
