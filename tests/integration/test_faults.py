@@ -23,7 +23,7 @@ from newsletter.config import Settings
 from newsletter.db import queries
 from newsletter.db.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
 from newsletter.db.session import create_engine, make_sessionmaker
-from newsletter.subscribers import forget, unsubscribe
+from newsletter.subscribers import NewSubscriber, add_subscriber, forget, unsubscribe
 from tests.conftest import REPO
 from tests.integration.harness import Stack, settings_for, shipped_course
 from tests.smtpd import Received, SmtpServer
@@ -419,3 +419,43 @@ def test_nobody_gets_mail_once_their_leaving_has_committed(
     asyncio.run(scenario())
     assert len(left) == 1
     assert recipients(smtp_server) == Counter({email: 1 for email in emails if email not in left})
+
+
+# --- a signup flood ----------------------------------------------------------------------
+
+
+def test_a_flood_of_confirmations_slows_lessons_down_but_never_stops_them(
+    settings, tmp_path, smtp_server
+):
+    config = config_for(settings, tmp_path, connections=1, batch_size=8)
+
+    async def scenario() -> None:
+        stack = await Stack.start(config, smtp_server, START)
+        try:
+            sequence = await stack.queue(shipped_course(REPO))
+            for n in range(20):
+                await stack.subscribe(f"reader{n}@example.com", sequence_id=sequence)
+            await stack.worker.plan_once(stack.clock.now())
+            async with stack.sessions.begin() as session:
+                for n in range(50):
+                    new, _ = await add_subscriber(
+                        session,
+                        NewSubscriber.parse(f"signup{n}@example.com"),
+                        status=SubscriberStatus.PENDING,
+                        consent={"form": "test"},
+                        now=stack.clock.now(),
+                    )
+                    await queries.queue_confirmation(
+                        session, new.id, sequence, f"<c{n}@example.org>", stack.clock.now()
+                    )
+            await stack.worker.dispatch_once(stack.clock.now())
+        finally:
+            await stack.close()
+
+    asyncio.run(scenario())
+    order = [rcpts[0] for _, rcpts, _ in smtp_server.messages]
+    assert len(order) == 70
+    # Confirmations first, but each claim of 8 keeps two places for lessons while any wait.
+    first_claims = order[:16]
+    assert sum(email.startswith("signup") for email in first_claims) == 12
+    assert sum(email.startswith("reader") for email in first_claims) == 4
