@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,6 +21,17 @@ class Link:
     url: str
     text: str
     line: int  #: 1-based line of the block holding the link, within the Markdown source
+
+
+def display_width(text: str) -> int:
+    """Columns the text takes in a fixed-width font: two for wide East Asian characters,
+    none for combining marks, so an underline matches a Japanese or accented heading."""
+    if text.isascii():
+        return len(text)
+    return sum(
+        0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1
+        for char in text
+    )
 
 
 def to_html(source: str) -> str:
@@ -88,7 +100,7 @@ def _text_blocks(tokens: list[Token]) -> Iterator[tuple[str, bool]]:
                 text = _inline_text(token.children or [])
                 opener = tokens[index - 1]
                 if opener.type == "heading_open":
-                    text = f"{text}\n{'-' * min(len(text), 60)}"
+                    text = f"{text}\n{'-' * min(display_width(text), 60)}"
                 indent = "".join(prefixes)
                 if pending_marker:
                     # The marker stands in for the item's indentation on its first line.
