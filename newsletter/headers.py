@@ -30,8 +30,7 @@ _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
 # strictest of its rules, so the same words serve Subject, display names and List-Id.
 _Q_KEEP = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _Q = tuple(
-    chr(byte) if byte in _Q_KEEP else "_" if byte == 0x20 else f"={byte:02X}"
-    for byte in range(256)
+    chr(byte) if byte in _Q_KEEP else "_" if byte == 0x20 else f"={byte:02X}" for byte in range(256)
 )
 
 

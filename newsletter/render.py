@@ -38,8 +38,8 @@ PERSONAL_FIELDS = ("first_name", "email", "unsubscribe_url", "preferences_url", 
 FIRST_NAME_FALLBACK = "there"
 #: Lesson bodies may use these names and no others (README, "Writing a course").
 LESSON_BODY_NAMES = frozenset(
-    ("first_name", "email", "unsubscribe_url", "preferences_url")
-    + ("course_title", "lesson_number", "lesson_count")
+    {"first_name", "email", "unsubscribe_url", "preferences_url"}
+    | {"course_title", "lesson_number", "lesson_count"}
 )
 #: Longest display name kept, in characters; it also bounds the To header's length.
 NAME_MAX_CHARS = 100

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from newsletter.cli.app import Fail, app, course_app, err, out, settings
 from newsletter.config import Settings, load_secret_key
@@ -17,7 +18,7 @@ from newsletter.content.check import check_course
 from newsletter.content.course import Course, load_course
 from newsletter.content.lessons import format_duration
 from newsletter.content.split import split_article
-from newsletter.errors import NewsletterError
+from newsletter.errors import NewsletterError, Problem, errors_among
 from newsletter.render import (
     ConfirmationEmail,
     LessonEmail,
@@ -48,19 +49,41 @@ def resolve_course_path(reference: str, settings: Settings) -> Path:
 @course_app.command("check")
 def course_check(
     course_dir: Annotated[Path, typer.Argument(help="The course folder, e.g. lessons/my-course")],
+    strict: Annotated[
+        bool, typer.Option(help="Fail on warnings (such as http:// links) too")
+    ] = False,
 ) -> None:
-    """Validate a course before it can be queued; errors name file and line."""
+    """Validate a course before it can be queued; problems name file and line."""
     config = settings()
     course, problems = check_course(
         course_dir, make_environment(config.templates_dir), config.sender
     )
-    for problem in problems:
-        err.print(str(problem), markup=False, highlight=False)
-    if problems or course is None:
-        err.print(f"[red]{len(problems)} problem(s)[/] in {course_dir}")
+    print_problems(problems)
+    errors = errors_among(problems)
+    if course is None or errors or (strict and problems):
+        counted = _count(problems)
+        err.print(Text.assemble((counted, "red"), f" in {course_dir}"), soft_wrap=True)
         raise Fail
     out.print(_lessons_table(course))
-    out.print(f"[green]OK[/]: {course_dir} ({len(course.lessons)} lessons)")
+    warnings = f", {_count(problems)}" if problems else ""
+    out.print(
+        Text.assemble(("OK", "green"), f": {course_dir} ({len(course.lessons)} lessons{warnings})"),
+        soft_wrap=True,
+    )
+
+
+def print_problems(problems: list[Problem]) -> None:
+    """One `file:line: message` line each, never wrapped, so editors can jump to it."""
+    for problem in problems:
+        err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+
+
+def _count(problems: list[Problem]) -> str:
+    errors = len(errors_among(problems))
+    warnings = len(problems) - errors
+    parts = [f"{errors} error{'s' * (errors != 1)}"] if errors else []
+    parts += [f"{warnings} warning{'s' * (warnings != 1)}"] if warnings else []
+    return ", ".join(parts)
 
 
 @course_app.command("split")
@@ -154,10 +177,16 @@ def preview(
 
 
 def _lessons_table(course: Course) -> Table:
-    table = Table("#", "file", "subject", "after", "at", title=course.title)
+    # Titles, subjects and file names come from the writer's files: Text keeps a "[b]"
+    # in them literal instead of reading it as rich markup.
+    table = Table("#", "file", "subject", "after", "at", title=Text(course.title))
     for number, lesson in enumerate(course.lessons, start=1):
         at = lesson.send_at.strftime("%H:%M") if lesson.send_at else "window"
         table.add_row(
-            str(number), lesson.path.name, lesson.subject, format_duration(lesson.delay), at
+            str(number),
+            Text(lesson.path.name),
+            Text(lesson.subject),
+            format_duration(lesson.delay),
+            at,
         )
     return table

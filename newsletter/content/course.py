@@ -127,7 +127,8 @@ def _read_manifest(path: Path) -> tuple[str, str]:
     for key in MANIFEST_KEYS:
         value = data.get(key)
         if not isinstance(value, str) or not value.strip():
-            problems.append(Problem(path, _line_of(text, key), f"'{key}' must be a non-empty string"))
+            message = f"'{key}' must be a non-empty string"
+            problems.append(Problem(path, _line_of(text, key), message))
         # The title goes into headers (List-Id, the confirmation's preheader) and must be
         # one line; the description is body text, where line breaks are only spacing.
         elif found := control_character(value, line_breaks=key == "description"):

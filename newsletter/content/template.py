@@ -18,7 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from newsletter.errors import ContentError, Problem
 
-_TAGS = {
+_TAGS: dict[type[nodes.Node], str] = {
     nodes.For: "for",
     nodes.If: "if",
     nodes.Macro: "macro",
@@ -84,8 +84,9 @@ def _refusals(tree: nodes.Template, names: frozenset[str]) -> Iterator[tuple[int
                 yield item.lineno, f"{{{{ }}}} may hold only a variable name; found {found}"
         else:
             tag = _TAGS.get(type(node), type(node).__name__.lower())
-            yield node.lineno, (
-                f"the {{% {tag} %}} tag is not allowed in a lesson; only {{{{ variable }}}} is"
+            yield (
+                node.lineno,
+                (f"the {{% {tag} %}} tag is not allowed in a lesson; only {{{{ variable }}}} is"),
             )
 
 

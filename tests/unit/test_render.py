@@ -97,7 +97,7 @@ def test_both_parts_are_utf8_and_carry_footer_disclaimer_and_sources(env, settin
         assert unsubscribe_url in body
         assert "/preferences/" in body
         assert "1 Example Street" in body
-        assert "http://www.ncbi.nlm.nih.gov/pubmed/22193841" in body
+        assert "https://www.ncbi.nlm.nih.gov/pubmed/22193841" in body
         assert "Hi Ana," in body
     assert f'href="{unsubscribe_url}"' in html
 
