@@ -18,7 +18,7 @@ from newsletter.content.check import check_course
 from newsletter.content.course import Course, load_course
 from newsletter.content.lessons import format_duration
 from newsletter.content.split import split_article
-from newsletter.errors import NewsletterError, Problem, errors_among
+from newsletter.errors import ContentError, NewsletterError, Problem, errors_among
 from newsletter.render import (
     ConfirmationEmail,
     LessonEmail,
@@ -129,6 +129,21 @@ def preview(
     ] = None,
 ) -> None:
     """Show exactly what will be sent: one lesson, or the whole course into a folder."""
+    try:
+        _preview(course_ref, lesson_ref, to, name, format, out_path)
+    except ContentError as exc:  # one file:line per problem, as `course check` prints them
+        print_problems(exc.problems)
+        raise Fail from None
+
+
+def _preview(
+    course_ref: str,
+    lesson_ref: str | None,
+    to: str,
+    name: str,
+    format: PreviewFormat,
+    out_path: Path | None,
+) -> None:
     config = settings()
     course = load_course(resolve_course_path(course_ref, config))
     env = make_environment(config.templates_dir)
