@@ -29,6 +29,7 @@ _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
 # RFC 2047 5(3): the only characters a Q-encoded word may keep inside a phrase. The
 # strictest of its rules, so the same words serve Subject, display names and List-Id.
 _Q_KEEP = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
+_Q_KEEP_BYTES = bytes(sorted(_Q_KEEP))
 _Q = tuple(
     chr(byte) if byte in _Q_KEEP else "_" if byte == 0x20 else f"={byte:02X}" for byte in range(256)
 )
@@ -142,7 +143,9 @@ def _encoded_words(text: str, first_max: int) -> list[str]:
 
 
 def _q_is_shorter(data: bytes) -> bool:
-    return sum(len(_Q[byte]) for byte in data) <= _base64_length(len(data))
+    # Kept bytes take one character, a space too ("_"), every other byte three ("=XX").
+    escaped = len(data.translate(None, _Q_KEEP_BYTES)) - data.count(b" ")
+    return len(data) + 2 * escaped <= _base64_length(len(data))
 
 
 def _base64_length(size: int) -> int:
@@ -151,5 +154,5 @@ def _base64_length(size: int) -> int:
 
 def _encoded_word(data: bytes, use_q: bool) -> str:
     if use_q:
-        return f"=?{_CHARSET}?q?{''.join(_Q[byte] for byte in data)}?="
+        return f"=?{_CHARSET}?q?{''.join(map(_Q.__getitem__, data))}?="
     return f"=?{_CHARSET}?b?{base64.b64encode(data).decode('ascii')}?="

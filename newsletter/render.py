@@ -9,6 +9,8 @@ so the hot path never touches the standard library's generic MIME serializer.
 from __future__ import annotations
 
 import binascii
+import functools
+import itertools
 import re
 import secrets
 import unicodedata
@@ -50,9 +52,11 @@ _MARKER = "XNLSLOT{}X"
 _MARKERS = {name: _MARKER.format(index) for index, name in enumerate(PERSONAL_FIELDS)}
 _MARKER_PATTERN = re.compile(_MARKER.format(r"(\d+)"))
 _ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-#: Characters that print nothing yet are neither controls nor format characters (Cf):
-#: the combining grapheme joiner, Hangul fillers, Khmer inherent vowels, blank Braille.
-_BLANKS = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0")
+# Control characters and the Unicode line and paragraph separators: spacing in a name.
+_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+#: Characters that print nothing yet are not format characters (Cf): the combining
+#: grapheme joiner, Hangul fillers, Khmer inherent vowels, the blank Braille pattern.
+_BLANKS = "\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0"
 _ZWJ = "\u200d"
 _EMOJI_MODIFIERS = frozenset("\ufe0f" + "".join(map(chr, range(0x1F3FB, 0x1F400))))
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
@@ -94,32 +98,38 @@ def clean_name(name: str) -> str:
     '' when nothing visible is left, for the caller's fallback ("there")."""
     if name.isascii():
         return " ".join(_ASCII_CONTROL.sub(" ", name).split())[:NAME_MAX_CHARS].rstrip()
-    kept = []
-    for index, char in enumerate(name):
-        category = unicodedata.category(char)
-        if category in ("Cc", "Zl", "Zp"):
-            kept.append(" ")
-        elif category in ("Cf", "Cs") or char in _BLANKS:
-            if char == _ZWJ and _joins_emoji(name, index):
-                kept.append(char)
-        else:
-            kept.append(char)
-    cleaned = " ".join("".join(kept).split())[:NAME_MAX_CHARS].rstrip(" " + _ZWJ)
+    text = _invisible().sub("", _BREAKS.sub(" ", name))
+    if _ZWJ in text:
+        text = re.sub(_ZWJ, lambda found: _emoji_joiner(found.string, found.start()), text)
+    cleaned = " ".join(text.split())[:NAME_MAX_CHARS].rstrip(" " + _ZWJ)
     visible = any(unicodedata.category(char)[0] in "LNPS" for char in cleaned)
     return cleaned if visible else ""
 
 
-def _joins_emoji(text: str, index: int) -> bool:
+@functools.cache
+def _invisible() -> re.Pattern[str]:
+    """Format characters (Cf) but the zero-width joiner, lone surrogates and blanks, from
+    the running Python's Unicode tables. Built on first use: the scan takes milliseconds,
+    which a command that renders no email should not pay."""
+    planes = itertools.chain(range(0x20000), range(0xE0000, 0xE1000))
+    format_chars = "".join(
+        chr(code) for code in planes if unicodedata.category(chr(code)) == "Cf"
+    ).replace(_ZWJ, "")
+    return re.compile(f"[{re.escape(format_chars + _BLANKS)}\ud800-\udfff]+")
+
+
+def _emoji_joiner(text: str, index: int) -> str:
     before = index - 1
     while before >= 0 and text[before] in _EMOJI_MODIFIERS:
         before -= 1
     after = text[index + 1 : index + 2]
-    return (
+    joins = (
         before >= 0
         and unicodedata.category(text[before]) == "So"
         and after != ""
         and unicodedata.category(after) == "So"
     )
+    return _ZWJ if joins else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,17 +217,14 @@ class _MessageLayout:
         )
 
 
-def _address_header(header: str, name: str, email: str) -> str:
+def _to_and_date(email: str, display_name: str, message_id: str, date: datetime) -> str:
+    """The personal headers but List-Unsubscribe; `display_name` is already clean_name()'d."""
     if not _PLAIN_ADDRESS.fullmatch(email):
         raise RenderError(f"cannot address a message to {email!r}: not a plain ASCII address")
-    return headers.mailbox(header, clean_name(name), email)
-
-
-def _to_and_date(recipient: Recipient, message_id: str, date: datetime) -> str:
     if date.tzinfo is None:
         raise RenderError("the Date header needs a timezone-aware datetime")
     return (
-        _address_header("To", recipient.first_name, recipient.email)
+        headers.mailbox("To", display_name, email)
         + f"Date: {format_datetime(date)}\r\nMessage-ID: {message_id}\r\n"
     )
 
@@ -290,10 +297,11 @@ class LessonEmail:
     def render(
         self, recipient: Recipient, links: PersonalLinks, *, message_id: str, date: datetime
     ) -> bytes:
-        personal = _to_and_date(recipient, message_id, date) + (
+        name = clean_name(recipient.first_name)
+        personal = _to_and_date(recipient.email, name, message_id, date) + (
             f"List-Unsubscribe: <{links.unsubscribe_url}>,\r\n <{links.unsubscribe_mailto}>\r\n"
         )
-        return self.layout.build(personal, self.values(recipient, links))
+        return self.layout.build(personal, self.values(recipient, links, name))
 
     def html(self, recipient: Recipient, links: PersonalLinks) -> str:
         return self.layout.html.fill(self.values(recipient, links))
@@ -302,9 +310,14 @@ class LessonEmail:
         return self.layout.text.fill(self.values(recipient, links))
 
     @staticmethod
-    def values(recipient: Recipient, links: PersonalLinks) -> dict[str, str]:
+    def values(
+        recipient: Recipient, links: PersonalLinks, name: str | None = None
+    ) -> dict[str, str]:
+        """The personal values; `name` is the recipient's clean_name(), if already known."""
+        if name is None:
+            name = clean_name(recipient.first_name)
         return {
-            "first_name": clean_name(recipient.first_name) or FIRST_NAME_FALLBACK,
+            "first_name": name or FIRST_NAME_FALLBACK,
             "email": recipient.email,
             "unsubscribe_url": links.unsubscribe_url,
             "preferences_url": links.preferences_url,
@@ -333,7 +346,7 @@ class ConfirmationEmail:
 
     def render(self, email: str, confirm_url: str, *, message_id: str, date: datetime) -> bytes:
         values = dict.fromkeys(PERSONAL_FIELDS, "") | {"email": email, "confirm_url": confirm_url}
-        return self.layout.build(_to_and_date(Recipient(email), message_id, date), values)
+        return self.layout.build(_to_and_date(email, "", message_id, date), values)
 
 
 def render_lesson_body(course: Course, lesson: Lesson) -> str:
