@@ -4,6 +4,7 @@ NewsletterError                 a problem stated in one line; the CLI prints it,
 ├── ConfigError                 config.toml or NEWSLETTER_* names a bad key or value
 ├── ContentError                lessons, a manifest or an article cannot be used;
 │                               carries every Problem found, each with file and line
+│                               (a Problem is an error or, for `course check`, a warning)
 └── RenderError                 a message cannot be built (e.g. an unusable address)
 """
 
