@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from newsletter.errors import ConfigError
+from newsletter.headers import control_character
 
 ENV_PREFIX = "NEWSLETTER_"
 ENV_NESTING = "__"
@@ -59,7 +60,8 @@ class DatabaseSettings(_Section):
 
 
 class SenderSettings(_Section):
-    name: str = Field(min_length=1)
+    #: The From name. At most 100 characters, which also bounds the From header's length.
+    name: str = Field(min_length=1, max_length=100)
     address: EmailStr
     #: From address of transactional mail (the opt-in confirmation); empty means `address`.
     transactional_address: EmailStr | Literal[""] = ""
@@ -67,6 +69,32 @@ class SenderSettings(_Section):
     unsubscribe_address: EmailStr
     #: Printed in every footer (CAN-SPAM); lines separated by newlines.
     postal_address: str = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _one_line_of_text(cls, value: str) -> str:
+        # It goes into every From header: a line break there would start a header of its own.
+        if found := control_character(value):
+            raise ValueError(f"contains a control character ({found}); it must be one line")
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return " ".join(value.split())
+
+    @field_validator("postal_address")
+    @classmethod
+    def _printable_lines(cls, value: str) -> str:
+        if found := control_character(value, line_breaks=True):
+            raise ValueError(f"contains a control character ({found})")
+        return value
+
+    @field_validator("address", "transactional_address", "unsubscribe_address")
+    @classmethod
+    def _ascii_address(cls, value: str) -> str:
+        # Headers carry addresses as they are; one that is not ASCII would need SMTPUTF8
+        # from every relay on the way, and List-Id and Message-ID take its domain.
+        if not value.isascii():
+            raise ValueError("must be an ASCII address (internationalised ones are not supported)")
+        return value
 
     @property
     def postal_lines(self) -> list[str]:

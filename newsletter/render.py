@@ -9,55 +9,68 @@ so the hot path never touches the standard library's generic MIME serializer.
 from __future__ import annotations
 
 import binascii
+import functools
+import itertools
 import re
 import secrets
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email.policy import SMTP
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
 import css_inline
-from jinja2 import (
-    Environment,
-    FileSystemLoader,
-    StrictUndefined,
-    TemplateSyntaxError,
-    meta,
-    nodes,
-    select_autoescape,
-)
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 from markupsafe import Markup, escape
 
+from newsletter import headers
 from newsletter.config import SenderSettings
 from newsletter.content import markdown
-from newsletter.content.course import Course
+from newsletter.content.course import Course, list_label
 from newsletter.content.lessons import Lesson
+from newsletter.content.template import compile_body
 from newsletter.errors import ContentError, Problem, RenderError
 
 #: Values that differ per recipient; templates and lesson bodies use them as plain {{ name }}.
 PERSONAL_FIELDS = ("first_name", "email", "unsubscribe_url", "preferences_url", "confirm_url")
 #: What {{ first_name }} says for a subscriber who gave no name.
 FIRST_NAME_FALLBACK = "there"
-#: Lesson bodies may use these names: the personal ones and a few facts about the course.
-LESSON_BODY_NAMES = frozenset(PERSONAL_FIELDS) | {"course_title", "lesson_number", "lesson_count"}
+#: Lesson bodies may use these names and no others (README, "Writing a course").
+LESSON_BODY_NAMES = frozenset(
+    {"first_name", "email", "unsubscribe_url", "preferences_url"}
+    | {"course_title", "lesson_number", "lesson_count"}
+)
+#: Longest display name kept, in characters; it also bounds the To header's length.
+NAME_MAX_CHARS = 100
 
 # A marker stands in for each personal value while shared parts are rendered. Letters and
 # digits only, so Markdown, URL-encoding and the CSS inliner all leave it alone.
 _MARKER = "XNLSLOT{}X"
 _MARKERS = {name: _MARKER.format(index) for index, name in enumerate(PERSONAL_FIELDS)}
 _MARKER_PATTERN = re.compile(_MARKER.format(r"(\d+)"))
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# Control characters and the Unicode line and paragraph separators: spacing in a name.
+_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+#: Characters that print nothing yet are not format characters (Cf): the combining
+#: grapheme joiner, Hangul fillers, Khmer inherent vowels, the blank Braille pattern.
+_BLANKS = "\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0"
+_ZWJ = "\u200d"
+_EMOJI_MODIFIERS = frozenset("\ufe0f" + "".join(map(chr, range(0x1F3FB, 0x1F400))))
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
 _CRLF = "\r\n"
-_HEADERS = SMTP.clone(max_line_length=78)
 _inliner = css_inline.CSSInliner(keep_at_rules=True)  # keeps dark-mode and phone @media rules
+#: Follows the hidden preheader so that inbox previews do not run on into the body's first
+#: words: figure spaces and combining grapheme joiners, which show as blank in every client.
+_PREHEADER_FILLER = Markup("&#8199;&#847; " * 90)
 
 
-def make_environment(templates_dir: Path) -> Environment:
-    return Environment(
+def make_environment(templates_dir: Path) -> ImmutableSandboxedEnvironment:
+    """The email templates' environment: sandboxed (no attribute, call or global reaches
+    Python internals) and with no globals at all, only the context each email passes."""
+    env = ImmutableSandboxedEnvironment(
         loader=FileSystemLoader(templates_dir),
         autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,
@@ -65,6 +78,9 @@ def make_environment(templates_dir: Path) -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.globals.clear()
+    env.filters["width"] = markdown.display_width
+    return env
 
 
 def make_message_id(domain: str) -> str:
@@ -72,8 +88,48 @@ def make_message_id(domain: str) -> str:
 
 
 def clean_name(name: str) -> str:
-    """A display name safe for headers and bodies: no control characters, no line breaks."""
-    return " ".join(_CONTROL_CHARS.sub(" ", name).split())[:100]
+    """A display name safe for headers and bodies, and as a person reads it.
+
+    Control characters and line breaks become spaces; bidi controls (U+202A-E,
+    U+2066-9, LRM, RLM, ALM), zero-width and other invisible characters (Unicode category
+    Cf, fillers) go, so that a name cannot reorder the text around it or hide in a blank;
+    whitespace collapses. A zero-width joiner stays between two emoji, where it makes one
+    picture of several (a family, a profession): without it the name shows them apart.
+    '' when nothing visible is left, for the caller's fallback ("there")."""
+    if name.isascii():
+        return " ".join(_ASCII_CONTROL.sub(" ", name).split())[:NAME_MAX_CHARS].rstrip()
+    text = _invisible().sub("", _BREAKS.sub(" ", name))
+    if _ZWJ in text:
+        text = re.sub(_ZWJ, lambda found: _emoji_joiner(found.string, found.start()), text)
+    cleaned = " ".join(text.split())[:NAME_MAX_CHARS].rstrip(" " + _ZWJ)
+    visible = any(unicodedata.category(char)[0] in "LNPS" for char in cleaned)
+    return cleaned if visible else ""
+
+
+@functools.cache
+def _invisible() -> re.Pattern[str]:
+    """Format characters (Cf) but the zero-width joiner, lone surrogates and blanks, from
+    the running Python's Unicode tables. Built on first use: the scan takes milliseconds,
+    which a command that renders no email should not pay."""
+    planes = itertools.chain(range(0x20000), range(0xE0000, 0xE1000))
+    format_chars = "".join(
+        chr(code) for code in planes if unicodedata.category(chr(code)) == "Cf"
+    ).replace(_ZWJ, "")
+    return re.compile(f"[{re.escape(format_chars + _BLANKS)}\ud800-\udfff]+")
+
+
+def _emoji_joiner(text: str, index: int) -> str:
+    before = index - 1
+    while before >= 0 and text[before] in _EMOJI_MODIFIERS:
+        before -= 1
+    after = text[index + 1 : index + 2]
+    joins = (
+        before >= 0
+        and unicodedata.category(text[before]) == "So"
+        and after != ""
+        and unicodedata.category(after) == "So"
+    )
+    return _ZWJ if joins else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +186,12 @@ def _qp(text: str) -> bytes:
 class _MessageLayout:
     """The byte skeleton of a multipart/alternative message with text and HTML twins."""
 
-    def __init__(self, static_headers: list[tuple[str, str]], text: str, html: str) -> None:
+    def __init__(self, static_headers: list[str], text: str, html: str) -> None:
         self.text = _Spliceable(text, html=False)
         self.html = _Spliceable(_inliner.inline(html), html=True)
         # "=_" cannot occur in quoted-printable output, so the boundary never clashes.
         boundary = f"=_nl_{secrets.token_hex(12)}"
-        self.head = "".join(_HEADERS.fold(name, value) for name, value in static_headers)
+        self.head = "".join(static_headers)
         part = '--{b}\r\nContent-Type: {t}; charset="utf-8"\r\n' + (
             "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
         )
@@ -161,19 +217,37 @@ class _MessageLayout:
         )
 
 
-def _address_header(name: str, email: str) -> str:
+def _to_and_date(email: str, display_name: str, message_id: str, date: datetime) -> str:
+    """The personal headers but List-Unsubscribe; `display_name` is already clean_name()'d."""
     if not _PLAIN_ADDRESS.fullmatch(email):
         raise RenderError(f"cannot address a message to {email!r}: not a plain ASCII address")
-    return formataddr((clean_name(name), email), charset="utf-8")
-
-
-def _to_and_date(recipient: Recipient, message_id: str, date: datetime) -> str:
     if date.tzinfo is None:
         raise RenderError("the Date header needs a timezone-aware datetime")
     return (
-        f"To: {_address_header(recipient.first_name, recipient.email)}\r\n"
-        f"Date: {format_datetime(date)}\r\nMessage-ID: {message_id}\r\n"
+        headers.mailbox("To", display_name, email)
+        + f"Date: {format_datetime(date)}\r\nMessage-ID: {message_id}\r\n"
     )
+
+
+def _list_id(course: Course, sender: SenderSettings) -> str:
+    try:
+        label = list_label(course.slug)
+    except ValueError as exc:
+        raise RenderError(f"List-Id: {exc}") from None
+    return headers.list_id(course.title, f"{label}.{sender.domain}")
+
+
+def _require_sandbox(env: Environment) -> None:
+    if not isinstance(env, SandboxedEnvironment):
+        raise TypeError("email templates render only in the sandbox of make_environment()")
+
+
+def _from(sender: SenderSettings, address: str) -> str:
+    # The configured name is checked where it enters (config); cleaning it again here
+    # would silently change a name the admin typed, so it must already be clean.
+    if not _PLAIN_ADDRESS.fullmatch(address):
+        raise RenderError(f"cannot send from {address!r}: not a plain ASCII address")
+    return headers.mailbox("From", sender.name, address)
 
 
 def _common_context(
@@ -182,6 +256,7 @@ def _common_context(
     return {
         "subject": subject,
         "preheader": preheader,
+        "preheader_filler": _PREHEADER_FILLER,
         "sender": sender,
         "course": course,
         **_MARKERS,
@@ -196,7 +271,8 @@ class LessonEmail:
     ) -> None:
         self.lesson = lesson
         self.number = course.number_of(lesson)
-        body = render_lesson_body(env, course, lesson)
+        _require_sandbox(env)
+        body = render_lesson_body(course, lesson)
         context = _common_context(sender, course, lesson.subject, lesson.preheader) | {
             "lesson": {
                 "number": self.number,
@@ -208,11 +284,11 @@ class LessonEmail:
         }
         self.layout = _MessageLayout(
             [
-                ("From", formataddr((sender.name, sender.address), charset="utf-8")),
-                ("Subject", lesson.subject),
-                ("List-Id", f"{course.title} <{course.slug}.{sender.domain}>"),
+                _from(sender, sender.address),
+                headers.unstructured("Subject", lesson.subject),
+                _list_id(course, sender),
                 # RFC 8058: mailbox providers unsubscribe with one POST, no page visit.
-                ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+                "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
             ],
             text=env.get_template("lesson.txt").render(context),
             html=env.get_template("lesson.html").render(context),
@@ -221,10 +297,11 @@ class LessonEmail:
     def render(
         self, recipient: Recipient, links: PersonalLinks, *, message_id: str, date: datetime
     ) -> bytes:
-        headers = _to_and_date(recipient, message_id, date) + (
+        name = clean_name(recipient.first_name)
+        personal = _to_and_date(recipient.email, name, message_id, date) + (
             f"List-Unsubscribe: <{links.unsubscribe_url}>,\r\n <{links.unsubscribe_mailto}>\r\n"
         )
-        return self.layout.build(headers, self.values(recipient, links))
+        return self.layout.build(personal, self.values(recipient, links, name))
 
     def html(self, recipient: Recipient, links: PersonalLinks) -> str:
         return self.layout.html.fill(self.values(recipient, links))
@@ -233,9 +310,14 @@ class LessonEmail:
         return self.layout.text.fill(self.values(recipient, links))
 
     @staticmethod
-    def values(recipient: Recipient, links: PersonalLinks) -> dict[str, str]:
+    def values(
+        recipient: Recipient, links: PersonalLinks, name: str | None = None
+    ) -> dict[str, str]:
+        """The personal values; `name` is the recipient's clean_name(), if already known."""
+        if name is None:
+            name = clean_name(recipient.first_name)
         return {
-            "first_name": clean_name(recipient.first_name) or FIRST_NAME_FALLBACK,
+            "first_name": name or FIRST_NAME_FALLBACK,
             "email": recipient.email,
             "unsubscribe_url": links.unsubscribe_url,
             "preferences_url": links.preferences_url,
@@ -250,12 +332,13 @@ class ConfirmationEmail:
     SUBJECT = "Please confirm your subscription"
 
     def __init__(self, env: Environment, sender: SenderSettings, course: Course) -> None:
+        _require_sandbox(env)
         preheader = f"One click and {course.title} starts arriving."
         context = _common_context(sender, course, self.SUBJECT, preheader)
         self.layout = _MessageLayout(
             [
-                ("From", formataddr((sender.name, sender.transactional_from), charset="utf-8")),
-                ("Subject", self.SUBJECT),
+                _from(sender, sender.transactional_from),
+                headers.unstructured("Subject", self.SUBJECT),
             ],
             text=env.get_template("confirm.txt").render(context),
             html=env.get_template("confirm.html").render(context),
@@ -263,36 +346,23 @@ class ConfirmationEmail:
 
     def render(self, email: str, confirm_url: str, *, message_id: str, date: datetime) -> bytes:
         values = dict.fromkeys(PERSONAL_FIELDS, "") | {"email": email, "confirm_url": confirm_url}
-        return self.layout.build(_to_and_date(Recipient(email), message_id, date), values)
+        return self.layout.build(_to_and_date(email, "", message_id, date), values)
 
 
-def render_lesson_body(env: Environment, course: Course, lesson: Lesson) -> str:
-    """Jinja pass over the lesson's Markdown, with markers for the personal values.
+def render_lesson_body(course: Course, lesson: Lesson) -> str:
+    """The lesson's Markdown with markers for the personal values.
 
-    Unknown names and syntax errors become ContentError at the lesson file's own line."""
-    try:
-        tree = env.parse(lesson.body)
-    except TemplateSyntaxError as exc:
-        line = lesson.body_line + (exc.lineno or 1) - 1
-        raise ContentError([Problem(lesson.path, line, f"template error: {exc.message}")]) from None
-    unknown = meta.find_undeclared_variables(tree) - LESSON_BODY_NAMES
-    if unknown:
-        problems = [
-            Problem(
-                lesson.path,
-                lesson.body_line + node.lineno - 1,
-                f"unknown variable '{node.name}' (known: {', '.join(sorted(LESSON_BODY_NAMES))})",
-            )
-            for node in tree.find_all(nodes.Name)
-            if node.name in unknown
-        ]
-        raise ContentError(problems)
+    Only `{{ name }}` of LESSON_BODY_NAMES may appear; anything else (unknown names, calls,
+    attributes, filters, tags) is a ContentError at the lesson file's own line, raised
+    before any of the body runs. The body renders in a sandbox of its own, apart from the
+    email templates' environment, with nothing but these values."""
     if _MARKER_PATTERN.search(lesson.body):
         raise ContentError(
             [Problem(lesson.path, lesson.body_line, "reserved text XNLSLOT in body")]
         )
-    return env.from_string(tree).render(
-        _MARKERS,
+    template = compile_body(lesson.path, lesson.body, lesson.body_line, LESSON_BODY_NAMES)
+    return template.render(
+        {name: _MARKERS[name] for name in LESSON_BODY_NAMES & _MARKERS.keys()},
         course_title=course.title,
         lesson_number=course.number_of(lesson),
         lesson_count=len(course.lessons),

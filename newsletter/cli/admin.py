@@ -29,7 +29,7 @@ from newsletter.cli.app import (
     settings,
     subscribers_app,
 )
-from newsletter.cli.content import resolve_course_path
+from newsletter.cli.content import print_problems, resolve_course_path
 from newsletter.cli.terminal import LiteralTable, literal, neutralise, print_json
 from newsletter.config import Settings
 from newsletter.content.check import check_course
@@ -48,7 +48,7 @@ from newsletter.db.models import (
     SubscriberStatus,
 )
 from newsletter.db.session import create_engine, make_sessionmaker, upgrade_database
-from newsletter.errors import NewsletterError
+from newsletter.errors import NewsletterError, errors_among
 from newsletter.render import make_environment
 from newsletter.subscriber_csv import read_import, spreadsheet_safe
 from newsletter.subscribers import (
@@ -520,10 +520,10 @@ def sequences_queue(
     config = settings()
     path = resolve_course_path(course_dir, config)
     course, problems = check_course(path, make_environment(config.templates_dir), config.sender)
-    for problem in problems:
-        err.print(str(problem), markup=False, highlight=False)
-    if problems or course is None:
-        err.print(f"[red]{len(problems)} problem(s)[/]; nothing was queued.")
+    print_problems(problems)  # warnings too: shown, but they do not stop the queueing
+    if errors_among(problems) or course is None:
+        errors = len(errors_among(problems))
+        err.print(Text.assemble((f"{errors} error(s)", "red"), "; nothing was queued."))
         raise Fail
 
     async def work() -> str:

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from newsletter.cli.app import Fail, app, course_app, err, out, settings
 from newsletter.cli.terminal import LiteralTable
@@ -18,7 +19,7 @@ from newsletter.content.check import check_course
 from newsletter.content.course import Course, load_course
 from newsletter.content.lessons import format_duration
 from newsletter.content.split import split_article
-from newsletter.errors import NewsletterError
+from newsletter.errors import ContentError, NewsletterError, Problem, errors_among
 from newsletter.render import (
     ConfirmationEmail,
     LessonEmail,
@@ -49,19 +50,41 @@ def resolve_course_path(reference: str, settings: Settings) -> Path:
 @course_app.command("check")
 def course_check(
     course_dir: Annotated[Path, typer.Argument(help="The course folder, e.g. lessons/my-course")],
+    strict: Annotated[
+        bool, typer.Option(help="Fail on warnings (such as http:// links) too")
+    ] = False,
 ) -> None:
-    """Validate a course before it can be queued; errors name file and line."""
+    """Validate a course before it can be queued; problems name file and line."""
     config = settings()
     course, problems = check_course(
         course_dir, make_environment(config.templates_dir), config.sender
     )
-    for problem in problems:
-        err.print(str(problem), markup=False, highlight=False)
-    if problems or course is None:
-        err.print(f"[red]{len(problems)} problem(s)[/] in {course_dir}")
+    print_problems(problems)
+    errors = errors_among(problems)
+    if course is None or errors or (strict and problems):
+        counted = _count(problems)
+        err.print(Text.assemble((counted, "red"), f" in {course_dir}"), soft_wrap=True)
         raise Fail
     out.print(_lessons_table(course))
-    out.print(f"[green]OK[/]: {course_dir} ({len(course.lessons)} lessons)")
+    warnings = f", {_count(problems)}" if problems else ""
+    out.print(
+        Text.assemble(("OK", "green"), f": {course_dir} ({len(course.lessons)} lessons{warnings})"),
+        soft_wrap=True,
+    )
+
+
+def print_problems(problems: list[Problem]) -> None:
+    """One `file:line: message` line each, never wrapped, so editors can jump to it."""
+    for problem in problems:
+        err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+
+
+def _count(problems: list[Problem]) -> str:
+    errors = len(errors_among(problems))
+    warnings = len(problems) - errors
+    parts = [f"{errors} error{'s' * (errors != 1)}"] if errors else []
+    parts += [f"{warnings} warning{'s' * (warnings != 1)}"] if warnings else []
+    return ", ".join(parts)
 
 
 @course_app.command("split")
@@ -82,11 +105,15 @@ def course_split(
     (out_dir / "course.toml").write_text(draft.manifest(), encoding="utf-8")
     for lesson in draft.lessons:
         (out_dir / lesson.filename).write_text(lesson.to_markdown(), encoding="utf-8")
-    table = Table("file", "subject", "delay", title=draft.title)
+    table = LiteralTable("file", "subject", "delay", title=draft.title)
     for lesson in draft.lessons:
         table.add_row(lesson.filename, lesson.subject, lesson.delay)
     out.print(table)
-    out.print(f"Draft written to {out_dir}; edit it, then run: newsletter course check {out_dir}")
+    out.print(
+        f"Draft written to {out_dir}; edit it, then run: newsletter course check {out_dir}",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command()
@@ -107,6 +134,21 @@ def preview(
     ] = None,
 ) -> None:
     """Show exactly what will be sent: one lesson, or the whole course into a folder."""
+    try:
+        _preview(course_ref, lesson_ref, to, name, format, out_path)
+    except ContentError as exc:  # one file:line per problem, as `course check` prints them
+        print_problems(exc.problems)
+        raise Fail from None
+
+
+def _preview(
+    course_ref: str,
+    lesson_ref: str | None,
+    to: str,
+    name: str,
+    format: PreviewFormat,
+    out_path: Path | None,
+) -> None:
     config = settings()
     course = load_course(resolve_course_path(course_ref, config))
     env = make_environment(config.templates_dir)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from newsletter.cli.admin import database, parse_when
 from newsletter.cli.app import Fail, JsonOption, app, err, out, run, settings
+from newsletter.cli.content import print_problems
 from newsletter.cli.lifecycle import StopSignals, configure_logging
 from newsletter.cli.sending import sending_blocked
 from newsletter.cli.terminal import LiteralTable, print_json
@@ -26,7 +27,7 @@ from newsletter.courses import queue_course
 from newsletter.db.models import Sequence
 from newsletter.db.session import prompt_writes
 from newsletter.delivery.transport import OutboxTransport, SmtpTransport, Transport, list_outbox
-from newsletter.errors import NewsletterError
+from newsletter.errors import NewsletterError, errors_among
 from newsletter.logs import log_event
 from newsletter.render import make_environment
 from newsletter.scheduling.jobs import build_scheduler
@@ -90,13 +91,12 @@ async def queue_shipped_courses(config: Settings, sessions) -> list[str]:  # typ
         env = make_environment(config.templates_dir)
         for folder in sorted(path for path in config.lessons_dir.iterdir() if path.is_dir()):
             course, problems = check_course(folder, env, config.sender)
-            if problems or course is None:
-                for problem in problems:
-                    err.print(str(problem), markup=False, highlight=False)
+            print_problems(problems)  # warnings too: they do not stop it being queued
+            if errors_among(problems) or course is None:
                 err.print(
                     Text.assemble(
                         ("Not queued", "red"),
-                        f": {folder} has problems (newsletter course check).",
+                        f": {folder} has errors (newsletter course check).",
                     )
                 )
                 continue

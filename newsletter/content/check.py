@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
+from email.message import EmailMessage
+from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,8 +16,8 @@ from newsletter.config import SenderSettings
 from newsletter.content import markdown
 from newsletter.content.course import Course, load_course
 from newsletter.content.lessons import Lesson
-from newsletter.errors import ContentError, Problem
-from newsletter.render import LessonEmail, PersonalLinks, Recipient
+from newsletter.errors import ContentError, Problem, Severity
+from newsletter.render import ConfirmationEmail, LessonEmail, PersonalLinks, Recipient
 
 _SAMPLE_RECIPIENT = Recipient("reader@example.com", "Sam")
 _SAMPLE_LINKS = PersonalLinks(
@@ -23,20 +25,40 @@ _SAMPLE_LINKS = PersonalLinks(
     unsubscribe_mailto="mailto:unsubscribe@example.com?subject=unsubscribe",
     preferences_url="https://example.com/preferences/sample",
 )
+_SAMPLE_CONFIRM_URL = "https://example.com/confirm/sample"
+_SAMPLE_DATE = datetime(2024, 1, 1, tzinfo=UTC)
+#: Schemes a reader's client opens safely; plain http is allowed with a warning.
+_SAFE_SCHEMES = ("https", "mailto")
+_REFUSED_SCHEMES = {
+    "javascript": "runs code",
+    "vbscript": "runs code",
+    "data": "embeds a document or image that mail clients block",
+    "file": "points into the reader's own computer",
+}
 
 
 def check_course(
     path: Path, env: Environment, sender: SenderSettings
 ) -> tuple[Course | None, list[Problem]]:
+    """Every problem of the course: errors (Problem.is_error) stop it from being queued,
+    warnings are for the writer to judge."""
     try:
         course = load_course(path)
     except ContentError as exc:
         return None, exc.problems
     problems: list[Problem] = []
+    template_links: dict[str, Path] = {}
     for lesson in course.lessons:
         problems += _check_preheader(lesson)
         problems += _check_links(lesson)
-        problems += _check_renders(env, sender, course, lesson)
+        problems += _check_renders(env, sender, course, lesson, template_links)
+    problems += _check_confirmation(env, sender, course, template_links)
+    for url, template in template_links.items():
+        if flaw := _link_flaw(url):
+            severity, reason = flaw
+            problems.append(
+                Problem(template, 0, f"the rendered email links to {url!r}: {reason}", severity)
+            )
     return course, problems
 
 
@@ -54,48 +76,119 @@ def _words(text: str) -> list[str]:
 def _check_links(lesson: Lesson) -> list[Problem]:
     problems = []
     for link in markdown.links_in(lesson.body):
-        if reason := _link_flaw(link.url):
+        if flaw := _link_flaw(link.url):
+            severity, reason = flaw
             line = lesson.body_line + link.line - 1
-            problems.append(Problem(lesson.path, line, f"link {link.url!r}: {reason}"))
+            what = "image" if link.image else "link"
+            problems.append(Problem(lesson.path, line, f"{what} {link.url!r}: {reason}", severity))
     return problems
 
 
-def _link_flaw(url: str) -> str | None:
+def _link_flaw(url: str) -> tuple[Severity, str] | None:
+    """What is wrong with a link in an email, if anything: only full https:// and mailto:
+    addresses are fine; http:// is a warning (readers' clients may flag it); anything else,
+    relative links included, is an error: there is no page an email is relative to."""
     if "{{" in url or "XNLSLOT" in url:
         return None  # a personal link filled in per recipient
     try:
         parts = urlsplit(url)
     except ValueError as exc:
-        return f"malformed ({exc})"
-    if parts.scheme == "mailto":
-        return None if "@" in parts.path else "mailto: needs an address"
-    if parts.scheme not in ("http", "https"):
-        return "an email needs a full address starting with https:// (or mailto:)"
+        return Severity.ERROR, f"malformed ({exc})"
+    scheme = parts.scheme.lower()
+    if scheme in _REFUSED_SCHEMES:
+        return Severity.ERROR, f"a {scheme}: link {_REFUSED_SCHEMES[scheme]}; it is not allowed"
+    if scheme == "mailto":
+        return None if "@" in parts.path else (Severity.ERROR, "mailto: needs an address")
+    if scheme not in ("http", "https"):
+        return Severity.ERROR, (
+            "an email needs a full address starting with https:// (or mailto:)"
+            if not scheme
+            else f"{scheme}: links are not allowed; use https:// (or mailto:)"
+        )
     host = parts.hostname or ""
     if "." not in host or host.startswith(".") or host.endswith("."):
-        return "the address has no valid host name"
+        return Severity.ERROR, "the address has no valid host name"
     if any(char.isspace() for char in url):
-        return "contains spaces"
+        return Severity.ERROR, "contains spaces"
+    if scheme == "http":
+        return Severity.WARNING, "plain http://; use https:// if the site offers it"
     return None
 
 
 def _check_renders(
-    env: Environment, sender: SenderSettings, course: Course, lesson: Lesson
+    env: Environment,
+    sender: SenderSettings,
+    course: Course,
+    lesson: Lesson,
+    template_links: dict[str, Path],
 ) -> list[Problem]:
     try:
         email = LessonEmail(env, sender, course, lesson)
         raw = email.render(
-            _SAMPLE_RECIPIENT,
-            _SAMPLE_LINKS,
-            message_id="<check@example.com>",
-            date=datetime(2024, 1, 1, tzinfo=UTC),
+            _SAMPLE_RECIPIENT, _SAMPLE_LINKS, message_id="<check@example.com>", date=_SAMPLE_DATE
         )
     except ContentError as exc:
         return exc.problems
     except Exception as exc:  # a template bug must still name the lesson it broke on
         return [Problem(lesson.path, 0, f"does not render: {type(exc).__name__}: {exc}")]
+    problems, html = _parts(lesson.path, raw)
+    in_body = {link.url for link in markdown.links_in(lesson.body)}
+    template = _template_file(env, "lesson.html")
+    for url in _html_links(html):
+        if url not in in_body:  # those are reported at their line already
+            template_links.setdefault(url, template)
+    return problems
+
+
+def _check_confirmation(
+    env: Environment, sender: SenderSettings, course: Course, template_links: dict[str, Path]
+) -> list[Problem]:
+    """The opt-in email shows the course's title and description: they must render too."""
+    manifest = course.path / "course.toml"
+    try:
+        raw = ConfirmationEmail(env, sender, course).render(
+            _SAMPLE_RECIPIENT.email,
+            _SAMPLE_CONFIRM_URL,
+            message_id="<check@example.com>",
+            date=_SAMPLE_DATE,
+        )
+    except Exception as exc:  # as for lessons: name the file rather than crash
+        message = f"the confirmation email does not render: {type(exc).__name__}: {exc}"
+        return [Problem(manifest, 0, message)]
+    problems, html = _parts(manifest, raw)
+    template = _template_file(env, "confirm.html")
+    for url in _html_links(html):
+        template_links.setdefault(url, template)
+    return problems
+
+
+def _parts(path: Path, raw: bytes) -> tuple[list[Problem], str]:
     message = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(message, EmailMessage)
     parts = {part.get_content_type() for part in message.iter_parts()}
     if parts != {"text/plain", "text/html"}:
-        return [Problem(lesson.path, 0, f"renders with parts {sorted(parts)}, not text and HTML")]
-    return []
+        return [Problem(path, 0, f"renders with parts {sorted(parts)}, not text and HTML")], ""
+    html = message.get_body(("html",))
+    assert html is not None
+    return [], str(html.get_content())
+
+
+def _template_file(env: Environment, name: str) -> Path:
+    filename = env.get_template(name).filename
+    return Path(filename) if filename else Path(name)
+
+
+class _LinkCollector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [value for name, value in attrs if name in ("href", "src") and value]
+
+
+def _html_links(html: str) -> list[str]:
+    collector = _LinkCollector()
+    collector.feed(html)
+    collector.close()
+    return collector.urls

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from newsletter.content.lessons import Lesson, read_lesson
 from newsletter.errors import ContentError, Problem
+from newsletter.headers import control_character
 
 MANIFEST = "course.toml"
 MANIFEST_KEYS = ("title", "description")
@@ -34,11 +36,45 @@ class Course:
         return self.lessons.index(lesson) + 1
 
 
+def is_slug(name: str) -> bool:
+    """Whether a folder name can be a course's id: in the database, on the command line and
+    in List-Id. Letters and digits of any script, '-' and '_', dots between parts; combining
+    marks too, as some file systems store names decomposed (NFD)."""
+    return all(
+        part and all(char.isalnum() or char in "-_" or _is_mark(char) for char in part)
+        for part in name.split(".")
+    )
+
+
+def list_label(slug: str) -> str:
+    """The slug as an RFC 2919 list label (ASCII dot-atom-text): a part that is not ASCII
+    goes in its IDNA form (xn--...), as a domain name would. ValueError if not a slug."""
+    if not is_slug(slug):
+        raise ValueError(f"{slug!r} cannot be a course id")
+    return ".".join(
+        part if part.isascii() else "xn--" + part.encode("punycode").decode("ascii")
+        for part in slug.split(".")
+    )
+
+
+def _is_mark(char: str) -> bool:
+    return unicodedata.category(char).startswith("M")
+
+
 def load_course(path: Path) -> Course:
     """Read the manifest and every lesson; fail with all problems of all files at once."""
     if not path.is_dir():
         raise ContentError([Problem(path, 0, "not a course folder (expected lessons/<slug>/)")])
     problems: list[Problem] = []
+    if not is_slug(path.name):
+        problems.append(
+            Problem(
+                path,
+                0,
+                f"the folder name {path.name!r} is the course's id (in the database and the "
+                "List-Id header): use letters, digits, '-', '_', and '.' between parts",
+            )
+        )
     title, description = "", ""
     try:
         title, description = _read_manifest(path / MANIFEST)
@@ -67,22 +103,47 @@ def load_course(path: Path) -> Course:
 
 def _read_manifest(path: Path) -> tuple[str, str]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ContentError([Problem(path, 0, "missing; it names the course")]) from None
+    except UnicodeDecodeError as exc:
+        raise ContentError([Problem(path, 0, f"not UTF-8 text ({exc.reason})")]) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = re.search(r"line (\d+)", str(exc))
         raise ContentError(
             [Problem(path, int(line.group(1)) if line else 0, f"not valid TOML: {exc}")]
         ) from None
     problems = [
-        Problem(path, 0, f"unknown key '{key}' (expected one of: {', '.join(MANIFEST_KEYS)})")
+        Problem(
+            path,
+            _line_of(text, key),
+            f"unknown key '{key}' (expected one of: {', '.join(MANIFEST_KEYS)})",
+        )
         for key in data
         if key not in MANIFEST_KEYS
     ]
     for key in MANIFEST_KEYS:
-        if not isinstance(data.get(key), str) or not data[key].strip():
-            problems.append(Problem(path, 0, f"'{key}' must be a non-empty string"))
+        value = data.get(key)
+        if not isinstance(value, str) or not value.strip():
+            message = f"'{key}' must be a non-empty string"
+            problems.append(Problem(path, _line_of(text, key), message))
+        # The title goes into headers (List-Id, the confirmation's preheader) and must be
+        # one line; the description is body text, where line breaks are only spacing.
+        elif found := control_character(value, line_breaks=key == "description"):
+            problems.append(
+                Problem(path, _line_of(text, key), f"{key}: contains a control character ({found})")
+            )
     if problems:
         raise ContentError(problems)
-    return data["title"].strip(), " ".join(data["description"].split())
+    return " ".join(data["title"].split()), " ".join(data["description"].split())
+
+
+def _line_of(text: str, key: str) -> int:
+    """The line that sets a top-level key, for an editor's jump-to-line; 0 if not found."""
+    pattern = re.compile(rf"""\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if pattern.match(line):
+            return number
+    return 0

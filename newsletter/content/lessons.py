@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from newsletter.errors import ContentError, Problem
+from newsletter.headers import control_character
 
 FRONT_MATTER_FENCE = "---"
 #: Inboxes cut subjects around here; phones earlier still.
@@ -125,6 +126,10 @@ def _convert(key: str, raw: str) -> object:
         return parse_duration(raw)
     if key == "send_at":
         return parse_time_of_day(raw)
+    # Subject and preheader go into headers and the inbox's one-line preview: a line
+    # break there could start a header of its own (Bcc:), so it is refused, not mended.
+    if found := control_character(raw.strip()):
+        raise ValueError(f"contains a control character ({found}); it must be one line of text")
     text = " ".join(raw.split())
     if not text:
         raise ValueError("must not be empty")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -10,9 +11,19 @@ from markdown_it.token import Token
 
 # CommonMark with typographic quotes; raw HTML stays off so a lesson cannot smuggle markup
 # that mail clients render unpredictably.
-_md = MarkdownIt("commonmark", {"html": False, "typographer": True}).enable(
-    ["replacements", "smartquotes"]
-)
+_OPTIONS = {"html": False, "typographer": True}
+_md = MarkdownIt("commonmark", _OPTIONS).enable(["replacements", "smartquotes"])
+
+
+class _EveryLink(MarkdownIt):
+    """The same parser, keeping links it would drop (javascript:, data:, vbscript:,
+    file:), so that `course check` can name them rather than let them show as raw text."""
+
+    def validateLink(self, url: str) -> bool:
+        return True
+
+
+_md_every_link = _EveryLink("commonmark", _OPTIONS).enable(["replacements", "smartquotes"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +31,18 @@ class Link:
     url: str
     text: str
     line: int  #: 1-based line of the block holding the link, within the Markdown source
+    image: bool = False  #: an image's source rather than a link
+
+
+def display_width(text: str) -> int:
+    """Columns the text takes in a fixed-width font: two for wide East Asian characters,
+    none for combining marks, so an underline matches a Japanese or accented heading."""
+    if text.isascii():
+        return len(text)
+    return sum(
+        0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1
+        for char in text
+    )
 
 
 def to_html(source: str) -> str:
@@ -27,8 +50,9 @@ def to_html(source: str) -> str:
 
 
 def links_in(source: str) -> list[Link]:
+    """Every link and image source, including those the renderer refuses to link."""
     found = []
-    for block in _md.parse(source):
+    for block in _md_every_link.parse(source):
         if block.type != "inline" or not block.children:
             continue
         line = block.map[0] + 1 if block.map else 0
@@ -43,6 +67,9 @@ def links_in(source: str) -> list[Link]:
                 words.append(token.content)
             elif href and token.type == "softbreak":
                 words.append(" ")
+            elif token.type == "image":
+                src = str(token.attrGet("src") or "")
+                found.append(Link(url=src, text=token.content, line=line, image=True))
     return found
 
 
@@ -88,7 +115,7 @@ def _text_blocks(tokens: list[Token]) -> Iterator[tuple[str, bool]]:
                 text = _inline_text(token.children or [])
                 opener = tokens[index - 1]
                 if opener.type == "heading_open":
-                    text = f"{text}\n{'-' * min(len(text), 60)}"
+                    text = f"{text}\n{'-' * min(display_width(text), 60)}"
                 indent = "".join(prefixes)
                 if pending_marker:
                     # The marker stands in for the item's indentation on its first line.

@@ -376,7 +376,7 @@ def test_missing_manifest_is_reported(course_dir: Path) -> None:
     ]
 
 
-def test_unknown_manifest_key_is_reported(course_dir: Path) -> None:
+def test_unknown_manifest_key_is_reported_at_its_line(course_dir: Path) -> None:
     (course_dir / "course.toml").write_text(
         'title = "T"\ndescription = "D"\nauthor = "Sam"\n', encoding="utf-8"
     )
@@ -384,7 +384,7 @@ def test_unknown_manifest_key_is_reported(course_dir: Path) -> None:
     assert course_problems(course_dir) == [
         (
             course_dir / "course.toml",
-            0,
+            3,
             "unknown key 'author' (expected one of: title, description)",
         )
     ]
@@ -399,11 +399,11 @@ def test_invalid_manifest_toml_is_reported_at_its_line(course_dir: Path) -> None
     assert message.startswith("not valid TOML: ")
 
 
-def test_blank_manifest_title_is_reported(course_dir: Path) -> None:
+def test_blank_manifest_title_is_reported_at_its_line(course_dir: Path) -> None:
     (course_dir / "course.toml").write_text('title = "  "\ndescription = "D"\n', encoding="utf-8")
 
     assert course_problems(course_dir) == [
-        (course_dir / "course.toml", 0, "'title' must be a non-empty string")
+        (course_dir / "course.toml", 1, "'title' must be a non-empty string")
     ]
 
 

@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from jinja2 import Environment
@@ -13,12 +14,14 @@ from jinja2 import Environment
 from newsletter.config import Settings
 from newsletter.content import markdown
 from newsletter.content.course import Course
+from newsletter.content.lessons import Lesson
 from newsletter.errors import RenderError
 from newsletter.render import (
     ConfirmationEmail,
     LessonEmail,
     PersonalLinks,
     Recipient,
+    clean_name,
     make_message_id,
 )
 from newsletter.tokens import LinkMaker, Tokens
@@ -97,7 +100,7 @@ def test_both_parts_are_utf8_and_carry_footer_disclaimer_and_sources(env, settin
         assert unsubscribe_url in body
         assert "/preferences/" in body
         assert "1 Example Street" in body
-        assert "http://www.ncbi.nlm.nih.gov/pubmed/22193841" in body
+        assert "https://www.ncbi.nlm.nih.gov/pubmed/22193841" in body
         assert "Hi Ana," in body
     assert f'href="{unsubscribe_url}"' in html
 
@@ -291,3 +294,103 @@ def test_personal_links_are_what_render_puts_in_the_list_unsubscribe_header(env,
         "<https://news.example.org/unsubscribe/abc>, "
         "<mailto:u@example.org?subject=unsubscribe%20abc>"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "cleaned"),
+    [
+        ("Ana", "Ana"),
+        ("  Ana \t Maria\r\n", "Ana Maria"),
+        ("Zoë Ñúñez", "Zoë Ñúñez"),
+        ("山田\u3000太郎", "山田 太郎"),
+        ("\u202eevil\u202c Ana", "evil Ana"),  # right-to-left override
+        ("\u2066Ana\u2069 \u200eBo\u200f\u061c", "Ana Bo"),  # isolates, LRM, RLM, ALM
+        ("A\u200bn\u200ca\u200d\u2060\ufeff", "Ana"),  # zero-width characters
+        ("Jo\u00adhn", "John"),  # soft hyphen (Cf)
+        ("Ana \U0001f469\u200d\U0001f4bb", "Ana \U0001f469\u200d\U0001f4bb"),  # ZWJ emoji kept
+        ("\U0001f468\U0001f3fd\u200d\U0001f33e", "\U0001f468\U0001f3fd\u200d\U0001f33e"),
+        ("Ana\u200d", "Ana"),  # a ZWJ joining nothing goes
+        ("a\u200d\U0001f4bb", "a\U0001f4bb"),  # a letter and an emoji are not one picture
+        ("\u200b\u200c\u200d\u2060\ufeff", ""),
+        ("\u202e\u202d\u2066", ""),
+        ("\u3164\u115f\u2800", ""),  # Hangul fillers, blank Braille
+        ("\u0301\u0301", ""),  # combining marks with nothing to sit on
+        ("\x00\x1b[31m", "[31m"),
+        ("x" * 150, "x" * 100),
+    ],
+)
+def test_clean_name_keeps_what_a_person_sees_and_drops_what_hides(name, cleaned):
+    assert clean_name(name) == cleaned
+
+
+@pytest.mark.parametrize("name", ["\u200b\u200b", "\u202e\u2066\u200f", "\ufeff \u2060", "\u3164"])
+def test_a_name_of_only_invisible_characters_is_greeted_as_there(
+    env, settings, course, links, name
+):
+    message = render(env, settings, course, links, recipient=Recipient("x@example.com", name))
+    text, html = parts(message)
+    assert "Hi there," in text
+    assert "Hi there," in html
+    assert message["To"].addresses[0].display_name == ""
+    assert message["To"] == "x@example.com"
+
+
+def test_bidi_and_zero_width_characters_are_kept_out_of_the_to_header(env, settings, course, links):
+    recipient = Recipient("ana@example.com", "\u202eAna\u200b Maria\u2069")
+    raw = LessonEmail(env, settings.sender, course, course.lesson("1")).render(
+        recipient, links.personal_links(1, NOW), message_id="<m@x>", date=NOW
+    )
+    message = parse(raw)
+    assert message["To"].addresses[0].display_name == "Ana Maria"
+    text, html = parts(message)
+    assert "Hi Ana Maria," in text
+    assert "Hi Ana Maria," in html
+
+
+def test_the_preheader_is_hidden_without_tiny_or_invisible_text(env, settings, course, links):
+    _, html = parts(render(env, settings, course, links))
+    preheader = course.lesson("3").preheader
+    div = re.search(r'<div class="preheader"([^>]*)>([^<]*)</div>', html)
+    assert div is not None
+    attributes, content = div.groups()
+    style = re.search(r'style="([^"]*)"', attributes)
+    assert style is not None
+    rules = {
+        name.strip(): value.strip()
+        for name, _, value in (rule.partition(":") for rule in style.group(1).split(";"))
+        if name.strip()
+    }
+    assert rules["display"] == "none"  # Gmail, Apple Mail, most webmail
+    assert rules["mso-hide"] == "all"  # Outlook for Windows (Word's renderer)
+    assert rules["visibility"] == "hidden"
+    assert rules["max-height"] == "0"
+    assert rules["overflow"] == "hidden"
+    assert re.search(r"\bhidden\b", attributes.replace(style.group(0), ""))
+    assert 'aria-hidden="true"' in attributes
+    assert content.startswith(preheader)
+    # The filler keeps the body's first words out of the inbox preview.
+    assert content.count("\u2007\u034f") >= 50
+    # Spam filters count tiny, transparent or faded-out text against a message.
+    for trick in ("font-size: 1px", "font-size:1px", "color: transparent", "opacity: 0"):
+        assert trick not in html.replace("opacity: 0.", "")
+    assert not re.search(r"font-size:\s*[01]px", html)
+    assert not re.search(r"color:\s*transparent", html)
+    assert not re.search(r"opacity:\s*0(?![.\d])", html)
+
+
+def test_the_plain_text_underline_matches_a_wide_subject(env, settings, links):
+    lesson = Lesson(
+        path=Path("demo/01-a.md"),
+        key="a",
+        subject="腰痛の基礎",
+        preheader="はじめに",
+        delay=timedelta(0),
+        send_at=None,
+        body="こんにちは\n",
+        body_line=6,
+    )
+    course = Course("demo", Path("demo"), "講座", "説明", (lesson,))
+    text = LessonEmail(env, settings.sender, course, lesson).text(
+        Recipient("a@example.com"), links.personal_links(1, NOW)
+    )
+    assert "腰痛の基礎\n==========\n" in text
