@@ -30,6 +30,20 @@ class SystemClock:
         return self.now() + delay
 
 
+class MonotonicClock:
+    """Elapsed real time as instants: it never stands still or steps back, whatever NTP or
+    a resumed virtual machine does to the wall clock. Only differences between its instants
+    mean anything."""
+
+    _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self._EPOCH + timedelta(seconds=time.monotonic())
+
+    def after(self, delay: timedelta) -> datetime:
+        return self.now() + delay
+
+
 class FrozenClock:
     """Stands still until a test moves it."""
 

@@ -136,13 +136,15 @@ class SendingSettings(_Section):
     max_per_hour: int = Field(default=0, ge=0)
     max_per_day: int = Field(default=0, ge=0)
     connections: int = Field(default=2, ge=1, le=100)
-    #: Deliveries one dispatcher pass claims.
+    #: Deliveries a dispatcher claims at once; it claims more as they go out.
     batch_size: int = Field(default=500, ge=1, le=10_000)
     #: Outcomes are written every this many messages: a crashed worker re-sends at most
     #: this many plus `connections`.
     record_every: int = Field(default=50, ge=1)
-    #: How long a claim holds before another worker may take the delivery over. It must
-    #: outlast the slowest SMTP exchange, or a slow send could be taken over and repeated.
+    #: How long a claim holds before another worker may take the delivery over, if the
+    #: worker holding it stops renewing it (it renews every sixth of this while alive). A
+    #: send starts only with half of it left, so that half must outlast a message's
+    #: exchange (smtp_timeout_s for the commands, smtp_data_timeout_s for the body).
     lease_s: float = Field(default=1800, gt=0)
     retry_first_delay_s: float = Field(default=300, gt=0)
     retry_max_delay_s: float = Field(default=4 * 3600, gt=0)

@@ -31,7 +31,7 @@ from newsletter.errors import NewsletterError, errors_among
 from newsletter.logs import log_event
 from newsletter.render import make_environment
 from newsletter.scheduling.jobs import build_scheduler
-from newsletter.scheduling.worker import PassReport, Worker
+from newsletter.scheduling.worker import PassReport, Stopped, Worker
 from newsletter.signup import purge_stale_signups
 from newsletter.tokens import LinkMaker, Tokens
 from newsletter.web.app import create_app, web_server
@@ -111,10 +111,9 @@ async def run_service(
     *,
     first_start: bool,
     web_address: tuple[str, int] | None = None,
-) -> bool:
+) -> Stopped:
     """The scheduler (planner, dispatcher, housekeeping) and, given an address, the web app,
-    in one process and one event loop, until SIGTERM or SIGINT. Returns whether it stopped
-    cleanly (every send under way finished)."""
+    in one process and one event loop, until SIGTERM or SIGINT."""
     configure_logging()
     grace_s = config.sending.shutdown_grace_s
     async with database(config) as sessions, contextlib.AsyncExitStack() as stack:
@@ -155,24 +154,21 @@ async def run_service(
         scheduler.pause()  # no new passes; the ones under way wind down below
         if server is not None:
             server.should_exit = True
-        clean = await worker.stop(grace_s, signals.forced)
+        stopped = await worker.stop(grace_s, signals.forced)
         if server is not None:
             if signals.forced.is_set():
                 server.force_exit = True
             await asyncio.wait(running[1:])
             running[1].result()  # a server that failed to start says why
-    log_event(
-        log,
-        logging.INFO,
-        f"Stopped{f' on {signals.name}' if signals.name else ''}: "
-        + (
-            "every send under way finished, and claimed mail not yet sent went back to the queue."
-            if clean
-            else "sends still under way were cut off; they may arrive twice."
-        ),
-        "stopped",
-    )
-    return clean
+    log_stopped(signals, stopped)
+    return stopped
+
+
+def log_stopped(signals: StopSignals, stopped: Stopped) -> None:
+    """The one line a stop leaves in the log."""
+    on = f" on {signals.name}" if signals.name else ""
+    level = logging.INFO if stopped.repeats_nothing else logging.WARNING
+    log_event(log, level, f"Stopped{on}: {stopped}", "stopped")
 
 
 async def serve_until_stopped(server: uvicorn.Server) -> None:
@@ -195,7 +191,7 @@ def serve(
     """Run the service: the scheduler and the signup web app, on the configured database."""
     config = settings()
     service = run_service(config, _clock(speed), first_start=True, web_address=(host, port))
-    if not run(lambda: service):
+    if not run(lambda: service).repeats_nothing:
         raise Fail
 
 
@@ -203,7 +199,7 @@ def serve(
 def worker(speed: SpeedOption = 1.0) -> None:
     """Run the scheduler alone (one of several workers on a shared database)."""
     config = settings()
-    if not run(lambda: run_service(config, _clock(speed), first_start=False)):
+    if not run(lambda: run_service(config, _clock(speed), first_start=False)).repeats_nothing:
         raise Fail
 
 
@@ -218,16 +214,19 @@ def tick(
     config = settings()
     clock = FrozenClock(parse_when(at))
 
-    async def work() -> tuple[PassReport, PassReport, str]:
+    async def work() -> tuple[PassReport, PassReport, str, Stopped | None]:
         configure_logging()
         async with database(config) as sessions:
             transport = build_transport(config)
             worker = build_worker(config, sessions, transport, clock)
+            stopped: Stopped | None = None
             with StopSignals() as signals:
 
                 async def stop_on_signal() -> None:
+                    nonlocal stopped
                     await signals.requested.wait()
-                    await worker.stop(config.sending.shutdown_grace_s, signals.forced)
+                    stopped = await worker.stop(config.sending.shutdown_grace_s, signals.forced)
+                    log_stopped(signals, stopped)
 
                 stopper = asyncio.ensure_future(stop_on_signal())
                 try:
@@ -238,17 +237,20 @@ def tick(
                         sent.counts.update(report.counts)
                         if not report.counts or report.held_back:
                             break
+                    if worker.stopping:
+                        await stopper  # its line, once the last pass has wound down
                     async with sessions() as session:
                         blocked = await sending_blocked(session, SystemClock().now())
-                    return planned, sent, blocked
+                    return planned, sent, blocked, stopped
                 finally:
                     stopper.cancel()
                     await transport.close()
 
-    planned, sent, blocked = run(work)
+    planned, sent, blocked, stopped = run(work)
     out.print(f"planned: {planned}; dispatched: {sent}", markup=False, highlight=False)
     if blocked:
         err.print(f"error: {blocked}", markup=False, highlight=False)
+    if blocked or (stopped is not None and not stopped.repeats_nothing):
         raise Fail
 
 

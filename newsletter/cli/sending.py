@@ -77,7 +77,7 @@ def sending_status(as_json: JsonOption = False) -> None:
         async with database(config, read_only=True) as sessions, sessions() as session:
             wall_now = now()
             switches = await queries.flags(session)
-            counts = await queries.sending_counts(session, wall_now, wall_now)
+            counts = await queries.sending_counts(session, wall_now)
             refusals = await queries.recent_refusals(session, wall_now)
             return {
                 "blocked": await sending_blocked(session, wall_now),
@@ -107,12 +107,14 @@ def sending_status(as_json: JsonOption = False) -> None:
 
 
 def _flag(row: SystemFlag | None, wall_now: datetime) -> dict[str, Any] | None:
-    """A switch that is on now, for the report; None when it is off (or has run out)."""
-    if row is None or (row.until is not None and row.until <= wall_now):
+    """A switch for the report: None when it is off. One whose time has run out is still
+    shown (`over`): a circuit in that state is being probed."""
+    if row is None:
         return None
     return {
         "since": row.set_at.isoformat(),
         "until": row.until.isoformat() if row.until else None,
+        "over": row.until is not None and row.until <= wall_now,
         "reason": row.reason,
     }
 
@@ -120,11 +122,15 @@ def _flag(row: SystemFlag | None, wall_now: datetime) -> dict[str, Any] | None:
 def _print_status(state: dict[str, Any]) -> None:
     lines = [f"Sending: {'held back: ' + state['blocked'] if state['blocked'] else 'running'}"]
     circuit = state["relay_circuit"]
-    lines.append(
-        f"Relay: not taking mail since {circuit['since']}, next try at {circuit['until']}"
-        if circuit
-        else "Relay: taking mail (circuit closed)"
-    )
+    if circuit is None:
+        lines.append("Relay: taking mail (circuit closed)")
+    elif circuit["over"]:
+        lines.append(f"Relay: being tried again (circuit half-open) after: {circuit['reason']}")
+    else:
+        lines.append(
+            f"Relay: not taking mail since {circuit['since']} ({circuit['reason']}); "
+            f"next try at {circuit['until']}"
+        )
     queue, hour = state["queue"], state["last_hour"]
     lines.append(
         f"Queue: {plural(queue['queued'], 'message')} waiting, {queue['due']} due now, "

@@ -57,11 +57,12 @@ def web(
                 forcing.cancel()
                 stopping.cancel()
                 await serving
+        answered = "were cut off" if signals.forced.is_set() else "were answered"
         log_event(
             log,
             logging.INFO,
             f"Stopped{f' on {signals.name}' if signals.name else ''}: "
-            "the requests under way were answered.",
+            f"the requests under way {answered}.",
             "stopped",
         )
 

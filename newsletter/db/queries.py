@@ -394,6 +394,10 @@ class HeldDelivery:
     lease_until: datetime | None
     subscriber_status: str
     suppressed: bool
+    #: The sequence's status (None for mail of no sequence) and, for a lesson, the
+    #: subscriber's enrollment in it (None when there is none).
+    sequence_status: str | None
+    enrollment_status: str | None
 
 
 async def held_deliveries(session: AsyncSession, ids: Iterable[int]) -> dict[int, HeldDelivery]:
@@ -407,9 +411,17 @@ async def held_deliveries(session: AsyncSession, ids: Iterable[int]) -> dict[int
             Delivery.lease_until,
             Subscriber.status,
             Suppression.id.is_not(None),
+            SequenceRow.status,
+            Enrollment.status,
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .outerjoin(Suppression, Suppression.email == Subscriber.email)
+        .outerjoin(SequenceRow, SequenceRow.id == Delivery.sequence_id)
+        .outerjoin(
+            Enrollment,
+            (Enrollment.subscriber_id == Delivery.subscriber_id)
+            & (Enrollment.sequence_id == Delivery.sequence_id),
+        )
         .where(Delivery.id.in_(list(ids)))
     )
     return {row[0]: HeldDelivery(*cast(tuple[Any, ...], row)) for row in rows}
@@ -433,11 +445,16 @@ async def renew_leases(
 
 
 async def release_claims(
-    session: AsyncSession, ids: Iterable[int], *, token: str, reason: str | None = None
+    session: AsyncSession,
+    ids: Iterable[int],
+    *,
+    token: str,
+    reason: str | None = None,
+    due_at: datetime | None = None,
 ) -> None:
-    """Put claimed deliveries that were not attempted straight back in the queue, as they
-    were: the attempt the claim counted is taken back, and they stay due as before.
-    `reason` (e.g. the relay's reply) replaces last_error when given."""
+    """Put claimed deliveries that were not attempted back in the queue, as they were: the
+    attempt the claim counted is taken back. `reason` (e.g. the relay's reply) replaces
+    last_error, and `due_at` the time they are due, when given."""
     table = deliveries_table
     values: dict[str, Any] = {
         "status": DeliveryStatus.QUEUED,
@@ -448,9 +465,18 @@ async def release_claims(
     }
     if reason is not None:
         values["last_error"] = reason
+    if due_at is not None:
+        values["due_at"] = due_at
     await session.execute(
         table.update().where(table.c.id.in_(list(ids)), _held_by(token)).values(values)
     )
+
+
+async def drop_claims(session: AsyncSession, ids: Iterable[int], *, token: str) -> None:
+    """Delete claimed lessons that must not go now and are planned afresh later (a course
+    the subscriber paused): a delivery row would mark the lesson as handled for good."""
+    table = deliveries_table
+    await session.execute(table.delete().where(table.c.id.in_(list(ids)), _held_by(token)))
 
 
 async def record_outcomes(
@@ -530,8 +556,15 @@ async def flags(session: AsyncSession) -> dict[str, SystemFlag]:
 async def set_flag(
     session: AsyncSession, name: str, *, until: datetime | None, reason: str, now: datetime
 ) -> None:
-    await session.execute(delete(SystemFlag).where(SystemFlag.name == name))
-    session.add(SystemFlag(name=name, until=until, reason=reason, set_at=now))
+    """Set (or replace) a switch. One upsert: two workers setting it at once both succeed."""
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    values = {"until": until, "reason": reason, "set_at": now}
+    await session.execute(
+        module.insert(SystemFlag)
+        .values(name=name, **values)
+        .on_conflict_do_update(index_elements=[SystemFlag.name], set_=values)
+    )
 
 
 async def clear_flag(session: AsyncSession, name: str) -> bool:
@@ -559,9 +592,9 @@ class SendingCounts:
     failed_last_hour: int
 
 
-async def sending_counts(session: AsyncSession, now: datetime, wall_now: datetime) -> SendingCounts:
-    """`now`: the schedule's instant (what is due); `wall_now`: real time (the last hour)."""
-    hour_ago = wall_now - timedelta(hours=1)
+async def sending_counts(session: AsyncSession, now: datetime) -> SendingCounts:
+    """What is due by `now`, and what happened in the hour before it."""
+    hour_ago = now - timedelta(hours=1)
     tried_lately = Delivery.last_attempt_at >= hour_ago
     status = Delivery.status
     row = (

@@ -13,7 +13,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
@@ -138,3 +139,30 @@ async def take_write_lock(session: AsyncSession, timeout_s: float = BUSY_TIMEOUT
 
 def _is_busy(exc: OperationalError) -> bool:
     return "database is locked" in str(exc.orig)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether a database error means "busy or out of reach for now, try again" rather than
+    a mistake of ours: SQLite's write lock held past the wait, or its disk full; on
+    PostgreSQL a lost or refused connection, a lock wait past lock_timeout, a serialization
+    failure or deadlock, too many connections, a server shutting down; a full connection
+    pool. A worker keeps its outcomes and tries again; the web answers 503, not 500."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    error = exc.orig
+    sqlite_name = getattr(error, "sqlite_errorname", None)
+    if isinstance(sqlite_name, str):
+        return sqlite_name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL"))
+    sqlstate = getattr(error, "sqlstate", "")
+    if sqlstate is None:  # psycopg: no answer from the server at all
+        return isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(sqlstate, str) and (sqlstate[:2] in _UNAVAILABLE or sqlstate == "55P03")
+
+
+#: PostgreSQL error classes that say "not now": connection exception, transaction rollback
+#: (serialization failure, deadlock), insufficient resources, operator intervention.
+_UNAVAILABLE = frozenset({"08", "40", "53", "57"})

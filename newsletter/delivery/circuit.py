@@ -53,10 +53,6 @@ class Circuit:
             return CircuitState.CLOSED
         return CircuitState.OPEN if now < self.open_until else CircuitState.HALF_OPEN
 
-    def allows(self, now: datetime) -> bool:
-        """Whether a connection may be tried now (in half-open state: the probe)."""
-        return self.state(now) is not CircuitState.OPEN
-
     def succeeded(self) -> bool:
         """A send got through; True if that closed an open circuit."""
         was_open = self.open_until is not None
@@ -81,10 +77,12 @@ class Circuit:
         return True
 
     def hold_until(self, until: datetime, reason: str) -> None:
-        """Another worker found the relay down (a shared flag): wait as long as it does."""
+        """Another worker found the relay down (a shared flag): wait as long as it does, and
+        if our own probe then fails, wait longer than its first wait."""
         if self.open_until is None or self.open_until < until:
             self.open_until = until
             self.reason = reason
+            self._opened = max(self._opened, 1)
 
     def probe_now(self, now: datetime) -> None:
         """An operator said the relay is fixed (`newsletter sending resume`): probe at once."""

@@ -5,24 +5,27 @@ A refusal is first blamed on a party, from the SMTP stage it came at, the reply 
 the enhanced status (RFC 3463):
 
 - **The relay or our account** (the session: connect, greeting, EHLO, TLS, AUTH, MAIL FROM):
-  - no reply, garbage, any 4xx, or a 421 at any stage (RFC 5321 §3.8: the relay is closing
-    the channel): RELAY_UNAVAILABLE. The relay's circuit breaker counts it; the delivery
-    waits for the relay, and the attempt is not counted against it.
-  - a 5xx, an authentication code (530, 534, 535, 538; RFC 4954) at any stage, or no reply
-    during AUTH: SENDER_BLOCKED. Sending pauses and the operator is told; nobody is marked.
-  - except a size refusal at MAIL FROM (552, or 5.3.4; RFC 1870): that message is too big
-    for the relay, whoever receives it. FAILED, with `too_big` set.
+  - a dropped connection, garbage, any 4xx, or a 421 at any stage (RFC 5321 §3.8: the
+    relay is closing the channel): RELAY_UNAVAILABLE. The relay's circuit breaker counts
+    it; the delivery waits for the relay, and the attempt is not counted against it.
+  - a 5xx, an authentication code (530, 534, 535, 538; RFC 4954) at any stage, an enhanced
+    status about the sender's address (x.1.7, x.1.8) at any stage, or a relay that offers
+    no AUTH: SENDER_BLOCKED. Sending pauses and the operator is told; nobody is marked.
+  - except a size refusal at MAIL FROM (552 without an enhanced status, 5.3.4 or 5.2.3;
+    RFC 1870): that message is too big for the relay, whoever receives it. FAILED, with
+    `too_big` set.
 - **One recipient** (a refusal at RCPT, or after DATA, for this message):
-  - any 4xx, no reply, or a 5xx with x.2.2 (mailbox full, which may empty): RETRY after an
-    exponential backoff, `first_delay_s * factor ** (attempts - 1)` capped at `max_delay_s`
-    and spread by +-`jitter`; a retry that would fall after `first_attempt_at +
-    give_up_after_s` is FAILED instead ("gave up").
+  - any 4xx, no reply, a 5xx with x.2.2 (mailbox full, which may empty), or a bare 552
+    (RFC 5321 §4.5.3.1.10 and the "storage allocation" of 552 after DATA: temporary):
+    RETRY after an exponential backoff, `first_delay_s * factor ** (attempts - 1)` capped
+    at `max_delay_s` and spread by +-`jitter`; a retry that would fall after
+    `first_attempt_at + give_up_after_s` is FAILED instead ("gave up").
   - a 5xx with x.7.x (policy: the recipient's server does not take our mail): FAILED, with
     `policy` set. The subscriber is never suppressed for it; the dispatcher pauses sending
     only if such refusals become a large share of recent attempts.
   - a 5xx at RCPT, or x.1.x after DATA (the address is bad): BOUNCED; the address is
     suppressed.
-  - any other 5xx after DATA (this content refused; x.3.4 too big): FAILED.
+  - any other 5xx after DATA (this content refused; 5.3.4 too big): FAILED.
 """
 
 from __future__ import annotations
@@ -51,11 +54,6 @@ class Verdict(StrEnum):
     #: The relay cannot take mail now (refused connection, no greeting, 421, garbage, TLS):
     #: the circuit breaker decides when to try again; the delivery waits, uncharged.
     RELAY_UNAVAILABLE = "relay_unavailable"
-
-
-#: Verdicts about the relay or our account rather than the recipient: the attempt does not
-#: count against the delivery.
-NOT_THE_RECIPIENT = frozenset({Verdict.SENDER_BLOCKED, Verdict.RELAY_UNAVAILABLE})
 
 
 @dataclass(frozen=True)
@@ -106,9 +104,12 @@ _AUTH_CODES = frozenset({530, 534, 535, 538})
 _SESSION_STAGES = frozenset({Stage.CONNECT, Stage.HELO, Stage.TLS, Stage.AUTH, Stage.MAIL})
 #: RFC 5321 §3.8: "service not available, closing transmission channel", at any stage.
 _CLOSING = 421
-#: RFC 1870 §6.1: the message size exceeds the fixed maximum; 5.3.4 is RFC 3463's name for it.
+#: RFC 1870 §6.1: 552 at MAIL FROM, the message size exceeds the fixed maximum; RFC 3463
+#: names it 5.3.4 (too big for the system) or 5.2.3 (over the administrative limit).
 _TOO_BIG_CODE = 552
-_TOO_BIG_STATUS = "5.3.4"
+_TOO_BIG_STATUSES = frozenset({"5.3.4", "5.2.3"})
+#: RFC 3463: the sender's mailbox address (x.1.7) or system address (x.1.8) is bad: ours.
+_SENDER_ADDRESS = frozenset({"1.7", "1.8"})
 
 
 def decide(
@@ -143,10 +144,10 @@ def decide(
 def _verdict(report: SendReport) -> Verdict:
     if report.accepted:
         return Verdict.SENT
-    code = report.code
+    code, permanent = report.code, report.code is not None and report.code >= 500
     if code == _CLOSING:
         return Verdict.RELAY_UNAVAILABLE
-    if code in _AUTH_CODES or (code is None and report.stage is Stage.AUTH):
+    if code in _AUTH_CODES or (permanent and _subject(report) in _SENDER_ADDRESS):
         return Verdict.SENDER_BLOCKED
     if report.stage in _SESSION_STAGES:
         return _session_verdict(report)
@@ -154,7 +155,11 @@ def _verdict(report: SendReport) -> Verdict:
 
 
 def _session_verdict(report: SendReport) -> Verdict:
-    if report.code is None or report.code < 500:
+    if report.code is None:
+        # A relay that offers no AUTH answers nothing to it, and will not by itself.
+        no_auth = report.stage is Stage.AUTH and not report.dropped
+        return Verdict.SENDER_BLOCKED if no_auth else Verdict.RELAY_UNAVAILABLE
+    if report.code < 500:
         return Verdict.RELAY_UNAVAILABLE
     if report.stage is Stage.MAIL and _is_size_refusal(report):
         return Verdict.FAILED
@@ -163,7 +168,8 @@ def _session_verdict(report: SendReport) -> Verdict:
 
 def _recipient_verdict(report: SendReport) -> Verdict:
     subject = _subject(report)
-    if report.code is None or report.code < 500 or subject == "2.2":
+    bare_552 = report.code == _TOO_BIG_CODE and report.enhanced is None
+    if report.code is None or report.code < 500 or subject == "2.2" or bare_552:
         return Verdict.RETRY
     if subject.startswith("7."):
         return Verdict.FAILED
@@ -179,7 +185,7 @@ def _subject(report: SendReport) -> str:
 
 def _is_size_refusal(report: SendReport) -> bool:
     if report.enhanced is not None:
-        return report.enhanced == _TOO_BIG_STATUS
+        return report.enhanced in _TOO_BIG_STATUSES
     return report.code == _TOO_BIG_CODE
 
 

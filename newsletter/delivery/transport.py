@@ -52,6 +52,9 @@ class SendReport:
     enhanced: str | None  #: RFC 3463 enhanced status such as "5.1.1", read from the reply
     message: str  #: the reply text or the error, on one line
     stage: Stage | None  #: None when accepted
+    #: No usable reply: the connection was refused, cut or timed out, or the relay
+    #: answered garbage (rather than, say, a relay that does not offer AUTH at all).
+    dropped: bool = False
 
     def __str__(self) -> str:
         """One line for logs and retry reasons, e.g. "RCPT: 550 5.1.1 No such user"."""
@@ -71,7 +74,9 @@ class Transport(Protocol):
 _ENHANCED_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?=\s|$)")
 
 
-def _report(stage: Stage | None, code: int | None, text: str) -> SendReport:
+def _report(
+    stage: Stage | None, code: int | None, text: str, *, dropped: bool = False
+) -> SendReport:
     """A reply `code` (None: none came) with its text; `stage` None means accepted."""
     message = " ".join(text.split())
     found = _ENHANCED_STATUS.match(message) if code is not None else None
@@ -81,6 +86,7 @@ def _report(stage: Stage | None, code: int | None, text: str) -> SendReport:
         enhanced=found.group() if found else None,
         message=message,
         stage=stage,
+        dropped=dropped,
     )
 
 
@@ -200,7 +206,9 @@ async def _failed(client: SMTP, stage: Stage, failure: Exception) -> SendReport:
         await _recover(client, stage)
         return _report(stage, failure.code, failure.message)
     _hang_up(client)  # no reply, or garbage for one: the session is gone or out of step
-    return _report(stage, None, str(failure) or type(failure).__name__)
+    # aiosmtplib's connect, timeout and disconnect errors are OSErrors, as TLS errors are.
+    dropped = isinstance(failure, (OSError, SMTPResponseException))
+    return _report(stage, None, str(failure) or type(failure).__name__, dropped=dropped)
 
 
 async def _recover(client: SMTP, stage: Stage) -> None:
@@ -214,10 +222,15 @@ async def _recover(client: SMTP, stage: Stage) -> None:
         _hang_up(client)
 
 
+#: QUIT is a courtesy: a relay that does not answer it soon is hung up on, so that a stop
+#: is never held up for a whole command timeout.
+QUIT_TIMEOUT_S = 2.0
+
+
 async def _quit(client: SMTP) -> None:
     if client.is_connected:
         with contextlib.suppress(SMTPException, OSError):
-            await client.execute_command(b"QUIT")
+            await client.execute_command(b"QUIT", timeout=QUIT_TIMEOUT_S)
     _hang_up(client)
 
 

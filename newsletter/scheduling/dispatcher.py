@@ -6,12 +6,16 @@ What a pass guarantees (docs/delivery.md):
 - At most `record_every + connections` messages are sent and not yet recorded at any
   moment: a permit is taken before each send and given back only once its outcome is
   committed. That bounds what a crash can send twice.
-- A message is handed to the relay only if, at most SEND_CHECK_FRESH_S earlier, its row
-  was still held by this claim (the fence), with at least half its lease left, and its
-  recipient could still receive it (not unsubscribed, erased or suppressed).
+- A message is handed to the relay only if, at most SEND_CHECK_FRESH_S before (as the
+  check's query began), its row was still held by this claim (the fence), with at least
+  half its lease left, its recipient could still receive it (not unsubscribed, erased or
+  suppressed), and its course was running for them (not paused).
 - Leases are renewed while rows are held (a heartbeat), so a long batch is never taken over.
-- Outcomes that cannot be committed (the database busy or gone) are kept and tried again;
-  a busy database never ends a pass with accepted messages unrecorded.
+- Outcomes that cannot be committed (the database busy or gone) are kept and tried again,
+  and nothing new is claimed meanwhile; a busy database never ends a pass with accepted
+  messages unrecorded.
+- The switches are read again at every claim: a pause, or a circuit another worker
+  opened, stops a running pass too.
 """
 
 from __future__ import annotations
@@ -21,21 +25,27 @@ import logging
 import secrets
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Any
-
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from typing import TYPE_CHECKING
 
 from newsletter import failpoints
 from newsletter.db import queries
-from newsletter.db.models import DeliveryKind, DeliveryStatus, SubscriberStatus
+from newsletter.db.models import (
+    DeliveryKind,
+    DeliveryStatus,
+    EnrollmentStatus,
+    SequenceStatus,
+    SubscriberStatus,
+    SystemFlag,
+)
+from newsletter.db.session import database_unavailable
 from newsletter.delivery.circuit import CircuitState
 from newsletter.delivery.retry import Decision, Verdict, decide
+from newsletter.delivery.throttle import capped
 from newsletter.delivery.transport import SendReport, Stage
-from newsletter.errors import RenderError
 from newsletter.logs import log_event
+from newsletter.scheduling.outcomes import Note, Outcomes
 
 if TYPE_CHECKING:
     from newsletter.scheduling.worker import PassReport, Worker
@@ -55,23 +65,17 @@ RECORD_RETRY_FIRST_S = 0.05
 RECORD_RETRY_MAX_S = 2.0
 
 
-def database_unavailable(exc: BaseException) -> bool:
-    """A database that is busy (SQLite's lock held too long) or gone (a dropped PostgreSQL
-    connection): worth trying again later, unlike a bug in a statement."""
-    if isinstance(exc, (OperationalError, InterfaceError)):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
-
-
 class Check(Enum):
     """What the database says of a claimed delivery just before it is sent; the value is
     the outcome a pass reports for those not sent."""
 
-    SEND = "sent"
+    SEND = "checked"
     GONE = "gone"  #: the row is gone: the person was erased
     LOST = "lost_claim"  #: another claim holds it now (our lease ran out)
     LEASE_SHORT = "lease_short"  #: too little lease left to start an SMTP exchange safely
     LEFT = "cancelled"  #: the recipient can no longer receive it
+    PAUSED = "paused_course"  #: the subscriber paused (or left) this course
+    HELD = "sequence_held"  #: the course is paused or archived
 
 
 def check_before_send(
@@ -88,30 +92,15 @@ def check_before_send(
         return Check.LOST
     if row.lease_until is None or row.lease_until - wall_now < min_lease:
         return Check.LEASE_SHORT
-    wanted = SubscriberStatus.PENDING if kind == DeliveryKind.CONFIRMATION else None
-    if row.suppressed or row.subscriber_status != (wanted or SubscriberStatus.CONFIRMED):
+    confirmation = kind == DeliveryKind.CONFIRMATION
+    wanted = SubscriberStatus.PENDING if confirmation else SubscriberStatus.CONFIRMED
+    if row.suppressed or row.subscriber_status != wanted:
         return Check.LEFT
+    if row.sequence_status not in (None, SequenceStatus.LIVE):
+        return Check.HELD
+    if not confirmation and row.enrollment_status != EnrollmentStatus.ACTIVE:
+        return Check.PAUSED
     return Check.SEND
-
-
-@dataclass
-class _Chunk:
-    """Outcomes decided and not yet committed, with what goes with them."""
-
-    changes: list[dict[str, Any]] = field(default_factory=list)
-    released: dict[str | None, list[int]] = field(default_factory=dict)
-    moved_on: list[tuple[int, int]] = field(default_factory=list)
-    bounced: list[tuple[int, str, str]] = field(default_factory=list)
-    flags: list[tuple[str, datetime | None, str]] = field(default_factory=list)
-    cleared_flags: list[str] = field(default_factory=list)
-    #: Log lines to write once committed: nothing is logged between the relay's 250 and the
-    #: commit, so a failing log handler cannot cost an outcome.
-    notes: list[tuple[int, str, str]] = field(default_factory=list)
-    ids: list[int] = field(default_factory=list)
-    sent: int = 0  #: messages handed to the relay, each holding an unrecorded permit
-
-    def __bool__(self) -> bool:
-        return bool(self.ids or self.flags or self.cleared_flags)
 
 
 class DispatchPass:
@@ -120,10 +109,12 @@ class DispatchPass:
         self.now = now  #: the schedule's instant when the pass began
         self.report = report
         sending = worker.settings.sending
-        self.connections = sending.connections
         self.batch_size = sending.batch_size
         self.record_every = sending.record_every
         self.lease = timedelta(seconds=sending.lease_s)
+        #: The relay's circuit is half-open: this pass is one probe message on one sender.
+        self.probe = worker.circuit.state(worker.wall.now()) is CircuitState.HALF_OPEN
+        self.connections = 1 if self.probe else sending.connections
         #: The fence: outcomes are written only over rows still claimed under this token.
         self.token = f"{worker.name}/{secrets.token_hex(4)}"
         self.pending: deque[queries.ClaimedDelivery] = deque()
@@ -133,38 +124,34 @@ class DispatchPass:
         self.claiming: asyncio.Task[None] | None = None
         self.commits: set[asyncio.Task[None]] = set()
         self.exhausted = False  #: nothing more to claim in this pass
-        self.halted = False  #: start no further sends (relay refusing, circuit open)
-        self.probing = False
-        self.chunk = _Chunk()
-        self.unrecorded = asyncio.Semaphore(sending.record_every + sending.connections)
+        self.halted = False  #: start no further sends (paused, relay refusing, circuit open)
+        self.committing_fails = False  #: the database would not take the last commit yet
+        self.outcomes = Outcomes()
+        self.unrecorded = asyncio.Semaphore(sending.record_every + self.connections)
         self.gate = asyncio.Lock()
         self.recording = asyncio.Lock()
         self.senders: list[asyncio.Task[None]] = []
-        self.finished = asyncio.Event()
 
     # --- the pass ------------------------------------------------------------------------
 
     async def run(self) -> None:
+        self._refill_soon()
+        if (claim := self.claiming) is not None:
+            await asyncio.wait({claim})
+            claim.result()  # a bug in claiming ends the pass, loudly
+        if not self.held:
+            await self._record(force=True)  # what the claim itself decided (broken lessons)
+            return
+        heartbeat = asyncio.create_task(self._heartbeat())
+        self.senders = [asyncio.create_task(self._sender()) for _ in range(self.connections)]
         try:
-            self._refill_soon()
-            if (claim := self.claiming) is not None:
-                await asyncio.wait({claim})
-                claim.result()  # a bug in claiming ends the pass, loudly
-            if not self.held:
-                await self._record(force=True)  # what the claim itself decided (broken lessons)
-                return
-            heartbeat = asyncio.create_task(self._heartbeat())
-            self.senders = [asyncio.create_task(self._sender()) for _ in range(self.connections)]
-            try:
-                results = await asyncio.gather(*self.senders, return_exceptions=True)
-            finally:
-                heartbeat.cancel()
-                await self._wind_down()
-            for result in results:
-                if isinstance(result, Exception):
-                    raise result
+            results = await asyncio.gather(*self.senders, return_exceptions=True)
+            await self._wind_down()
         finally:
-            self.finished.set()
+            heartbeat.cancel()  # only once everything held is released or recorded
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
 
     def abandon(self) -> None:
         """Stop now: cut the sends in flight (a forced shutdown)."""
@@ -179,7 +166,7 @@ class DispatchPass:
         unsent = [delivery for _, delivery in self.checked] + list(self.pending)
         self.checked.clear()
         self.pending.clear()
-        self._release(unsent, None)
+        self.outcomes.release(unsent)
         self.report.counts["released"] += len(unsent)
         await self._record(force=True)
         if self.commits:  # one a cut-off sender left running
@@ -214,8 +201,9 @@ class DispatchPass:
         wall_now = self.worker.wall.now()
         try:
             envelope = self.worker.emails.envelope(delivery, wall_now)
-        except RenderError as exc:  # an address no header can carry
-            self._settle(delivery, Decision(Verdict.FAILED, None, str(exc)))
+        except Exception as exc:  # an address no header can carry, a template gone wrong
+            reason = f"cannot build the email: {type(exc).__name__}: {exc}"[:500]
+            self._settle(delivery, Decision(Verdict.FAILED, None, reason))
             self.unrecorded.release()  # nothing went to the relay
             return
         try:
@@ -226,12 +214,12 @@ class DispatchPass:
             outcome = SendReport(False, 553, "5.1.3", reason, Stage.RCPT)
         except asyncio.CancelledError:
             # Cut off mid-exchange: whether the relay took it is unknown.
-            self._release([delivery], "interrupted by a forced shutdown; may arrive twice")
+            self.outcomes.release([delivery], "interrupted by a forced stop; may arrive twice")
             self.report.counts["interrupted"] += 1
             raise
         if outcome.accepted:
             failpoints.hit("dispatch.after_accept")
-        self.chunk.sent += 1
+        self.outcomes.sent += 1
         decision = decide(
             outcome,
             attempts=delivery.attempts,
@@ -247,19 +235,11 @@ class DispatchPass:
     async def _next(self) -> queries.ClaimedDelivery | None:
         """The next delivery whose check is fresh; None when this sender should stop."""
         async with self.gate:
-            prober = False
             while True:
                 if self.halted or self.worker.stopping:
                     return None
-                match self.worker.circuit.state(self.worker.wall.now()):
-                    case CircuitState.OPEN:
-                        self.halted = True
-                        self.report.counts["circuit_open"] += 1
-                        return None
-                    case CircuitState.HALF_OPEN if not prober:
-                        if self.probing:
-                            return None  # one probe at a time; the rest waits for its answer
-                        self.probing = prober = True
+                if self.worker.circuit.state(self.worker.wall.now()) is CircuitState.OPEN:
+                    return None  # opened by a failure in this pass, which halts it too
                 if fresh := self._take_fresh():
                     return fresh
                 self._refill_soon()
@@ -281,6 +261,7 @@ class DispatchPass:
 
     async def _check_group(self) -> None:
         group = [self.pending.popleft() for _ in range(min(self.connections, len(self.pending)))]
+        checked_at = time.monotonic()  # before the query: a slow answer is no fresher
         try:
             async with self.worker.readers() as session:
                 rows = await queries.held_deliveries(session, [d.id for d in group])
@@ -290,7 +271,7 @@ class DispatchPass:
                 raise
             self._halt_for_database(exc)
             return
-        checked_at, wall_now = time.monotonic(), self.worker.wall.now()
+        wall_now = self.worker.wall.now()
         for delivery in group:
             check = check_before_send(
                 rows.get(delivery.id),
@@ -303,24 +284,27 @@ class DispatchPass:
                 self.checked.append((checked_at, delivery))
                 continue
             self.report.counts[check.value] += 1
-            if check is Check.LEFT:
-                reason = "the recipient left or is suppressed; not sent"
-                self._change(delivery, DeliveryStatus.CANCELLED, last_error=reason)
-            else:
-                # Nothing of ours to write: the row is gone, or no longer ours to send.
-                self.held.pop(delivery.id, None)
-                if check is not Check.GONE:
-                    why = (
-                        "another worker holds it now"
-                        if check is Check.LOST
-                        else "its lease is running out (is the database reachable?)"
+            match check:
+                case Check.LEFT:
+                    reason = "not sent: the recipient left or is suppressed"
+                    self.outcomes.change(
+                        delivery, DeliveryStatus.CANCELLED, wall_now=wall_now, last_error=reason
                     )
-                    log_event(
-                        log,
-                        logging.WARNING,
-                        f"Delivery {delivery.id} was not sent: {why}.",
-                        "claim_lost",
-                    )
+                case Check.PAUSED:
+                    self.outcomes.drop(delivery)  # planned afresh when the course resumes
+                case Check.HELD | Check.LEASE_SHORT:
+                    self.outcomes.release([delivery])
+                case Check.GONE | Check.LOST:
+                    self.held.pop(delivery.id, None)  # nothing of ours to write
+            if check in (Check.LOST, Check.LEASE_SHORT):
+                why = (
+                    "another worker holds it now"
+                    if check is Check.LOST
+                    else "its lease was running out (is the database reachable?)"
+                )
+                log_event(
+                    log, logging.WARNING, f"Delivery {delivery.id} was not sent: {why}.", "claim"
+                )
 
     def _halt_for_database(self, exc: BaseException) -> None:
         self.halted = True
@@ -336,10 +320,11 @@ class DispatchPass:
 
     def _refill_soon(self) -> None:
         """Claim more in the background while the queue still holds work for the senders."""
-        low_water = max(2 * self.connections, self.batch_size // 2)
         if self.claiming is not None or self.exhausted or self.halted or self.worker.stopping:
             return
-        if len(self.pending) + len(self.checked) >= low_water:
+        if self.committing_fails:
+            return  # what was sent must be recorded before anything new is claimed
+        if len(self.pending) + len(self.checked) >= max(2 * self.connections, self.batch_size // 2):
             return
         self.claiming = asyncio.create_task(self._claim())
 
@@ -355,17 +340,18 @@ class DispatchPass:
                 async with self.worker.readers() as session:
                     problems = await self.worker.emails.prepare(session, claimed)
             except Exception as exc:
-                if not database_unavailable(exc):
-                    raise
-                self._release(claimed, None)  # their emails could not be read: next pass
+                if database_unavailable(exc):
+                    self.outcomes.release(claimed)  # their emails could not be read: later
                 raise
             for delivery in claimed:
                 if delivery.id in problems:
                     self._settle(delivery, Decision(Verdict.FAILED, None, problems[delivery.id]))
+                elif delivery.kind == DeliveryKind.CONFIRMATION:
+                    self.pending.appendleft(delivery)  # ahead of the lessons already waiting
                 else:
                     self.pending.append(delivery)
-            if self._half_open():
-                self.exhausted = True  # a probe: the rest waits for the circuit to close
+            if self.probe:
+                self.exhausted = True  # one message; the rest waits for the circuit to close
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
@@ -381,6 +367,10 @@ class DispatchPass:
             return []
         wall_now = self.worker.wall.now()
         async with self.worker.sessions.begin() as session:
+            if held_back := self._held_back(await queries.flags(session), wall_now):
+                self.halted = True
+                self.report.counts[held_back] += 1
+                return []
             return await queries.claim_due_deliveries(
                 session,
                 now=max(self.now, self.worker.clock.now()),
@@ -390,27 +380,33 @@ class DispatchPass:
                 token=self.token,
             )
 
-    def _half_open(self) -> bool:
-        return self.worker.circuit.state(self.worker.wall.now()) is CircuitState.HALF_OPEN
+    def _held_back(self, switches: dict[str, SystemFlag], wall_now: datetime) -> str:
+        """Why no more may be claimed now, as a report key; "" when it may. Read at every
+        claim, so that a pause, or a circuit another worker opened, stops this pass too."""
+        paused = switches.get(queries.SENDING_PAUSED)
+        if paused is not None and (paused.until is None or paused.until > wall_now):
+            return "paused"
+        circuit = switches.get(queries.RELAY_CIRCUIT)
+        if circuit is not None and circuit.until is not None and not self.probe:
+            self.worker.circuit.hold_until(circuit.until, circuit.reason)
+        if self.worker.circuit.state(wall_now) is CircuitState.OPEN:
+            return "circuit_open"
+        return ""
 
     async def _allowance(self) -> int:
         """How many to claim: a batch, within the hourly and daily caps; one for a probe."""
-        if self._half_open():
+        if self.probe:
             return 1
         sending = self.worker.settings.sending
-        limit = self.batch_size
-        if sending.max_per_hour or sending.max_per_day:
-            wall_now = self.worker.wall.now()
-            async with self.worker.readers() as session:
-                for cap, span in (
-                    (sending.max_per_hour, timedelta(hours=1)),
-                    (sending.max_per_day, timedelta(days=1)),
-                ):
-                    if cap:
-                        sent = await queries.sent_since(session, wall_now - span)
-                        limit = min(limit, cap - sent)
-            if limit <= 0:
-                self.report.counts["capped"] += 1
+        if not (sending.max_per_hour or sending.max_per_day):
+            return self.batch_size
+        wall_now = self.worker.wall.now()
+        async with self.worker.readers() as session:
+            hour = await queries.sent_since(session, wall_now - timedelta(hours=1))
+            day = await queries.sent_since(session, wall_now - timedelta(days=1))
+        limit = capped(self.batch_size, hour, day, sending.max_per_hour, sending.max_per_day)
+        if limit <= 0:
+            self.report.counts["capped"] += 1
         return limit
 
     # --- leases --------------------------------------------------------------------------
@@ -430,11 +426,11 @@ class DispatchPass:
                         lease_until=self.worker.wall.now() + self.lease,
                     )
             except Exception as exc:
-                if not database_unavailable(exc):
-                    raise
+                # Busy, gone, or worse: say so and beat again; a send only starts while
+                # enough of its lease is left, so a missed beat repeats nothing.
                 log_event(
                     log,
-                    logging.WARNING,
+                    logging.WARNING if database_unavailable(exc) else logging.ERROR,
                     f"Could not renew the leases of {len(self.held)} deliveries "
                     f"({_first_line(exc)}); trying again.",
                     "lease_renewal_failed",
@@ -448,46 +444,56 @@ class DispatchPass:
         decision: Decision,
         outcome: SendReport | None = None,
     ) -> None:
-        """Turn a decision into the changes of the next chunk, and tell the circuit and the
-        policy watch what the relay did."""
-        worker, chunk = self.worker, self.chunk
+        """Turn a decision into outcomes to record, and tell the circuit and the policy
+        watch what the relay did."""
+        worker, outcomes = self.worker, self.outcomes
         wall_now = worker.wall.now()
         self.report.counts[decision.verdict.value] += 1
+        reason = decision.reason
         match decision.verdict:
             case Verdict.SENT:
-                self._change(delivery, DeliveryStatus.SENT, sent_at=wall_now)
+                outcomes.change(delivery, DeliveryStatus.SENT, wall_now=wall_now, sent_at=wall_now)
             case Verdict.RETRY:
                 assert decision.retry_at is not None
                 due_at = worker.clock.after(decision.retry_at - wall_now)
-                self._change(delivery, DeliveryStatus.QUEUED, due_at=due_at, error=decision)
+                outcomes.change(
+                    delivery,
+                    DeliveryStatus.QUEUED,
+                    wall_now=wall_now,
+                    due_at=due_at,
+                    last_error=reason,
+                )
             case Verdict.BOUNCED:
-                self._change(delivery, DeliveryStatus.FAILED, error=decision)
-                chunk.bounced.append((delivery.subscriber_id, delivery.email, decision.reason))
+                outcomes.change(
+                    delivery, DeliveryStatus.FAILED, wall_now=wall_now, last_error=reason
+                )
+                outcomes.bounced.append((delivery.subscriber_id, delivery.email, reason))
             case Verdict.FAILED:
-                self._change(delivery, DeliveryStatus.FAILED, error=decision)
+                outcomes.change(
+                    delivery, DeliveryStatus.FAILED, wall_now=wall_now, last_error=reason
+                )
                 if decision.too_big:
-                    chunk.notes.append(
-                        (
-                            logging.ERROR,
-                            f"The relay refused {worker.emails.describe(delivery)} to "
-                            f"{delivery.email} as too big ({decision.reason}). That email "
-                            "failed for good; shorten it, or raise the relay's message size "
-                            "limit, before it goes to anyone else.",
-                            "message_too_big",
-                        )
+                    outcomes.notes.append(
+                        _too_big(worker.emails.describe(delivery), delivery, reason)
                     )
             case Verdict.SENDER_BLOCKED:
-                self._release([delivery], decision.reason)
+                outcomes.release([delivery], decision.reason)
                 self._pause_sending(decision.reason)
             case Verdict.RELAY_UNAVAILABLE:
-                self._release([delivery], decision.reason)
+                # Due again no sooner than the circuit's first wait: a refusal that comes
+                # back for this one message must not make it the next probe at once.
+                first_wait = timedelta(seconds=worker.circuit.policy.first_delay_s)
+                outcomes.release([delivery], decision.reason, worker.clock.after(first_wait))
                 if worker.circuit.failed(wall_now, decision.reason):
                     self._open_circuit()
-        if outcome is None or decision.verdict is Verdict.RELAY_UNAVAILABLE:
+        if outcome is None or decision.verdict in (
+            Verdict.RELAY_UNAVAILABLE,
+            Verdict.SENDER_BLOCKED,
+        ):
             return
         if worker.circuit.succeeded():
-            chunk.cleared_flags.append(queries.RELAY_CIRCUIT)
-            chunk.notes.append((logging.INFO, "The relay takes mail again.", "circuit_closed"))
+            outcomes.cleared_flags.append(queries.RELAY_CIRCUIT)
+            outcomes.notes.append((logging.INFO, "The relay takes mail again.", "circuit_closed"))
         if outcome.accepted or outcome.stage in (Stage.RCPT, Stage.DATA):
             too_many = worker.policy_watch.observe(
                 refused_for_policy=decision.policy,
@@ -497,50 +503,18 @@ class DispatchPass:
             if too_many:
                 self._pause_for_policy()
 
-    def _change(
-        self,
-        delivery: queries.ClaimedDelivery,
-        status: DeliveryStatus,
-        *,
-        sent_at: datetime | None = None,
-        due_at: datetime | None = None,
-        error: Decision | None = None,
-        last_error: str = "",
-    ) -> None:
-        chunk = self.chunk
-        chunk.ids.append(delivery.id)
-        chunk.changes.append(
-            {
-                "id": delivery.id,
-                "status": status,
-                "lease_until": None,
-                "claimed_by": None,
-                "sent_at": sent_at,
-                "due_at": due_at or self.now,
-                "last_error": error.reason if error else last_error,
-                "last_attempt_at": self.worker.wall.now(),
-            }
-        )
-        finished = status in (DeliveryStatus.SENT, DeliveryStatus.FAILED)
-        if finished and delivery.kind == DeliveryKind.LESSON and delivery.sequence_id:
-            chunk.moved_on.append((delivery.subscriber_id, delivery.sequence_id))
-
-    def _release(self, deliveries: list[queries.ClaimedDelivery], reason: str | None) -> None:
-        if deliveries:
-            self.chunk.released.setdefault(reason, []).extend(d.id for d in deliveries)
-            self.chunk.ids.extend(d.id for d in deliveries)
-
     def _pause_sending(self, reason: str) -> None:
         self.halted = True
         until = self.worker.wall.now() + timedelta(seconds=self.worker.retry_policy.first_delay_s)
-        self.chunk.flags.append((queries.SENDING_PAUSED, until, reason))
-        self.chunk.notes.append(
+        self.outcomes.flags.append((queries.SENDING_PAUSED, until, reason))
+        self.outcomes.notes.append(
             (
                 logging.ERROR,
                 f"Sending paused: the relay refused us as a sender ({reason}). No subscriber "
                 "was marked. Check [smtp] host, port, tls, username and "
-                "NEWSLETTER_SMTP__PASSWORD, and the relay account; sending tries again by "
-                f"itself at {until:%H:%M:%S} UTC, or at once with `newsletter sending resume`.",
+                "NEWSLETTER_SMTP__PASSWORD, the relay account, and that the sender address "
+                f"is one the relay accepts; sending tries again by itself at {until:%H:%M:%S} "
+                "UTC, or at once with `newsletter sending resume`.",
                 "sending_paused",
             )
         )
@@ -549,8 +523,8 @@ class DispatchPass:
         self.halted = True
         summary = self.worker.policy_watch.summary()
         self.worker.policy_watch.reset()
-        self.chunk.flags.append((queries.SENDING_PAUSED, None, summary))
-        self.chunk.notes.append(
+        self.outcomes.flags.append((queries.SENDING_PAUSED, None, summary))
+        self.outcomes.notes.append(
             (
                 logging.ERROR,
                 f"Sending paused: {summary}. Receiving servers are refusing our mail, which "
@@ -565,8 +539,8 @@ class DispatchPass:
         self.halted = True
         circuit = self.worker.circuit
         assert circuit.open_until is not None
-        self.chunk.flags.append((queries.RELAY_CIRCUIT, circuit.open_until, circuit.reason))
-        self.chunk.notes.append(
+        self.outcomes.flags.append((queries.RELAY_CIRCUIT, circuit.open_until, circuit.reason))
+        self.outcomes.notes.append(
             (
                 logging.WARNING,
                 f"The relay is not taking mail ({circuit.reason}); no connection is tried "
@@ -578,74 +552,79 @@ class DispatchPass:
         )
 
     async def _record(self, *, force: bool = False) -> None:
-        """Commit the chunk once `record_every` messages are in it (or now, if `force`)."""
-        if not force and self.chunk.sent < self.record_every:
+        """Commit the outcomes once `record_every` messages are in them (or now, if `force`)."""
+        if not force and self.outcomes.sent < self.record_every:
             return
         async with self.recording:
-            chunk, self.chunk = self.chunk, _Chunk()
-            if not chunk:
+            outcomes, self.outcomes = self.outcomes, Outcomes()
+            if not outcomes:
                 return
-            # Shielded: a sender cut off by a forced shutdown must not take the commit of
+            # Shielded: a sender cut off by a forced stop must not take the commit of
             # outcomes the relay already accepted down with it.
-            commit = asyncio.create_task(self._commit(chunk))
+            commit = asyncio.create_task(self._commit(outcomes))
             self.commits.add(commit)
             commit.add_done_callback(self.commits.discard)
             await asyncio.shield(commit)
 
-    async def _commit(self, chunk: _Chunk) -> None:
+    async def _commit(self, outcomes: Outcomes) -> None:
         delay_s = RECORD_RETRY_FIRST_S
-        while True:
-            try:
-                async with self.worker.sessions.begin() as session:
-                    await self._write(session, chunk)
-                break
-            except Exception as exc:
-                if not database_unavailable(exc):
-                    raise
+        try:
+            while not await self._try_commit(outcomes, delay_s == RECORD_RETRY_FIRST_S):
+                self.committing_fails = True
                 if self.worker.abandoning:
-                    log_event(
-                        log,
-                        logging.ERROR,
-                        f"Stopped before {len(chunk.ids)} outcomes could be recorded "
-                        f"({_first_line(exc)}); those deliveries are sent again once their "
-                        "lease ends.",
-                        "outcomes_lost",
-                    )
+                    self.report.counts["outcomes_lost"] += outcomes.sent
                     return
-                self.report.counts["record_retries"] += 1
-                if delay_s == RECORD_RETRY_FIRST_S:
-                    log_event(
-                        log,
-                        logging.WARNING,
-                        f"Cannot record {len(chunk.ids)} outcomes yet ({_first_line(exc)}); "
-                        "keeping them and trying again.",
-                        "record_retry",
-                    )
                 await asyncio.sleep(delay_s)
                 delay_s = min(2 * delay_s, RECORD_RETRY_MAX_S)
-        for delivery_id in chunk.ids:
+        except BaseException:
+            # Not a busy database but a bug: halt, and give the permits back so that the
+            # other senders are not left waiting for a commit that will not come.
+            self.halted = True
+            for _ in range(outcomes.sent):
+                self.unrecorded.release()
+            raise
+        self.committing_fails = False
+        for delivery_id in outcomes.ids:
             self.held.pop(delivery_id, None)
-        for _ in range(chunk.sent):
+        for _ in range(outcomes.sent):
             self.unrecorded.release()
         failpoints.hit("dispatch.after_record")
-        for level, message, action in chunk.notes:
+        for level, message, action in outcomes.notes:
             log_event(log, level, message, action)
 
-    async def _write(self, session: Any, chunk: _Chunk) -> None:
-        now = self.now
-        await queries.record_outcomes(session, chunk.changes, token=self.token)
-        for reason, ids in chunk.released.items():
-            await queries.release_claims(session, ids, token=self.token, reason=reason)
-        await queries.lessons_sent(session, chunk.moved_on, now)
-        for _, email, reason in chunk.bounced:
-            await queries.suppress(session, email, "bounced", reason, self.worker.wall.now())
-        await queries.mark_bounced(session, [s for s, _, _ in chunk.bounced], now)
-        for name in chunk.cleared_flags:
-            await queries.clear_flag(session, name)
-        for name, until, reason in chunk.flags:
-            await queries.set_flag(
-                session, name, until=until, reason=reason, now=self.worker.wall.now()
-            )
+    async def _try_commit(self, outcomes: Outcomes, first_try: bool) -> bool:
+        try:
+            async with self.worker.sessions.begin() as session:
+                await outcomes.write(
+                    session,
+                    token=self.token,
+                    now=max(self.now, self.worker.clock.now()),
+                    wall_now=self.worker.wall.now(),
+                )
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            self.report.counts["record_retries"] += 1
+            if first_try:
+                log_event(
+                    log,
+                    logging.WARNING,
+                    f"Cannot record {len(outcomes.ids)} outcomes yet ({_first_line(exc)}); "
+                    "keeping them and trying again.",
+                    "record_retry",
+                )
+            return False
+        return True
+
+
+def _too_big(what: str, delivery: queries.ClaimedDelivery, reason: str) -> Note:
+    return (
+        logging.ERROR,
+        f"The relay refused {what} to {delivery.email} as too big ({reason}). That "
+        "email failed for good; shorten it, or raise the relay's message size limit, before "
+        "it goes to anyone else.",
+        "message_too_big",
+    )
 
 
 def _first_line(exc: BaseException) -> str:

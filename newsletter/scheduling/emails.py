@@ -13,6 +13,7 @@ from newsletter.config import Settings
 from newsletter.courses import load_snapshot
 from newsletter.db import queries
 from newsletter.db.models import DeliveryKind, LessonSnapshot, Sequence, SequenceVersion
+from newsletter.db.session import database_unavailable
 from newsletter.delivery.transport import Envelope
 from newsletter.logs import log_event
 from newsletter.render import ConfirmationEmail, LessonEmail, Recipient
@@ -46,6 +47,8 @@ class CompiledEmails:
                 else:
                     await self._load_lesson(session, delivery)
             except Exception as exc:  # a template or content error, reported per delivery
+                if database_unavailable(exc):
+                    raise  # not the lesson's fault: the pass puts these back in the queue
                 log_event(
                     log,
                     logging.ERROR,
@@ -93,14 +96,15 @@ class CompiledEmails:
             return
         version = await queries.current_version(session, delivery.sequence_id)
         assert version is not None
-        looked_up.add(delivery.sequence_id)
-        self._confirmation_versions[delivery.sequence_id] = version.id
         if version.id not in self._confirmations:
             slug = await self._slug_of(session, version.id)
             course = await load_snapshot(session, version.id, slug)
             self._confirmations[version.id] = ConfirmationEmail(
                 self.env, self.settings.sender, course
             )
+        # Only once it compiled: until then, confirmations keep the version they had.
+        self._confirmation_versions[delivery.sequence_id] = version.id
+        looked_up.add(delivery.sequence_id)
 
     async def _load_lesson(self, session: AsyncSession, delivery: queries.ClaimedDelivery) -> None:
         assert delivery.lesson_id is not None

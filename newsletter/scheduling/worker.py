@@ -21,17 +21,17 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from newsletter.clock import Clock, SystemClock
+from newsletter.clock import Clock, MonotonicClock, SystemClock
 from newsletter.config import Settings
 from newsletter.db import queries
 from newsletter.db.models import EnrollmentStatus
-from newsletter.db.session import read_only
+from newsletter.db.session import database_unavailable, read_only
 from newsletter.delivery.circuit import Circuit, CircuitPolicy, CircuitState
 from newsletter.delivery.retry import PolicyWatch, RetryPolicy
 from newsletter.delivery.throttle import TokenBucket
 from newsletter.delivery.transport import Transport
 from newsletter.render import make_message_id
-from newsletter.scheduling.dispatcher import DispatchPass, database_unavailable
+from newsletter.scheduling.dispatcher import DispatchPass
 from newsletter.scheduling.emails import CompiledEmails
 from newsletter.scheduling.planner import (
     Complete,
@@ -69,6 +69,36 @@ class PassReport:
         )
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """How a worker stopped."""
+
+    clean: bool  #: every send under way finished within the grace period
+    interrupted: int  #: sends cut off mid-exchange: each may arrive twice
+    #: Messages sent whose outcome the database did not take in time: sent again after
+    #: their lease.
+    unrecorded: int
+
+    @property
+    def repeats_nothing(self) -> bool:
+        return self.clean and not self.unrecorded
+
+    def __str__(self) -> str:
+        if self.repeats_nothing:
+            return (
+                "every send under way finished, and claimed mail not yet sent went back to "
+                "the queue."
+            )
+        parts = []
+        if self.interrupted:
+            parts.append(f"{self.interrupted} sends were cut off mid-exchange")
+        if self.unrecorded:
+            parts.append(
+                f"the database did not take the outcomes of {self.unrecorded} sent messages"
+            )
+        return "; ".join(parts or ["the grace period ran out"]) + ": they may arrive twice."
+
+
 class Worker:
     def __init__(
         self,
@@ -95,8 +125,9 @@ class Worker:
         #: Real time, whatever the schedule does: leases, retry and backoff delays, the
         #: circuit, the hourly and daily caps, token issue times, Date headers.
         self.wall = wall or SystemClock()
-        #: The per-second rate protects the relay's real load: never a test's frozen clock.
-        self.rate_clock: Clock = SystemClock()
+        #: The per-second rate protects the relay's real load: elapsed time that neither a
+        #: test's frozen clock nor the wall clock stepping back can stop.
+        self.rate_clock: Clock = MonotonicClock()
         sending = settings.sending
         self.bucket = TokenBucket(sending.max_per_second)
         self.retry_policy = RetryPolicy(
@@ -248,27 +279,30 @@ class Worker:
             self._passes.discard(dispatch)
         return report
 
-    async def stop(self, grace_s: float, forced: asyncio.Event | None = None) -> bool:
+    async def stop(self, grace_s: float, forced: asyncio.Event | None = None) -> Stopped:
         """Stop claiming and starting sends, and planning; give the sends in flight `grace_s`
         (or until `forced` is set) to finish, then cut them off. Every pass releases what it
-        claimed and did not send, and records what it did. True if everything in flight
-        finished within the grace."""
+        claimed and did not send, and records what it did."""
         self.stopping = True
-        if not self._active:
-            return True
-        waiters = {asyncio.ensure_future(self._idle.wait())}
-        if forced is not None:
-            waiters.add(asyncio.ensure_future(forced.wait()))
-        await asyncio.wait(waiters, timeout=grace_s, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in waiters:
-            waiter.cancel()
+        passes = list(self._passes)
+        if self._active:
+            waiters = {asyncio.ensure_future(self._idle.wait())}
+            if forced is not None:
+                waiters.add(asyncio.ensure_future(forced.wait()))
+            await asyncio.wait(waiters, timeout=grace_s, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
         clean = self._idle.is_set()
         if not clean:
             self.abandoning = True
             for dispatch in list(self._passes):
                 dispatch.abandon()
             await self._idle.wait()
-        return clean
+        return Stopped(
+            clean=clean,
+            interrupted=sum(p.report["interrupted"] for p in passes),
+            unrecorded=sum(p.report["outcomes_lost"] for p in passes),
+        )
 
     @contextlib.contextmanager
     def _busy(self) -> Iterator[None]:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 
 from newsletter.clock import Clock
 from newsletter.config import Settings, WebSettings, load_secret_key
+from newsletter.db.session import database_unavailable
 from newsletter.tokens import LinkMaker
 from newsletter.web.edge import TrustedHost, TrustedProxies, redirect_slashes_to
 from newsletter.web.routes import RETRY_BUSY_S, DatabaseBusy, Pages
@@ -129,7 +130,7 @@ def create_app(
         )
 
     async def database_error(request: Request, exc: Exception) -> Response:
-        if not database_unavailable(exc):
+        if not (isinstance(exc, DatabaseBusy) or database_unavailable(exc)):
             return await server_error(request, exc)
         # The driver's message only: SQLAlchemy's own adds the statement and its
         # parameters, which hold the signer's address.
@@ -191,32 +192,6 @@ def create_app(
     redirect_slashes_to(app.router, settings.site.base)
     app.state.web = web  # for web_server
     return app
-
-
-def database_unavailable(exc: Exception) -> bool:
-    """Whether a database error means "busy or out of reach for now, try again" rather
-    than a mistake of ours: SQLite's write lock held past our wait; on PostgreSQL a lost or
-    refused connection, a lock wait past lock_timeout, a serialization failure or deadlock,
-    too many connections, a server shutting down; a full connection pool."""
-    if isinstance(exc, DatabaseBusy | PoolTimeout):
-        return True
-    if not isinstance(exc, DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    error = exc.orig
-    sqlite_name = getattr(error, "sqlite_errorname", None)
-    if isinstance(sqlite_name, str):
-        return sqlite_name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
-    sqlstate = getattr(error, "sqlstate", "")
-    if sqlstate is None:  # psycopg: no answer from the server at all
-        return isinstance(exc, OperationalError)
-    return isinstance(sqlstate, str) and (sqlstate[:2] in _UNAVAILABLE or sqlstate == "55P03")
-
-
-#: PostgreSQL error classes that say "not now": connection exception, transaction rollback
-#: (serialization failure, deadlock), insufficient resources, operator intervention.
-_UNAVAILABLE = frozenset({"08", "40", "53", "57"})
 
 
 class QuietServer(uvicorn.Server):

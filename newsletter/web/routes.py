@@ -27,6 +27,7 @@ from newsletter.config import Settings
 from newsletter.db import queries
 from newsletter.db.models import Subscriber, SubscriberStatus
 from newsletter.db.session import read_only, take_write_lock
+from newsletter.logs import log_event
 from newsletter.tokens import LinkMaker, Purpose, TokenExpired, TokenInvalid
 from newsletter.web import forms
 from newsletter.web.security import MAX_BODY_BYTES, CsrfGuard
@@ -239,7 +240,7 @@ class Pages:
         now = self.clock.now()
         parsed = forms.parse_signup(await read_form(request))
         if isinstance(parsed, forms.Trapped):
-            log.info("Honeypot filled; pretended success.", extra={"action": "signup_trapped"})
+            log_event(log, logging.INFO, "Honeypot filled; pretended success.", "signup_trapped")
             return see_check_your_email()
         # Read before the write lock: "signups closed" must not wait for it.
         async with self.readers() as session:
@@ -277,7 +278,7 @@ class Pages:
                 confirmation_interval=timedelta(seconds=limits.confirmation_interval_s),
                 confirmations_per_day=limits.confirmations_per_address_per_day,
             )
-        log.info("Signup: %s.", outcome, extra={"action": "signup", "outcome": str(outcome)})
+        log_event(log, logging.INFO, f"Signup: {outcome}.", "signup")
         return see_check_your_email()
 
     async def check_your_email(self, request: Request) -> Response:
@@ -388,7 +389,7 @@ class Pages:
                 fallback_sequence_id=course.sequence_id if course else None,
                 now=now,
             )
-        log.info("Confirm: %s.", outcome, extra={"action": "confirm", "outcome": str(outcome)})
+        log_event(log, logging.INFO, f"Confirm: {outcome}.", "confirm")
         match outcome:
             case signup.ConfirmOutcome.UNKNOWN:
                 return self.unknown_subscriber()
@@ -420,7 +421,7 @@ class Pages:
             return subscriber_id
         async with self.writing() as session:
             await signup.leave(session, subscriber_id, now)
-        log.info("Unsubscribed via the web.", extra={"action": "unsubscribed"})
+        log_event(log, logging.INFO, "Unsubscribed via the web.", "unsubscribed")
         return self.render("unsubscribed.html")
 
     # --- preferences ---------------------------------------------------------------------
@@ -504,7 +505,7 @@ class Pages:
                     zone = parsed.timezone or self.settings.schedule.timezone
                     notice = f"Saved. Lessons now arrive by the clock of {zone}."
         if parsed.action == forms.Action.DELETE:
-            log.info("Subscriber deleted themselves.", extra={"action": "self_deleted"})
+            log_event(log, logging.INFO, "Subscriber deleted themselves.", "self_deleted")
             return self.render("deleted.html")
         return await self.preferences_form(token, subscriber_id, now, notice=notice)
 

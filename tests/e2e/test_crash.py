@@ -246,7 +246,7 @@ def test_a_second_signal_cuts_off_the_sends_under_way(settings, tmp_path, slow_s
     assert code == 1
     output = scene.output()
     assert "Traceback" not in output
-    assert "sends still under way were cut off; they may arrive twice" in output
+    assert "Stopped on SIGTERM: 2 sends were cut off mid-exchange: they may arrive twice." in output
     assert scene.statuses() == {DeliveryStatus.QUEUED: SUBSCRIBERS}  # all back in the queue
 
 

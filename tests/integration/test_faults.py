@@ -23,6 +23,7 @@ from newsletter.config import Settings
 from newsletter.db import queries
 from newsletter.db.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
 from newsletter.db.session import create_engine, make_sessionmaker
+from newsletter.signup import pause_course, resume_course
 from newsletter.subscribers import NewSubscriber, add_subscriber, forget, unsubscribe
 from tests.conftest import REPO
 from tests.integration.harness import Stack, settings_for, shipped_course
@@ -459,3 +460,94 @@ def test_a_flood_of_confirmations_slows_lessons_down_but_never_stops_them(
     first_claims = order[:16]
     assert sum(email.startswith("signup") for email in first_claims) == 12
     assert sum(email.startswith("reader") for email in first_claims) == 4
+
+
+# --- pauses mid-batch --------------------------------------------------------------------
+
+
+def test_a_course_paused_mid_batch_gets_no_lesson_and_resumes_where_it_was(
+    settings, tmp_path, smtp_server
+):
+    """Someone presses "pause my course" while their lesson waits in a claimed batch: the
+    lesson does not go, and comes when they resume."""
+    config = config_for(settings, tmp_path, connections=1)
+    emails = [f"p{n}@example.com" for n in range(6)]
+    paused: list[str] = []
+
+    def on_message(received: Received) -> None:
+        if len(smtp_server.messages) != 1:
+            return
+        on_the_wire = {*recipients(smtp_server), *received.rcpt_tos}
+        pausing = next(email for email in emails if email not in on_the_wire)
+
+        async def pause() -> None:
+            engine = create_engine(config.database.url)
+            try:
+                async with make_sessionmaker(engine).begin() as session:
+                    subscriber = await queries.subscriber_by_email(session, pausing)
+                    assert subscriber is not None
+                    await pause_course(session, subscriber.id)
+            finally:
+                await engine.dispose()
+
+        run_elsewhere(pause)
+        paused.append(pausing)
+
+    async def scenario() -> None:
+        stack = await Stack.start(config, smtp_server, START)
+        try:
+            ids = await subscribed(stack, emails)
+            smtp_server.on_message = on_message
+            report = await stack.worker.dispatch_once(stack.clock.now())
+            assert report["paused_course"] == 1
+            assert recipients(smtp_server)[paused[0]] == 0
+
+            async with stack.sessions.begin() as session:
+                await resume_course(session, ids[paused[0]], stack.clock.now())
+            await stack.run()
+        finally:
+            await stack.close()
+
+    asyncio.run(scenario())
+    assert recipients(smtp_server) == Counter({email: 1 for email in emails})
+
+
+def test_pausing_all_sending_stops_a_pass_already_under_way(settings, tmp_path, smtp_server):
+    config = config_for(settings, tmp_path, connections=1, batch_size=4)
+
+    def on_message(received: Received) -> None:
+        if len(smtp_server.messages) == 1:
+
+            async def pause() -> None:
+                engine = create_engine(config.database.url)
+                try:
+                    async with make_sessionmaker(engine).begin() as session:
+                        await queries.set_flag(
+                            session,
+                            queries.SENDING_PAUSED,
+                            until=None,
+                            reason="an operator paused sending",
+                            now=datetime.now(UTC),
+                        )
+                finally:
+                    await engine.dispose()
+
+            run_elsewhere(pause)
+
+    async def scenario() -> None:
+        stack = await Stack.start(config, smtp_server, START)
+        try:
+            await subscribed(stack, [f"q{n}@example.com" for n in range(20)])
+            smtp_server.on_message = on_message
+            report = await stack.worker.dispatch_once(stack.clock.now())
+            # The batch claimed before the pause goes out; nothing more is claimed.
+            assert report["paused"] == 1
+            assert report["sent"] <= 4
+            async with stack.sessions() as session:
+                statuses = Counter(await session.scalars(select(Delivery.status)))
+            assert statuses[DeliveryStatus.SENDING] == 0
+            assert statuses[DeliveryStatus.QUEUED] >= 16
+        finally:
+            await stack.close()
+
+    asyncio.run(scenario())

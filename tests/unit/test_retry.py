@@ -22,6 +22,13 @@ def refused(
     return SendReport(accepted=False, code=code, enhanced=enhanced, message=message, stage=stage)
 
 
+def dropped(stage: Stage, text: str) -> SendReport:
+    """A send whose connection was cut or timed out: no reply at all."""
+    return SendReport(
+        accepted=False, code=None, enhanced=None, message=text, stage=stage, dropped=True
+    )
+
+
 def decided(
     report: SendReport,
     *,
@@ -69,6 +76,12 @@ def retry_delay(decision: Decision) -> timedelta:
         (refused(Stage.DATA, 421), Verdict.RELAY_UNAVAILABLE),
         # The relay refuses us, the sender: pause everything, blame no subscriber.
         (refused(Stage.AUTH, None, text="AUTH not offered"), Verdict.SENDER_BLOCKED),
+        # ...but a relay that went quiet or hung up during AUTH is the relay's trouble.
+        (dropped(Stage.AUTH, "Timed out waiting for server response"), Verdict.RELAY_UNAVAILABLE),
+        # The sender's own address refused, at whatever stage: ours to fix.
+        (refused(Stage.RCPT, 550, "5.1.8", "Sender domain not found"), Verdict.SENDER_BLOCKED),
+        (refused(Stage.RCPT, 553, "5.1.7", "Bad sender address syntax"), Verdict.SENDER_BLOCKED),
+        (refused(Stage.MAIL, 552, "5.2.3", "Message length exceeds limit"), Verdict.FAILED),
         (refused(Stage.AUTH, 535, "5.7.8", "Bad credentials"), Verdict.SENDER_BLOCKED),
         (refused(Stage.AUTH, 535), Verdict.SENDER_BLOCKED),
         (refused(Stage.AUTH, 534), Verdict.SENDER_BLOCKED),
@@ -89,6 +102,9 @@ def retry_delay(decision: Decision) -> timedelta:
         (refused(Stage.DATA, 451, "4.3.0"), Verdict.RETRY),
         (refused(Stage.DATA, None, text="Connection lost"), Verdict.RETRY),
         (MAILBOX_FULL, Verdict.RETRY),
+        # A bare 552 at RCPT or after DATA: "storage allocation" (RFC 5321 4.5.3.1.10).
+        (refused(Stage.RCPT, 552, text="Too many recipients"), Verdict.RETRY),
+        (refused(Stage.DATA, 552, text="Exceeded storage allocation"), Verdict.RETRY),
         # A full mailbox may empty, even when the relay says 5xx.
         (refused(Stage.RCPT, 552, "5.2.2", "Over quota"), Verdict.RETRY),
         (refused(Stage.DATA, 552, "5.2.2", "Over quota"), Verdict.RETRY),
@@ -127,6 +143,7 @@ def test_reply_gets_its_verdict(report: SendReport, verdict: Verdict) -> None:
         (refused(Stage.RCPT, 550, "5.1.1", "No such user"), False, False),
         (refused(Stage.RCPT, 451, "4.7.1", "Greylisted"), False, False),
         (refused(Stage.MAIL, 552, text="Message size exceeds fixed limit"), False, True),
+        (refused(Stage.MAIL, 552, "5.2.3", "Message length exceeds limit"), False, True),
         (refused(Stage.DATA, 552, "5.3.4", "Too big"), False, True),
         (refused(Stage.DATA, 554, "5.6.0", "Bad content"), False, False),
     ],

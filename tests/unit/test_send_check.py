@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from newsletter.db.models import DeliveryKind, DeliveryStatus, SubscriberStatus
+from newsletter.db.models import (
+    DeliveryKind,
+    DeliveryStatus,
+    EnrollmentStatus,
+    SequenceStatus,
+    SubscriberStatus,
+)
 from newsletter.db.queries import HeldDelivery
 from newsletter.scheduling.dispatcher import Check, check_before_send
 
@@ -22,6 +28,8 @@ def held(**changes: object) -> HeldDelivery:
         "lease_until": NOW + timedelta(minutes=30),
         "subscriber_status": SubscriberStatus.CONFIRMED,
         "suppressed": False,
+        "sequence_status": SequenceStatus.LIVE,
+        "enrollment_status": EnrollmentStatus.ACTIVE,
     }
     return HeldDelivery(**(row | changes))  # type: ignore[arg-type]
 
@@ -41,6 +49,18 @@ def held(**changes: object) -> HeldDelivery:
         (held(subscriber_status=SubscriberStatus.PENDING), DeliveryKind.CONFIRMATION, Check.SEND),
         (held(), DeliveryKind.CONFIRMATION, Check.LEFT),
         (held(subscriber_status=SubscriberStatus.PENDING), DeliveryKind.LESSON, Check.LEFT),
+        # The subscriber paused the course: the lesson is planned again when they resume.
+        (held(enrollment_status=EnrollmentStatus.STOPPED), DeliveryKind.LESSON, Check.PAUSED),
+        (held(enrollment_status=None), DeliveryKind.LESSON, Check.PAUSED),
+        # An admin paused or archived the course: the lesson waits in the queue.
+        (held(sequence_status=SequenceStatus.PAUSED), DeliveryKind.LESSON, Check.HELD),
+        (held(sequence_status=SequenceStatus.ARCHIVED), DeliveryKind.LESSON, Check.HELD),
+        # An opt-in email needs no enrollment yet.
+        (
+            held(subscriber_status=SubscriberStatus.PENDING, enrollment_status=None),
+            DeliveryKind.CONFIRMATION,
+            Check.SEND,
+        ),
     ],
 )
 def test_check_before_send(row: HeldDelivery | None, kind: str, check: Check) -> None:
