@@ -26,7 +26,6 @@ import secrets
 import time
 from collections import deque
 from datetime import datetime, timedelta
-from enum import Enum
 from typing import TYPE_CHECKING
 
 from newsletter import failpoints
@@ -34,9 +33,6 @@ from newsletter.db import queries
 from newsletter.db.models import (
     DeliveryKind,
     DeliveryStatus,
-    EnrollmentStatus,
-    SequenceStatus,
-    SubscriberStatus,
     SystemFlag,
 )
 from newsletter.db.session import database_unavailable
@@ -45,7 +41,8 @@ from newsletter.delivery.retry import Decision, Verdict, decide
 from newsletter.delivery.throttle import capped
 from newsletter.delivery.transport import SendReport, Stage
 from newsletter.logs import log_event
-from newsletter.scheduling.outcomes import Note, Outcomes
+from newsletter.scheduling.checks import Check, check_before_send
+from newsletter.scheduling.outcomes import Outcomes
 
 if TYPE_CHECKING:
     from newsletter.scheduling.worker import PassReport, Worker
@@ -63,44 +60,6 @@ HEARTBEAT_SHARE = 1 / 6
 #: Backoff of a commit that found the database busy or gone.
 RECORD_RETRY_FIRST_S = 0.05
 RECORD_RETRY_MAX_S = 2.0
-
-
-class Check(Enum):
-    """What the database says of a claimed delivery just before it is sent; the value is
-    the outcome a pass reports for those not sent."""
-
-    SEND = "checked"
-    GONE = "gone"  #: the row is gone: the person was erased
-    LOST = "lost_claim"  #: another claim holds it now (our lease ran out)
-    LEASE_SHORT = "lease_short"  #: too little lease left to start an SMTP exchange safely
-    LEFT = "cancelled"  #: the recipient can no longer receive it
-    PAUSED = "paused_course"  #: the subscriber paused (or left) this course
-    HELD = "sequence_held"  #: the course is paused or archived
-
-
-def check_before_send(
-    row: queries.HeldDelivery | None,
-    kind: str,
-    *,
-    token: str,
-    wall_now: datetime,
-    min_lease: timedelta,
-) -> Check:
-    if row is None:
-        return Check.GONE
-    if row.status != DeliveryStatus.SENDING or row.claimed_by != token:
-        return Check.LOST
-    if row.lease_until is None or row.lease_until - wall_now < min_lease:
-        return Check.LEASE_SHORT
-    confirmation = kind == DeliveryKind.CONFIRMATION
-    wanted = SubscriberStatus.PENDING if confirmation else SubscriberStatus.CONFIRMED
-    if row.suppressed or row.subscriber_status != wanted:
-        return Check.LEFT
-    if row.sequence_status not in (None, SequenceStatus.LIVE):
-        return Check.HELD
-    if not confirmation and row.enrollment_status != EnrollmentStatus.ACTIVE:
-        return Check.PAUSED
-    return Check.SEND
 
 
 class DispatchPass:
@@ -473,9 +432,7 @@ class DispatchPass:
                     delivery, DeliveryStatus.FAILED, wall_now=wall_now, last_error=reason
                 )
                 if decision.too_big:
-                    outcomes.notes.append(
-                        _too_big(worker.emails.describe(delivery), delivery, reason)
-                    )
+                    outcomes.too_big(worker.emails.describe(delivery), delivery.email, reason)
             case Verdict.SENDER_BLOCKED:
                 outcomes.release([delivery], decision.reason)
                 self._pause_sending(decision.reason)
@@ -492,8 +449,7 @@ class DispatchPass:
         ):
             return
         if worker.circuit.succeeded():
-            outcomes.cleared_flags.append(queries.RELAY_CIRCUIT)
-            outcomes.notes.append((logging.INFO, "The relay takes mail again.", "circuit_closed"))
+            outcomes.close_circuit()
         if outcome.accepted or outcome.stage in (Stage.RCPT, Stage.DATA):
             too_many = worker.policy_watch.observe(
                 refused_for_policy=decision.policy,
@@ -506,50 +462,18 @@ class DispatchPass:
     def _pause_sending(self, reason: str) -> None:
         self.halted = True
         until = self.worker.wall.now() + timedelta(seconds=self.worker.retry_policy.first_delay_s)
-        self.outcomes.flags.append((queries.SENDING_PAUSED, until, reason))
-        self.outcomes.notes.append(
-            (
-                logging.ERROR,
-                f"Sending paused: the relay refused us as a sender ({reason}). No subscriber "
-                "was marked. Check [smtp] host, port, tls, username and "
-                "NEWSLETTER_SMTP__PASSWORD, the relay account, and that the sender address "
-                f"is one the relay accepts; sending tries again by itself at {until:%H:%M:%S} "
-                "UTC, or at once with `newsletter sending resume`.",
-                "sending_paused",
-            )
-        )
+        self.outcomes.pause_sending(until, reason)
 
     def _pause_for_policy(self) -> None:
         self.halted = True
-        summary = self.worker.policy_watch.summary()
+        self.outcomes.pause_for_policy(self.worker.policy_watch.summary())
         self.worker.policy_watch.reset()
-        self.outcomes.flags.append((queries.SENDING_PAUSED, None, summary))
-        self.outcomes.notes.append(
-            (
-                logging.ERROR,
-                f"Sending paused: {summary}. Receiving servers are refusing our mail, which "
-                "usually means the sending domain's SPF, DKIM or DMARC records are missing or "
-                "wrong, or its reputation suffers. Fix that, then run "
-                "`newsletter sending resume`.",
-                "sending_paused",
-            )
-        )
 
     def _open_circuit(self) -> None:
         self.halted = True
         circuit = self.worker.circuit
         assert circuit.open_until is not None
-        self.outcomes.flags.append((queries.RELAY_CIRCUIT, circuit.open_until, circuit.reason))
-        self.outcomes.notes.append(
-            (
-                logging.WARNING,
-                f"The relay is not taking mail ({circuit.reason}); no connection is tried "
-                f"before {circuit.open_until:%H:%M:%S} UTC. Nothing is lost: due mail waits. "
-                "If this lasts, check that the relay is up and reachable "
-                "(`newsletter sending status`).",
-                "circuit_open",
-            )
-        )
+        self.outcomes.open_circuit(circuit.open_until, circuit.reason)
 
     async def _record(self, *, force: bool = False) -> None:
         """Commit the outcomes once `record_every` messages are in them (or now, if `force`)."""
@@ -615,16 +539,6 @@ class DispatchPass:
                 )
             return False
         return True
-
-
-def _too_big(what: str, delivery: queries.ClaimedDelivery, reason: str) -> Note:
-    return (
-        logging.ERROR,
-        f"The relay refused {what} to {delivery.email} as too big ({reason}). That "
-        "email failed for good; shorten it, or raise the relay's message size limit, before "
-        "it goes to anyone else.",
-        "message_too_big",
-    )
 
 
 def _first_line(exc: BaseException) -> str:

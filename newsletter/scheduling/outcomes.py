@@ -5,6 +5,7 @@ transaction, fenced by the pass's claim token."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -76,6 +77,63 @@ class Outcomes:
         if deliveries:
             self.released.setdefault((reason, due_at), []).extend(d.id for d in deliveries)
             self.ids.extend(d.id for d in deliveries)
+
+    def pause_sending(self, until: datetime, reason: str) -> None:
+        """The relay refused us as a sender: every worker waits until `until`."""
+        self.flags.append((queries.SENDING_PAUSED, until, reason))
+        self.notes.append(
+            (
+                logging.ERROR,
+                f"Sending paused: the relay refused us as a sender ({reason}). No subscriber "
+                "was marked. Check [smtp] host, port, tls, username and "
+                "NEWSLETTER_SMTP__PASSWORD, the relay account, and that the sender address "
+                f"is one the relay accepts; sending tries again by itself at {until:%H:%M:%S} "
+                "UTC, or at once with `newsletter sending resume`.",
+                "sending_paused",
+            )
+        )
+
+    def pause_for_policy(self, summary: str) -> None:
+        """Receiving servers refuse our mail: every worker waits for an operator."""
+        self.flags.append((queries.SENDING_PAUSED, None, summary))
+        self.notes.append(
+            (
+                logging.ERROR,
+                f"Sending paused: {summary}. Receiving servers are refusing our mail, which "
+                "usually means the sending domain's SPF, DKIM or DMARC records are missing or "
+                "wrong, or its reputation suffers. Fix that, then run "
+                "`newsletter sending resume`.",
+                "sending_paused",
+            )
+        )
+
+    def open_circuit(self, until: datetime, reason: str) -> None:
+        """The relay is not taking mail: no worker connects before `until`."""
+        self.flags.append((queries.RELAY_CIRCUIT, until, reason))
+        self.notes.append(
+            (
+                logging.WARNING,
+                f"The relay is not taking mail ({reason}); no connection is tried before "
+                f"{until:%H:%M:%S} UTC. Nothing is lost: due mail waits. If this lasts, check "
+                "that the relay is up and reachable (`newsletter sending status`).",
+                "circuit_open",
+            )
+        )
+
+    def close_circuit(self) -> None:
+        self.cleared_flags.append(queries.RELAY_CIRCUIT)
+        self.notes.append((logging.INFO, "The relay takes mail again.", "circuit_closed"))
+
+    def too_big(self, what: str, recipient: str, reason: str) -> None:
+        self.notes.append(
+            (
+                logging.ERROR,
+                f"The relay refused {what} to {recipient} as too big ({reason}). That email "
+                "failed for good; shorten it, or raise the relay's message size limit, before "
+                "it goes to anyone else.",
+                "message_too_big",
+            )
+        )
 
     def drop(self, delivery: queries.ClaimedDelivery) -> None:
         self.dropped.append(delivery.id)

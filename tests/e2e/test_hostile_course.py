@@ -5,10 +5,8 @@ courses in German and Japanese check, preview in every format and parse back as 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -23,25 +21,12 @@ FRONT = "subject: One more thing\npreheader: A short note that adds to it\ndelay
 
 
 @pytest.fixture
-def newsletter(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Runs `newsletter …` against a database and var/ folder of this test's own."""
-    environment = {k: v for k, v in os.environ.items() if not k.upper().startswith("NEWSLETTER_")}
-    environment |= {
-        "NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path / 'newsletter.db'}",
-        "NEWSLETTER_PATHS__VAR": str(tmp_path / "var"),
-        "NEWSLETTER_SECRET_KEY": "hostile-course-test-secret",
-        "COLUMNS": "80",  # narrow, so that a wrapped problem line would show
-    }
+def newsletter(admin):  # type: ignore[no-untyped-def]
+    """The admin's `newsletter …` (tests/e2e/conftest.py) with a narrow COLUMNS, so that a
+    wrapped problem line would show."""
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "newsletter", *args],
-            cwd=REPO,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return admin(*args, COLUMNS="80")  # type: ignore[no-any-return]
 
     return run
 

@@ -14,7 +14,7 @@ from newsletter.db.models import (
     SubscriberStatus,
 )
 from newsletter.db.queries import HeldDelivery
-from newsletter.scheduling.dispatcher import Check, check_before_send
+from newsletter.scheduling.checks import Check, check_before_send
 
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 TOKEN = "host:1/abcd"
