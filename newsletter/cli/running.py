@@ -6,10 +6,9 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
 from rich.text import Text
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -34,7 +33,9 @@ from newsletter.scheduling.jobs import build_scheduler
 from newsletter.scheduling.worker import PassReport, Stopped, Worker
 from newsletter.signup import purge_stale_signups
 from newsletter.tokens import LinkMaker, Tokens
-from newsletter.web.app import create_app, web_server
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,8 @@ async def run_service(
         server = None
         if web_address is not None:
             host, port = web_address
+            from newsletter.web.app import create_app, web_server  # only `serve` needs the web
+
             writes = await stack.enter_async_context(prompt_writes(sessions))
             # The web's clock is the wall clock even under --speed: links and form tokens
             # expire in real time.

@@ -18,7 +18,6 @@ from newsletter.config import Settings
 from newsletter.db.session import prompt_writes
 from newsletter.logs import log_event
 from newsletter.signup import CONSENT_TEXT, CONSENT_VERSION
-from newsletter.web.app import create_app, web_server
 from newsletter.web.forms import HONEYPOT
 
 log = logging.getLogger(__name__)
@@ -35,6 +34,7 @@ def web(
 ) -> None:
     """Run the web app alone: signup, confirmation, unsubscribe and preference pages."""
     config = settings()
+    from newsletter.web.app import create_app, web_server  # imported by the commands that serve
 
     async def work() -> None:
         configure_logging()
