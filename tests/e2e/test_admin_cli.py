@@ -46,7 +46,7 @@ def test_the_course_arrives_in_the_outbox_lesson_by_lesson(admin, tmp_path):
         "Welcome, and why your leg may stay weak",
         "Where sciatica often starts",
         'What "success" means after surgery',
-        "Why pain can ease but weakness stays",
+        "Why pain can ease but weakness may stay",
         "Can a damaged nerve grow back?",
         "Bringing it all together",
     ]

@@ -253,7 +253,7 @@ def test_a_requeued_edited_course_continues_without_repeats_and_sends_an_inserte
         nerve = course_dir / "04-nerve-damage.md"
         nerve.write_text(
             nerve.read_text().replace(
-                "subject: Why pain can ease but weakness stays",
+                "subject: Why pain can ease but weakness may stay",
                 "subject: When pain eases but weakness stays",
             )
         )
