@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import css_inline
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    ChoiceLoader,
+    DictLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    select_autoescape,
+)
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 from markupsafe import Markup, escape
 
@@ -229,12 +236,40 @@ def _to_and_date(email: str, display_name: str, message_id: str, date: datetime)
     )
 
 
-def _list_id(course: Course, sender: SenderSettings) -> str:
-    try:
-        label = list_label(course.slug)
-    except ValueError as exc:
-        raise RenderError(f"List-Id: {exc}") from None
-    return headers.list_id(course.title, f"{label}.{sender.domain}")
+@dataclass(frozen=True, slots=True)
+class CourseSender:
+    """Who a course's emails come from: its course.toml [sender], else config's."""
+
+    name: str
+    address: str  #: of lessons
+    transactional_address: str  #: of confirmations
+    reply_to: str | None
+    postal_lines: list[str]
+    #: Of config's address: List-Id and Message-ID keep one domain, whatever the course.
+    domain: str
+
+    @classmethod
+    def of(cls, sender: SenderSettings, course: Course) -> CourseSender:
+        identity = course.identity
+        return cls(
+            name=identity.sender_name or sender.name,
+            address=identity.sender_address or sender.address,
+            transactional_address=identity.sender_address or sender.transactional_from,
+            reply_to=identity.reply_to,
+            postal_lines=sender.postal_lines,
+            domain=sender.domain,
+        )
+
+
+def _list_id(course: Course, sender: CourseSender) -> str:
+    if course.identity.list_id:
+        label = course.identity.list_id
+    else:
+        try:
+            label = f"{list_label(course.slug)}.{sender.domain}"
+        except ValueError as exc:
+            raise RenderError(f"List-Id: {exc}") from None
+    return headers.list_id(course.identity.list_name or course.title, label)
 
 
 def _require_sandbox(env: Environment) -> None:
@@ -242,16 +277,31 @@ def _require_sandbox(env: Environment) -> None:
         raise TypeError("email templates render only in the sandbox of make_environment()")
 
 
-def _from(sender: SenderSettings, address: str) -> str:
-    # The configured name is checked where it enters (config); cleaning it again here
-    # would silently change a name the admin typed, so it must already be clean.
+def course_environment(env: Environment, course: Course) -> Environment:
+    """The shared templates' environment, with the course's own templates (from its
+    snapshot) in front of the shared ones: the same sandbox, no globals, only the context."""
+    _require_sandbox(env)
+    if not course.templates:
+        return env
+    assert env.loader is not None
+    return env.overlay(loader=ChoiceLoader([DictLoader(dict(course.templates)), env.loader]))
+
+
+def _identity_headers(sender: CourseSender, address: str) -> list[str]:
+    # Names and addresses are checked where they enter (config, course.toml); cleaning
+    # them again here would silently change what was typed, so they must already be clean.
     if not _PLAIN_ADDRESS.fullmatch(address):
         raise RenderError(f"cannot send from {address!r}: not a plain ASCII address")
-    return headers.mailbox("From", sender.name, address)
+    lines = [headers.mailbox("From", sender.name, address)]
+    if sender.reply_to:
+        if not _PLAIN_ADDRESS.fullmatch(sender.reply_to):
+            raise RenderError(f"cannot take replies at {sender.reply_to!r}: not plain ASCII")
+        lines.append(headers.mailbox("Reply-To", "", sender.reply_to))
+    return lines
 
 
 def _common_context(
-    sender: SenderSettings, course: Course, subject: str, preheader: str
+    sender: CourseSender, course: Course, subject: str, preheader: str
 ) -> dict[str, Any]:
     return {
         "subject": subject,
@@ -259,6 +309,8 @@ def _common_context(
         "preheader_filler": _PREHEADER_FILLER,
         "sender": sender,
         "course": course,
+        "language": course.identity.language,
+        "footer_note": course.identity.footer_paragraphs,
         **_MARKERS,
     }
 
@@ -271,9 +323,12 @@ class LessonEmail:
     ) -> None:
         self.lesson = lesson
         self.number = course.number_of(lesson)
-        _require_sandbox(env)
+        env = course_environment(env, course)
+        identity = CourseSender.of(sender, course)
+        #: MAIL FROM: the address of the From header.
+        self.envelope_from = identity.address
         body = render_lesson_body(course, lesson)
-        context = _common_context(sender, course, lesson.subject, lesson.preheader) | {
+        context = _common_context(identity, course, lesson.subject, lesson.preheader) | {
             "lesson": {
                 "number": self.number,
                 "count": len(course.lessons),
@@ -284,9 +339,9 @@ class LessonEmail:
         }
         self.layout = _MessageLayout(
             [
-                _from(sender, sender.address),
+                *_identity_headers(identity, identity.address),
                 headers.unstructured("Subject", lesson.subject),
-                _list_id(course, sender),
+                _list_id(course, identity),
                 # RFC 8058: mailbox providers unsubscribe with one POST, no page visit.
                 "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
             ],
@@ -332,12 +387,14 @@ class ConfirmationEmail:
     SUBJECT = "Please confirm your subscription"
 
     def __init__(self, env: Environment, sender: SenderSettings, course: Course) -> None:
-        _require_sandbox(env)
+        env = course_environment(env, course)
+        identity = CourseSender.of(sender, course)
+        self.envelope_from = identity.transactional_address
         preheader = f"One click and {course.title} starts arriving."
-        context = _common_context(sender, course, self.SUBJECT, preheader)
+        context = _common_context(identity, course, self.SUBJECT, preheader)
         self.layout = _MessageLayout(
             [
-                _from(sender, sender.transactional_from),
+                *_identity_headers(identity, identity.transactional_address),
                 headers.unstructured("Subject", self.SUBJECT),
             ],
             text=env.get_template("confirm.txt").render(context),

@@ -162,6 +162,11 @@ class SequenceVersion(Base):
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(Text)  #: the folder it was read from
+    #: Who the course speaks as (content.identity.CourseIdentity.to_json()): sender,
+    #: footer note, consent sentence and its version, list name and id, language.
+    identity: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: The course's own email templates, by name (its templates/ folder); {} for none.
+    templates: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime]
 
     lessons: Mapped[list[LessonSnapshot]] = relationship(
