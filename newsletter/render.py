@@ -42,7 +42,14 @@ from newsletter.content.template import compile_body
 from newsletter.errors import ContentError, Problem, RenderError
 
 #: Values that differ per recipient; templates and lesson bodies use them as plain {{ name }}.
-PERSONAL_FIELDS = ("first_name", "email", "unsubscribe_url", "preferences_url", "confirm_url")
+PERSONAL_FIELDS = (
+    "first_name",
+    "email",
+    "unsubscribe_url",
+    "preferences_url",
+    "confirm_url",
+    "unsubscribe_all_url",
+)
 #: What {{ first_name }} says for a subscriber who gave no name.
 FIRST_NAME_FALLBACK = "there"
 #: Lesson bodies may use these names and no others (README, "Writing a course").
@@ -147,10 +154,13 @@ class Recipient:
 
 @dataclass(frozen=True, slots=True)
 class PersonalLinks:
+    #: Leaves the lesson's course (when the links were made for one), also one-click.
     unsubscribe_url: str
     #: mailto: alternative for List-Unsubscribe, for clients that do not POST (RFC 2369).
     unsubscribe_mailto: str
     preferences_url: str
+    #: Leaves every course; the unsubscribe URL itself where there is no course.
+    unsubscribe_all_url: str = ""
 
 
 class _Spliceable:
@@ -377,6 +387,7 @@ class LessonEmail:
             "unsubscribe_url": links.unsubscribe_url,
             "preferences_url": links.preferences_url,
             "confirm_url": "",
+            "unsubscribe_all_url": links.unsubscribe_all_url or links.unsubscribe_url,
         }
 
 
@@ -390,7 +401,9 @@ class ConfirmationEmail:
         env = course_environment(env, course)
         identity = CourseSender.of(sender, course)
         self.envelope_from = identity.transactional_address
-        preheader = f"One click and {course.title} starts arriving."
+        # Adds to the subject in the inbox list rather than repeating it: what the email is
+        # for, and that nothing comes without the click.
+        preheader = f"One click starts {course.title}. Without it, we send nothing more."
         context = _common_context(identity, course, self.SUBJECT, preheader)
         self.layout = _MessageLayout(
             [

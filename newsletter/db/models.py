@@ -77,7 +77,8 @@ class SequenceStatus(StrEnum):
 class EnrollmentStatus(StrEnum):
     ACTIVE = "active"
     COMPLETED = "completed"
-    STOPPED = "stopped"  #: unsubscribed, bounced, or removed from the sequence
+    STOPPED = "stopped"  #: paused, unsubscribed, bounced, or removed from the sequence
+    LEFT = "left"  #: the subscriber left this course (and may stay on others)
 
 
 class DeliveryStatus(StrEnum):

@@ -67,7 +67,7 @@ class CompiledEmails:
             confirmation = self._confirmations[version_id]
             data = confirmation.render(
                 delivery.email,
-                self.links.confirm_url(delivery.subscriber_id, now),
+                self.links.confirm_url(delivery.subscriber_id, now, delivery.sequence_id),
                 message_id=delivery.message_id,
                 date=now,
             )
@@ -76,7 +76,7 @@ class CompiledEmails:
         lesson = self._lessons[delivery.lesson_id]
         data = lesson.render(
             Recipient(delivery.email, delivery.first_name),
-            self.links.personal_links(delivery.subscriber_id, now),
+            self.links.personal_links(delivery.subscriber_id, now, delivery.sequence_id),
             message_id=delivery.message_id,
             date=now,
         )
