@@ -4,6 +4,7 @@ their line."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -220,3 +221,26 @@ def test_a_course_template_renders_in_the_sandbox(env, settings, folder):
     )
     with pytest.raises(SecurityError, match="unsafe"):
         lesson_message(env, settings, load_course(folder))
+
+
+def test_the_confirmations_preheader_adds_to_its_subject_in_whole_sentences(
+    env, settings, sourdough
+):
+    email = ConfirmationEmail(env, settings.sender, sourdough)
+    message = parse(
+        email.render("ana@example.com", "https://x.example/c/1", message_id="<m@x>", date=NOW)
+    )
+    text, html = bodies(message)
+    preheader = re.search(r'class="preheader"[^>]*>([^\u2007<]+)', html)
+    assert preheader is not None
+    words = set(re.findall(r"\w+", preheader.group(1).casefold()))
+    subject = set(re.findall(r"\w+", message["Subject"].casefold()))
+    assert words - subject  # it says something the subject does not
+    assert "Sourdough from scratch" in preheader.group(1)
+    assert preheader.group(1).strip().endswith(".")
+    # Every paragraph of the plain text ends a sentence (or is the link itself).
+    body = text.split("-" * 60)[0]
+    for paragraph in filter(None, (" ".join(p.split()) for p in body.split("\n\n"))):
+        if paragraph.startswith(("http", "=", "Please confirm your subscription")):
+            continue
+        assert paragraph.endswith((".", ":")), paragraph

@@ -5,12 +5,14 @@ and its lessons; leaving one leaves the other running."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import timedelta
 from email.message import EmailMessage
 
 from sqlalchemy import select
 
 from newsletter.content.course import load_course
+from newsletter.content.identity import consent_version
 from newsletter.db.models import Enrollment, EnrollmentStatus, Sequence, SubscriberStatus
 from tests.conftest import REPO
 from tests.web.site import BASE, CONSENT_TEXT, Site, csrf_of, with_site
@@ -297,3 +299,51 @@ def test_the_preferences_page_pauses_and_leaves_each_course_and_everything(
         assert subscriber.status == SubscriberStatus.UNSUBSCRIBED
 
     with_site(settings, tmp_path, smtp_server, scenario)
+
+
+def test_a_form_made_before_the_consent_sentence_changed_records_the_words_it_showed(
+    settings, tmp_path, smtp_server
+):
+    async def scenario(site: Site) -> None:
+        await with_sourdough(site)
+        old_page = await site.client.get("/c/sourdough")
+        old_version = SOURDOUGH.identity.consent_version
+        assert f'value="{old_version}"' in old_page.text
+
+        reworded = replace(
+            SOURDOUGH,
+            identity=replace(
+                SOURDOUGH.identity,
+                consent_text="Send me the sourdough lessons.",
+                consent_version=consent_version("Send me the sourdough lessons."),
+            ),
+        )
+        await site.stack.queue(reworded)
+        site_courses_expire(site)
+
+        new_page = await site.client.get("/c/sourdough")
+        assert "Send me the sourdough lessons." in new_page.text
+        await site.signup("old@example.com", course="sourdough", consent_version=old_version)
+        await site.signup("new@example.com", course="sourdough")
+        await site.signup("odd@example.com", course="sourdough", consent_version="2026-01-1")
+
+        old = await site.subscriber("old@example.com")
+        new = await site.subscriber("new@example.com")
+        odd = await site.subscriber("odd@example.com")
+        assert old is not None
+        assert new is not None
+        assert odd is not None
+        assert (old.consent["text"], old.consent["version"]) == (BREAD_CONSENT, old_version)
+        assert new.consent["text"] == "Send me the sourdough lessons."
+        # A version this course never had: the sentence in force is recorded.
+        assert odd.consent["text"] == "Send me the sourdough lessons."
+
+    with_site(settings, tmp_path, smtp_server, scenario)
+
+
+def site_courses_expire(site: Site) -> None:
+    """Let the web forget the live courses it keeps for a few seconds."""
+    for route in site.app.routes:
+        pages = getattr(getattr(route, "endpoint", None), "__self__", None)
+        if pages is not None and hasattr(pages, "_courses_read_at"):
+            pages._courses_read_at = None
