@@ -64,8 +64,6 @@ class SignupRequest:
     #: The version of the consent sentence the form showed; "" or unknown: the course's
     #: current one. Snippets pasted on other sites keep posting the version they showed.
     consent_version: str = ""
-    #: The slug of the course asked for; "": the site's own course.
-    course: str = ""
 
 
 @dataclass(frozen=True, slots=True)

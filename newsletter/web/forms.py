@@ -128,7 +128,6 @@ def parse_signup(form: Mapping[str, str]) -> SignupRequest | Invalid | Trapped:
         timezone=parse_timezone(form.get("timezone", "")[:MAX_FIELD_LENGTH]),
         form=form_name if _FORM_NAME.fullmatch(form_name) else "signup-page",
         consent_version=form.get("consent_version", "").strip()[:40],
-        course=parse_course(form.get("course", "")[:MAX_FIELD_LENGTH]) or "",
     )
 
 
