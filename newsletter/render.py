@@ -313,14 +313,26 @@ def _identity_headers(sender: CourseSender, address: str) -> list[str]:
 def _common_context(
     sender: CourseSender, course: Course, subject: str, preheader: str
 ) -> dict[str, Any]:
+    # Plain values only: templates may come with a course, from writers who are not the
+    # server's administrators, and an object such as the course's Path would offer them
+    # methods (read_text, unlink) that the sandbox lets through.
     return {
         "subject": subject,
         "preheader": preheader,
         "preheader_filler": _PREHEADER_FILLER,
-        "sender": sender,
-        "course": course,
+        "sender": {
+            "name": sender.name,
+            "address": sender.address,
+            "reply_to": sender.reply_to or "",
+            "postal_lines": tuple(sender.postal_lines),
+        },
+        "course": {
+            "slug": course.slug,
+            "title": course.title,
+            "description": course.description,
+        },
         "language": course.identity.language,
-        "footer_note": course.identity.footer_paragraphs,
+        "footer_note": tuple(course.identity.footer_paragraphs),
         **_MARKERS,
     }
 

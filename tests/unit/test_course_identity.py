@@ -12,7 +12,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from jinja2.exceptions import SecurityError
+from jinja2.exceptions import SecurityError, UndefinedError
 
 from newsletter.content.course import Course, load_course
 from newsletter.content.identity import DEFAULT_CONSENT, consent_version
@@ -244,3 +244,18 @@ def test_the_confirmations_preheader_adds_to_its_subject_in_whole_sentences(
         if paragraph.startswith(("http", "=", "Please confirm your subscription")):
             continue
         assert paragraph.endswith((".", ":")), paragraph
+
+
+@pytest.mark.parametrize(
+    ("template", "error"),
+    [
+        ("{{ course.path }}", UndefinedError),  # the course is its title and words, no more
+        ("{{ sender.postal_lines.append('x') }}", UndefinedError),  # a tuple
+        ("{{ footer_note.__class__ }}", SecurityError),
+        ("{{ lesson.number.__class__.__mro__ }}", SecurityError),
+    ],
+)
+def test_a_course_template_sees_plain_values_only(env, settings, folder, template, error):
+    (folder / "templates" / "lesson.txt").write_text(template, encoding="utf-8")
+    with pytest.raises(error):
+        lesson_message(env, settings, load_course(folder))
