@@ -480,12 +480,11 @@ class Bench:
 
     def load(self, run: Run, prefix: str, *, profile: bool = False) -> Run:
         """One wrk run, with the CPU time of every process and the lessons sent meanwhile."""
-        from newsletter.signup import CONSENT_VERSION
-
         run.prefix = f"{prefix}{time.time_ns() // 1000}"
         rest = (
             f"&first_name=Ana&timezone={quote('Europe/London', safe='')}&form=signup-page"
-            f"&consent_version={quote(CONSENT_VERSION, safe='')}&leave_empty="
+            # No version: the course's current sentence, as a form made from it would post.
+            "&consent_version=&leave_empty="
         )
         command = [
             self.wrk,

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from newsletter.content.course import Course
+from newsletter.content.identity import CourseIdentity
 from newsletter.content.lessons import Lesson
 from newsletter.db import queries
 from newsletter.db.models import (
@@ -62,6 +63,8 @@ async def queue_course(
         title=course.title,
         description=course.description,
         source=str(course.path),
+        identity=course.identity.to_json(),
+        templates=dict(course.templates),
         created_at=now,
     )
     session.add(version)
@@ -157,7 +160,15 @@ async def load_snapshot(session: AsyncSession, version_id: int, slug: str) -> Co
         )
         for row in await queries.version_lessons(session, version_id)
     )
-    return Course(slug, folder, version.title, version.description, lessons)
+    return Course(
+        slug,
+        folder,
+        version.title,
+        version.description,
+        lessons,
+        CourseIdentity.from_json(version.identity),
+        {str(name): str(text) for name, text in (version.templates or {}).items()},
+    )
 
 
 async def set_sequence_status(

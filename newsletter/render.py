@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import css_inline
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    ChoiceLoader,
+    DictLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    select_autoescape,
+)
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 from markupsafe import Markup, escape
 
@@ -35,7 +42,14 @@ from newsletter.content.template import compile_body
 from newsletter.errors import ContentError, Problem, RenderError
 
 #: Values that differ per recipient; templates and lesson bodies use them as plain {{ name }}.
-PERSONAL_FIELDS = ("first_name", "email", "unsubscribe_url", "preferences_url", "confirm_url")
+PERSONAL_FIELDS = (
+    "first_name",
+    "email",
+    "unsubscribe_url",
+    "preferences_url",
+    "confirm_url",
+    "unsubscribe_all_url",
+)
 #: What {{ first_name }} says for a subscriber who gave no name.
 FIRST_NAME_FALLBACK = "there"
 #: Lesson bodies may use these names and no others (README, "Writing a course").
@@ -140,10 +154,13 @@ class Recipient:
 
 @dataclass(frozen=True, slots=True)
 class PersonalLinks:
+    #: Leaves the lesson's course (when the links were made for one), also one-click.
     unsubscribe_url: str
     #: mailto: alternative for List-Unsubscribe, for clients that do not POST (RFC 2369).
     unsubscribe_mailto: str
     preferences_url: str
+    #: Leaves every course; the unsubscribe URL itself where there is no course.
+    unsubscribe_all_url: str = ""
 
 
 class _Spliceable:
@@ -229,12 +246,40 @@ def _to_and_date(email: str, display_name: str, message_id: str, date: datetime)
     )
 
 
-def _list_id(course: Course, sender: SenderSettings) -> str:
-    try:
-        label = list_label(course.slug)
-    except ValueError as exc:
-        raise RenderError(f"List-Id: {exc}") from None
-    return headers.list_id(course.title, f"{label}.{sender.domain}")
+@dataclass(frozen=True, slots=True)
+class CourseSender:
+    """Who a course's emails come from: its course.toml [sender], else config's."""
+
+    name: str
+    address: str  #: of lessons
+    transactional_address: str  #: of confirmations
+    reply_to: str | None
+    postal_lines: list[str]
+    #: Of config's address: List-Id and Message-ID keep one domain, whatever the course.
+    domain: str
+
+    @classmethod
+    def of(cls, sender: SenderSettings, course: Course) -> CourseSender:
+        identity = course.identity
+        return cls(
+            name=identity.sender_name or sender.name,
+            address=identity.sender_address or sender.address,
+            transactional_address=identity.sender_address or sender.transactional_from,
+            reply_to=identity.reply_to,
+            postal_lines=sender.postal_lines,
+            domain=sender.domain,
+        )
+
+
+def _list_id(course: Course, sender: CourseSender) -> str:
+    if course.identity.list_id:
+        label = course.identity.list_id
+    else:
+        try:
+            label = f"{list_label(course.slug)}.{sender.domain}"
+        except ValueError as exc:
+            raise RenderError(f"List-Id: {exc}") from None
+    return headers.list_id(course.identity.list_name or course.title, label)
 
 
 def _require_sandbox(env: Environment) -> None:
@@ -242,23 +287,52 @@ def _require_sandbox(env: Environment) -> None:
         raise TypeError("email templates render only in the sandbox of make_environment()")
 
 
-def _from(sender: SenderSettings, address: str) -> str:
-    # The configured name is checked where it enters (config); cleaning it again here
-    # would silently change a name the admin typed, so it must already be clean.
+def course_environment(env: Environment, course: Course) -> Environment:
+    """The shared templates' environment, with the course's own templates (from its
+    snapshot) in front of the shared ones: the same sandbox, no globals, only the context."""
+    _require_sandbox(env)
+    if not course.templates:
+        return env
+    assert env.loader is not None
+    return env.overlay(loader=ChoiceLoader([DictLoader(dict(course.templates)), env.loader]))
+
+
+def _identity_headers(sender: CourseSender, address: str) -> list[str]:
+    # Names and addresses are checked where they enter (config, course.toml); cleaning
+    # them again here would silently change what was typed, so they must already be clean.
     if not _PLAIN_ADDRESS.fullmatch(address):
         raise RenderError(f"cannot send from {address!r}: not a plain ASCII address")
-    return headers.mailbox("From", sender.name, address)
+    lines = [headers.mailbox("From", sender.name, address)]
+    if sender.reply_to:
+        if not _PLAIN_ADDRESS.fullmatch(sender.reply_to):
+            raise RenderError(f"cannot take replies at {sender.reply_to!r}: not plain ASCII")
+        lines.append(headers.mailbox("Reply-To", "", sender.reply_to))
+    return lines
 
 
 def _common_context(
-    sender: SenderSettings, course: Course, subject: str, preheader: str
+    sender: CourseSender, course: Course, subject: str, preheader: str
 ) -> dict[str, Any]:
+    # Plain values only: templates may come with a course, from writers who are not the
+    # server's administrators, and an object such as the course's Path would offer them
+    # methods (read_text, unlink) that the sandbox lets through.
     return {
         "subject": subject,
         "preheader": preheader,
         "preheader_filler": _PREHEADER_FILLER,
-        "sender": sender,
-        "course": course,
+        "sender": {
+            "name": sender.name,
+            "address": sender.address,
+            "reply_to": sender.reply_to or "",
+            "postal_lines": tuple(sender.postal_lines),
+        },
+        "course": {
+            "slug": course.slug,
+            "title": course.title,
+            "description": course.description,
+        },
+        "language": course.identity.language,
+        "footer_note": tuple(course.identity.footer_paragraphs),
         **_MARKERS,
     }
 
@@ -271,9 +345,12 @@ class LessonEmail:
     ) -> None:
         self.lesson = lesson
         self.number = course.number_of(lesson)
-        _require_sandbox(env)
+        env = course_environment(env, course)
+        identity = CourseSender.of(sender, course)
+        #: MAIL FROM: the address of the From header.
+        self.envelope_from = identity.address
         body = render_lesson_body(course, lesson)
-        context = _common_context(sender, course, lesson.subject, lesson.preheader) | {
+        context = _common_context(identity, course, lesson.subject, lesson.preheader) | {
             "lesson": {
                 "number": self.number,
                 "count": len(course.lessons),
@@ -284,9 +361,9 @@ class LessonEmail:
         }
         self.layout = _MessageLayout(
             [
-                _from(sender, sender.address),
+                *_identity_headers(identity, identity.address),
                 headers.unstructured("Subject", lesson.subject),
-                _list_id(course, sender),
+                _list_id(course, identity),
                 # RFC 8058: mailbox providers unsubscribe with one POST, no page visit.
                 "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
             ],
@@ -322,6 +399,7 @@ class LessonEmail:
             "unsubscribe_url": links.unsubscribe_url,
             "preferences_url": links.preferences_url,
             "confirm_url": "",
+            "unsubscribe_all_url": links.unsubscribe_all_url or links.unsubscribe_url,
         }
 
 
@@ -332,12 +410,16 @@ class ConfirmationEmail:
     SUBJECT = "Please confirm your subscription"
 
     def __init__(self, env: Environment, sender: SenderSettings, course: Course) -> None:
-        _require_sandbox(env)
-        preheader = f"One click and {course.title} starts arriving."
-        context = _common_context(sender, course, self.SUBJECT, preheader)
+        env = course_environment(env, course)
+        identity = CourseSender.of(sender, course)
+        self.envelope_from = identity.transactional_address
+        # Adds to the subject in the inbox list rather than repeating it: what the email is
+        # for, and that nothing comes without the click.
+        preheader = f"One click starts {course.title}. Without it, we send nothing more."
+        context = _common_context(identity, course, self.SUBJECT, preheader)
         self.layout = _MessageLayout(
             [
-                _from(sender, sender.transactional_from),
+                *_identity_headers(identity, identity.transactional_address),
                 headers.unstructured("Subject", self.SUBJECT),
             ],
             text=env.get_template("confirm.txt").render(context),

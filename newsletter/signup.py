@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, case, delete, func, insert, select, text, upda
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
+from newsletter.content.identity import CourseIdentity
 from newsletter.db import queries
 from newsletter.db.models import (
     Delivery,
@@ -25,6 +26,7 @@ from newsletter.db.models import (
     EnrollmentStatus,
     Sequence,
     SequenceStatus,
+    SequenceVersion,
     Subscriber,
     SubscriberStatus,
     subscribers_table,
@@ -33,17 +35,6 @@ from newsletter.db.models import (
 from newsletter.db.web_models import SignupAttempt, signup_attempts_table
 from newsletter.render import clean_name, make_message_id
 from newsletter.subscribers import forget, unsubscribe
-
-#: The sentence shown next to every signup button, kept by version in each consent record:
-#: a new wording gets a new version, and old versions stay here so records can be read.
-CONSENT_VERSION = "2026-11-1"
-CONSENT_TEXTS: dict[str, str] = {
-    CONSENT_VERSION: (
-        "Send me this free email course, one lesson every few days. "
-        "I can stop it at any time with the link at the foot of every email."
-    ),
-}
-CONSENT_TEXT = CONSENT_TEXTS[CONSENT_VERSION]
 
 # Defaults of the [signup] settings in config.toml.
 #: At most one confirmation email per address in this window, however often it is typed
@@ -70,7 +61,20 @@ class SignupRequest:
     first_name: str = ""  #: cleaned of control characters
     timezone: str | None = None  #: a known IANA name, or None for the default
     form: str = "signup-page"  #: which form it came from, for the consent record
-    consent_version: str = CONSENT_VERSION
+    #: The version of the consent sentence the form showed; "" or unknown: the course's
+    #: current one. Snippets pasted on other sites keep posting the version they showed.
+    consent_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SignupCourse:
+    """A live course as its signup page shows it, from its current version."""
+
+    sequence_id: int
+    slug: str
+    title: str
+    description: str
+    identity: CourseIdentity
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +109,26 @@ class CourseState(StrEnum):
     ACTIVE = "active"
     PAUSED = "paused"
     COMPLETED = "completed"
+    LEFT = "left"
     NONE = "none"
+
+
+_STATES = {
+    EnrollmentStatus.ACTIVE: CourseState.ACTIVE,
+    EnrollmentStatus.STOPPED: CourseState.PAUSED,
+    EnrollmentStatus.COMPLETED: CourseState.COMPLETED,
+    EnrollmentStatus.LEFT: CourseState.LEFT,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CourseOfSubscriber:
+    """One of a subscriber's courses, for the preferences page."""
+
+    sequence_id: int
+    slug: str
+    title: str
+    state: CourseState
 
 
 #: An IPv6 client is counted by its /64: one home or phone gets a whole /64 and may use
@@ -133,17 +156,35 @@ def client_network(ip: str) -> str:
     return str(address)
 
 
-def consent_record(request: SignupRequest, visitor: Visitor, now: datetime) -> dict[str, Any]:
-    version = request.consent_version if request.consent_version in CONSENT_TEXTS else None
-    version = version or CONSENT_VERSION
+def consent_record(
+    request: SignupRequest,
+    visitor: Visitor,
+    now: datetime,
+    *,
+    course: str,
+    text: str,
+    version: str,
+) -> dict[str, Any]:
+    """What was agreed to, word for word, for which course, when and from where."""
     return {
         "form": request.form,
-        "text": CONSENT_TEXTS[version],
+        "course": course,
+        "text": text,
         "version": version,
         "given_at": now.isoformat(),
         "ip": visitor.ip,
         "user_agent": clean_user_agent(visitor.user_agent),
     }
+
+
+def with_course_record(
+    consent: dict[str, Any] | None, course: str, record: dict[str, Any], *, latest: bool
+) -> dict[str, Any]:
+    """A subscriber's consent: each course's record under "courses" by slug; the record at
+    the top is the latest signup's (`latest`), as it was when there was one course."""
+    courses = dict((consent or {}).get("courses") or {}) | {course: record}
+    top = record if latest or not consent else {k: v for k, v in consent.items() if k != "courses"}
+    return top | {"courses": courses}
 
 
 def clean_user_agent(text: str) -> str:
@@ -153,16 +194,69 @@ def clean_user_agent(text: str) -> str:
 # --- signing up --------------------------------------------------------------------------
 
 
-async def course_sequence(session: AsyncSession, slug: str | None) -> Sequence | None:
-    """The course the site signs people up for: the named one, else the oldest live one.
-    Only a live course takes signups: a paused one would hold its confirmation emails."""
-    query = (
-        select(Sequence)
+async def live_courses(session: AsyncSession) -> list[SignupCourse]:
+    """The courses open for signups, oldest first. Only a live course takes signups: a
+    paused one would hold its confirmation emails."""
+    rows = await session.execute(
+        select(
+            Sequence.id,
+            Sequence.slug,
+            SequenceVersion.title,
+            SequenceVersion.description,
+            SequenceVersion.identity,
+        )
+        .join(SequenceVersion, SequenceVersion.id == Sequence.current_version_id)
         .where(Sequence.status == SequenceStatus.LIVE)
-        .where(Sequence.current_version_id.is_not(None))
+        .order_by(Sequence.id)
     )
-    query = query.where(Sequence.slug == slug) if slug else query.order_by(Sequence.id)
-    return await session.scalar(query.limit(1))
+    return [
+        SignupCourse(row.id, row.slug, row.title, row.description, identity_of(row.identity))
+        for row in rows
+    ]
+
+
+def identity_of(stored: dict[str, Any] | None) -> CourseIdentity:
+    return CourseIdentity.from_json(stored)
+
+
+async def signup_course(session: AsyncSession, sequence_id: int) -> SignupCourse | None:
+    """A course by its sequence, as of its current version, live or not."""
+    row = (
+        await session.execute(
+            select(
+                Sequence.id,
+                Sequence.slug,
+                SequenceVersion.title,
+                SequenceVersion.description,
+                SequenceVersion.identity,
+            )
+            .join(SequenceVersion, SequenceVersion.id == Sequence.current_version_id)
+            .where(Sequence.id == sequence_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return SignupCourse(row.id, row.slug, row.title, row.description, identity_of(row.identity))
+
+
+async def consent_shown(
+    session: AsyncSession, course: SignupCourse, version: str
+) -> tuple[str, str]:
+    """The consent sentence (text, version) a form showed: the course's current one, or
+    an earlier version's if the form was made from one (a snippet pasted long ago), so the
+    record keeps the words the person saw. An unknown version: the current sentence."""
+    current = course.identity
+    if not version or version == current.consent_version:
+        return current.consent_text, current.consent_version
+    for stored in await session.scalars(
+        select(SequenceVersion.identity)
+        .where(SequenceVersion.sequence_id == course.sequence_id)
+        .order_by(SequenceVersion.number.desc())
+    ):
+        earlier = identity_of(stored)
+        if earlier.consent_version == version:
+            return earlier.consent_text, earlier.consent_version
+    return current.consent_text, current.consent_version
 
 
 def _take_slot_statement() -> Insert:
@@ -217,15 +311,29 @@ async def subscribe(
     now: datetime,
     confirmation_interval: timedelta = CONFIRMATION_INTERVAL,
     confirmations_per_day: int = CONFIRMATIONS_PER_DAY,
+    course: SignupCourse | None = None,
 ) -> SignupOutcome:
-    """A pending subscriber and their confirmation email, or nothing if that would mail
-    someone who left for good or flood an inbox. The caller shows the same page whatever
-    this returns, so nobody learns who is subscribed."""
-    consent = consent_record(request, visitor, now)
-    subscriber_id = await _insert_newcomer(session, request, consent, now)
+    """A pending subscriber and their confirmation email for the course, or nothing if
+    that would mail someone who left for good or flood an inbox. Someone confirmed on
+    other courses gets a confirmation email for this one too. The caller shows the same
+    page whatever this returns, so nobody learns who is subscribed.
+
+    `course`: the sequence as the caller has it (the web keeps it); looked up if not."""
+    course = course or await signup_course(session, sequence_id)
+    if course is None:
+        return SignupOutcome.NO_COURSE
+    text, version = await consent_shown(session, course, request.consent_version)
+    record = consent_record(request, visitor, now, course=course.slug, text=text, version=version)
+    newcomer_consent = with_course_record(None, course.slug, record, latest=True)
+    subscriber_id = await _insert_newcomer(session, request, newcomer_consent, now)
     if subscriber_id is None:
         outcome = await _sign_up_again(
-            session, request, consent, now, confirmation_interval, confirmations_per_day
+            session,
+            request,
+            (course, record),
+            now,
+            confirmation_interval,
+            confirmations_per_day,
         )
         if not isinstance(outcome, int):
             return outcome
@@ -282,13 +390,14 @@ async def _insert_newcomer(
 async def _sign_up_again(
     session: AsyncSession,
     request: SignupRequest,
-    consent: dict[str, Any],
+    course_and_record: tuple[SignupCourse, dict[str, Any]],
     now: datetime,
     confirmation_interval: timedelta,
     confirmations_per_day: int,
 ) -> int | SignupOutcome:
     """A known or suppressed address: the subscriber's id if they get a new confirmation
     email, else why not."""
+    course, record = course_and_record
     if await queries.is_suppressed(session, request.email):
         return SignupOutcome.BLOCKED
     # Locked (on PostgreSQL) until commit: a second signup for the address waits, then
@@ -296,34 +405,61 @@ async def _sign_up_again(
     subscriber = await queries.subscriber_by_email(session, request.email, lock=True)
     if subscriber is None:  # deleted since _insert_newcomer looked
         return SignupOutcome.BLOCKED
-    if subscriber.status == SubscriberStatus.CONFIRMED:
+    confirmed = subscriber.status == SubscriberStatus.CONFIRMED
+    if confirmed and await _on_course(session, subscriber.id, course.sequence_id):
         return SignupOutcome.ALREADY_CONFIRMED
-    if subscriber.status not in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED):
+    if not confirmed and subscriber.status not in (
+        SubscriberStatus.PENDING,
+        SubscriberStatus.UNSUBSCRIBED,
+    ):
         return SignupOutcome.BLOCKED
-    last, today = await _recent_confirmations(session, subscriber.id, now - CONFIRMATION_DAY)
+    last, today = await _recent_confirmations(
+        session, subscriber.id, course.sequence_id, now - CONFIRMATION_DAY
+    )
     if last is not None and now - last < confirmation_interval:
         return SignupOutcome.RECENTLY_SENT
     if today >= confirmations_per_day:
         return SignupOutcome.DAILY_LIMIT
-    # Someone who left may come back, through the same double opt-in as a newcomer.
-    subscriber.status = SubscriberStatus.PENDING
-    subscriber.first_name = request.first_name
-    subscriber.timezone = request.timezone
-    subscriber.consent = consent
+    if confirmed:
+        # Another course for someone already with us: their name, zone and the consent
+        # records they confirmed stay as they are until they confirm this one too, since
+        # anyone may type their address here.
+        subscriber.consent = with_course_record(
+            subscriber.consent, course.slug, record, latest=False
+        )
+    else:
+        # Someone who left may come back, through the same double opt-in as a newcomer.
+        subscriber.status = SubscriberStatus.PENDING
+        subscriber.first_name = request.first_name
+        subscriber.timezone = request.timezone
+        subscriber.consent = with_course_record(
+            subscriber.consent, course.slug, record, latest=True
+        )
     subscriber.updated_at = now
     return subscriber.id
 
 
+async def _on_course(session: AsyncSession, subscriber_id: int, sequence_id: int) -> bool:
+    """Whether the subscriber is on the course: taking it, paused, or done with it."""
+    status = await session.scalar(
+        select(Enrollment.status)
+        .where(Enrollment.subscriber_id == subscriber_id)
+        .where(Enrollment.sequence_id == sequence_id)
+    )
+    return status is not None and status != EnrollmentStatus.LEFT
+
+
 async def _recent_confirmations(
-    session: AsyncSession, subscriber_id: int, since: datetime
+    session: AsyncSession, subscriber_id: int, sequence_id: int, since: datetime
 ) -> tuple[datetime | None, int]:
-    """When the subscriber's last confirmation email was queued, and how many were since
-    `since`: one look at their confirmation deliveries."""
+    """When the subscriber's last confirmation email for this course was queued, and how
+    many (for any course) were since `since`: one look at their confirmation deliveries."""
     since_param = bindparam("since", since, type_=Delivery.created_at.type)
+    this_course = Delivery.sequence_id == bindparam("sequence", sequence_id)
     row = (
         await session.execute(
             select(
-                func.max(Delivery.created_at),
+                func.max(case((this_course, Delivery.created_at))),
                 func.count(case((Delivery.created_at > since_param, 1))),
             )
             .where(Delivery.subscriber_id == subscriber_id)
@@ -338,49 +474,80 @@ async def confirm(
     subscriber_id: int,
     visitor: Visitor,
     *,
+    sequence_id: int | None = None,
     fallback_sequence_id: int | None,
     now: datetime,
 ) -> ConfirmOutcome:
     """Pending -> confirmed, with the confirmation added to the consent record, and
-    enrolled in the course they signed up for; lesson 1 then follows by the schedule."""
+    enrolled in the course of the link (`sequence_id`; older links name none: the course
+    of their latest confirmation email); lesson 1 then follows by the schedule. Someone
+    confirmed already is enrolled in a further course they signed up for."""
     subscriber = await session.get(Subscriber, subscriber_id)
     if subscriber is None:
         return ConfirmOutcome.UNKNOWN
+    sequence_id = sequence_id or await _last_confirmation_course(session, subscriber_id)
+    sequence_id = sequence_id or fallback_sequence_id
+    slug = (
+        await session.scalar(select(Sequence.slug).where(Sequence.id == sequence_id))
+        if sequence_id is not None
+        else None
+    )
     if subscriber.status == SubscriberStatus.CONFIRMED:
-        return ConfirmOutcome.ALREADY_CONFIRMED
-    if subscriber.status != SubscriberStatus.PENDING:
+        if sequence_id is None or slug is None:
+            return ConfirmOutcome.ALREADY_CONFIRMED
+        if await _on_course(session, subscriber_id, sequence_id):
+            return ConfirmOutcome.ALREADY_CONFIRMED
+        record = (subscriber.consent or {}).get("courses", {}).get(slug)
+        if record is None or "confirmed_at" in record:
+            # Not signed up for it, or left it after confirming: an old link does not
+            # bring them back; signing up again does.
+            return ConfirmOutcome.LEFT
+    elif subscriber.status != SubscriberStatus.PENDING:
         return ConfirmOutcome.LEFT
-    subscriber.status = SubscriberStatus.CONFIRMED
-    subscriber.confirmed_at = now
+    else:
+        subscriber.status = SubscriberStatus.CONFIRMED
+        subscriber.confirmed_at = now
     subscriber.updated_at = now
-    subscriber.consent = subscriber.consent | {
+    confirmation = {
         "confirmed_at": now.isoformat(),
         "confirmed_ip": visitor.ip,
         "confirmed_user_agent": clean_user_agent(visitor.user_agent),
     }
-    sequence_id = await session.scalar(
+    consent = dict(subscriber.consent or {})
+    if slug is not None:
+        courses = dict(consent.get("courses") or {})
+        courses[slug] = dict(courses.get(slug) or {"course": slug}) | confirmation
+        consent["courses"] = courses
+    if consent.get("course", slug) == slug and "confirmed_at" not in consent:
+        consent |= confirmation
+    subscriber.consent = consent
+    if sequence_id is not None:
+        await start_course(session, subscriber_id, sequence_id, now)
+    return ConfirmOutcome.CONFIRMED
+
+
+async def _last_confirmation_course(session: AsyncSession, subscriber_id: int) -> int | None:
+    sequence_id: int | None = await session.scalar(
         select(Delivery.sequence_id)
         .where(Delivery.subscriber_id == subscriber_id)
         .where(Delivery.kind == DeliveryKind.CONFIRMATION)
         .order_by(Delivery.id.desc())
         .limit(1)
     )
-    sequence_id = sequence_id or fallback_sequence_id
-    if sequence_id is not None:
-        await start_course(session, subscriber_id, sequence_id, now)
-    return ConfirmOutcome.CONFIRMED
+    return sequence_id
 
 
 async def start_course(
     session: AsyncSession, subscriber_id: int, sequence_id: int, now: datetime
 ) -> None:
-    """Enroll, or restart a stopped enrollment where it left off (someone who paused, or
-    left and came back): the planner sends the next lesson they have not had."""
+    """Enroll, or restart a stopped enrollment where it left off (someone who paused, left
+    the course, or left everything and came back): the planner sends the next lesson they
+    have not had."""
     restarted = await session.execute(
         update(Enrollment)
         .where(Enrollment.subscriber_id == subscriber_id)
         .where(Enrollment.sequence_id == sequence_id)
-        .where(Enrollment.status == EnrollmentStatus.STOPPED)
+        .where(Enrollment.status.in_([EnrollmentStatus.STOPPED, EnrollmentStatus.LEFT]))
         .values(status=EnrollmentStatus.ACTIVE, next_check_at=now)
     )
     if not restarted.rowcount:  # type: ignore[attr-defined]
@@ -391,53 +558,106 @@ async def start_course(
 
 
 async def leave(session: AsyncSession, subscriber_id: int, now: datetime) -> None:
-    """Unsubscribe at once; a second time, or for someone already deleted, does nothing.
-    Mail already queued is cancelled by the dispatcher, which checks status at send time."""
+    """Unsubscribe from everything at once; a second time, or for someone already deleted,
+    does nothing. Mail already queued is cancelled by the dispatcher, which checks status
+    at send time."""
     subscriber = await session.get(Subscriber, subscriber_id)
     if subscriber is not None:
         await unsubscribe(session, subscriber, now)
 
 
-async def course_state(session: AsyncSession, subscriber_id: int) -> CourseState:
-    statuses = set(
-        await session.scalars(
-            select(Enrollment.status).where(Enrollment.subscriber_id == subscriber_id)
-        )
+async def leave_course(session: AsyncSession, subscriber_id: int, sequence_id: int) -> None:
+    """Leave one course, staying on the others. A lesson of it queued but not yet sent
+    goes; one already claimed is dropped by the check before each send (the enrollment is
+    no longer active)."""
+    await session.execute(
+        update(Enrollment)
+        .where(Enrollment.subscriber_id == subscriber_id)
+        .where(Enrollment.sequence_id == sequence_id)
+        .values(status=EnrollmentStatus.LEFT, next_check_at=None)
     )
-    if EnrollmentStatus.ACTIVE in statuses:
-        return CourseState.ACTIVE
-    if EnrollmentStatus.STOPPED in statuses:
-        return CourseState.PAUSED
-    if EnrollmentStatus.COMPLETED in statuses:
-        return CourseState.COMPLETED
+    await _drop_queued_lessons(session, subscriber_id, sequence_id)
+
+
+async def courses_of(session: AsyncSession, subscriber_id: int) -> list[CourseOfSubscriber]:
+    """The subscriber's courses, in the order they joined them, titled as they are now."""
+    rows = await session.execute(
+        select(Enrollment.sequence_id, Enrollment.status, Sequence.slug, SequenceVersion.title)
+        .join(Sequence, Sequence.id == Enrollment.sequence_id)
+        .join(SequenceVersion, SequenceVersion.id == Sequence.current_version_id, isouter=True)
+        .where(Enrollment.subscriber_id == subscriber_id)
+        .order_by(Enrollment.id)
+    )
+    return [
+        CourseOfSubscriber(
+            row.sequence_id,
+            row.slug,
+            row.title or row.slug,
+            _STATES.get(EnrollmentStatus(row.status), CourseState.NONE),
+        )
+        for row in rows
+    ]
+
+
+async def course_state(session: AsyncSession, subscriber_id: int) -> CourseState:
+    """All of a subscriber's courses in one word: active if any runs."""
+    states = {course.state for course in await courses_of(session, subscriber_id)}
+    for state in (CourseState.ACTIVE, CourseState.PAUSED, CourseState.COMPLETED):
+        if state in states:
+            return state
     return CourseState.NONE
 
 
-async def pause_course(session: AsyncSession, subscriber_id: int) -> None:
-    """No more lessons until resumed, including one queued but not yet sent: its row goes,
-    so that on resume the planner queues it afresh (a delivery is unique per lesson)."""
-    await queries.stop_enrollments(session, [subscriber_id])
-    await session.execute(
+async def pause_course(
+    session: AsyncSession, subscriber_id: int, sequence_id: int | None = None
+) -> None:
+    """No more lessons of the course (None: of every course) until resumed, including one
+    queued but not yet sent: its row goes, so that on resume the planner queues it afresh
+    (a delivery is unique per lesson)."""
+    statement = (
+        update(Enrollment)
+        .where(Enrollment.subscriber_id == subscriber_id)
+        .where(Enrollment.status == EnrollmentStatus.ACTIVE)
+        .values(status=EnrollmentStatus.STOPPED, next_check_at=None)
+    )
+    if sequence_id is not None:
+        statement = statement.where(Enrollment.sequence_id == sequence_id)
+    await session.execute(statement)
+    await _drop_queued_lessons(session, subscriber_id, sequence_id)
+
+
+async def _drop_queued_lessons(
+    session: AsyncSession, subscriber_id: int, sequence_id: int | None
+) -> None:
+    statement = (
         delete(Delivery)
         .where(Delivery.subscriber_id == subscriber_id)
         .where(Delivery.kind == DeliveryKind.LESSON)
         .where(Delivery.status == DeliveryStatus.QUEUED)
     )
+    if sequence_id is not None:
+        statement = statement.where(Delivery.sequence_id == sequence_id)
+    await session.execute(statement)
 
 
-async def resume_course(session: AsyncSession, subscriber_id: int, now: datetime) -> None:
-    """Only a confirmed subscriber's stopped courses restart; the next lesson is due at
-    once if its delay has passed during the pause, then the rest follow their delays."""
+async def resume_course(
+    session: AsyncSession, subscriber_id: int, now: datetime, sequence_id: int | None = None
+) -> None:
+    """Only a confirmed subscriber's paused courses restart (the one named, or all); the
+    next lesson is due at once if its delay has passed during the pause, then the rest
+    follow their delays. A course they left stays left."""
     subscriber = await session.get(Subscriber, subscriber_id)
     if subscriber is None or subscriber.status != SubscriberStatus.CONFIRMED:
         return
-    stopped = await session.scalars(
+    query = (
         select(Enrollment.sequence_id)
         .where(Enrollment.subscriber_id == subscriber_id)
         .where(Enrollment.status == EnrollmentStatus.STOPPED)
     )
-    for sequence_id in list(stopped):
-        await start_course(session, subscriber_id, sequence_id, now)
+    if sequence_id is not None:
+        query = query.where(Enrollment.sequence_id == sequence_id)
+    for stopped in list(await session.scalars(query)):
+        await start_course(session, subscriber_id, stopped, now)
 
 
 async def set_timezone(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from urllib.parse import quote
@@ -29,8 +30,18 @@ class TokenExpired(TokenInvalid):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class LinkTarget:
+    """Whom a link is for, and for which course (sequence id); None: every course, as in
+    links made before courses had pages of their own."""
+
+    subscriber_id: int
+    sequence_id: int | None = None
+
+
 class Tokens:
-    """HMAC-signed '<subscriber id>.<issued at>' strings, one signing key per purpose.
+    """HMAC-signed '<subscriber id>[-<sequence id>][.<issued at>]' strings, one signing
+    key per purpose.
 
     The issue time is passed in rather than read here, so tests control expiry."""
 
@@ -39,26 +50,33 @@ class Tokens:
             purpose: Signer(secret, salt=f"newsletter.{purpose}") for purpose in Purpose
         }
 
-    def issue(self, purpose: Purpose, subscriber_id: int, now: datetime) -> str:
-        payload = (
-            f"{subscriber_id}.{int(now.timestamp())}" if purpose in MAX_AGE else str(subscriber_id)
-        )
+    def issue(
+        self, purpose: Purpose, subscriber_id: int, now: datetime, sequence_id: int | None = None
+    ) -> str:
+        payload = str(subscriber_id) if sequence_id is None else f"{subscriber_id}-{sequence_id}"
+        if purpose in MAX_AGE:
+            payload += f".{int(now.timestamp())}"
         return self._signers[purpose].sign(payload).decode("ascii")
 
     def read(self, purpose: Purpose, token: str, now: datetime) -> int:
+        return self.read_target(purpose, token, now).subscriber_id
+
+    def read_target(self, purpose: Purpose, token: str, now: datetime) -> LinkTarget:
         try:
             payload = self._signers[purpose].unsign(token).decode("ascii")
         except (BadSignature, UnicodeError):
             raise TokenInvalid(purpose) from None
-        subscriber, _, issued = payload.partition(".")
-        if not subscriber.isdigit():
+        target, _, issued = payload.partition(".")
+        subscriber, dash, sequence = target.partition("-")
+        # isascii too: str.isdigit() is true of other scripts' digits, which int() reads.
+        if not (target.isascii() and subscriber.isdigit()) or (dash and not sequence.isdigit()):
             raise TokenInvalid(purpose)
         if purpose in MAX_AGE:
-            if not issued.isdigit():
+            if not (issued.isascii() and issued.isdigit()):
                 raise TokenInvalid(purpose)
             if now.timestamp() - int(issued) > MAX_AGE[purpose].total_seconds():
                 raise TokenExpired(purpose)
-        return int(subscriber)
+        return LinkTarget(int(subscriber), int(sequence) if dash else None)
 
 
 class LinkMaker:
@@ -69,8 +87,13 @@ class LinkMaker:
         self.base_url = base_url.rstrip("/")
         self.unsubscribe_address = unsubscribe_address
 
-    def personal_links(self, subscriber_id: int, now: datetime) -> PersonalLinks:
-        unsubscribe = self.tokens.issue(Purpose.UNSUBSCRIBE, subscriber_id, now)
+    def personal_links(
+        self, subscriber_id: int, now: datetime, sequence_id: int | None = None
+    ) -> PersonalLinks:
+        """The links of a lesson's footer: leaving its course (also List-Unsubscribe's,
+        RFC 8058), leaving everything, and the preferences page."""
+        unsubscribe = self.tokens.issue(Purpose.UNSUBSCRIBE, subscriber_id, now, sequence_id)
+        leave_all = self.tokens.issue(Purpose.UNSUBSCRIBE, subscriber_id, now)
         preferences = self.tokens.issue(Purpose.PREFERENCES, subscriber_id, now)
         return PersonalLinks(
             unsubscribe_url=f"{self.base_url}/unsubscribe/{unsubscribe}",
@@ -78,7 +101,9 @@ class LinkMaker:
                 f"mailto:{self.unsubscribe_address}?subject={quote('unsubscribe ' + unsubscribe)}"
             ),
             preferences_url=f"{self.base_url}/preferences/{preferences}",
+            unsubscribe_all_url=f"{self.base_url}/unsubscribe/{leave_all}",
         )
 
-    def confirm_url(self, subscriber_id: int, now: datetime) -> str:
-        return f"{self.base_url}/confirm/{self.tokens.issue(Purpose.CONFIRM, subscriber_id, now)}"
+    def confirm_url(self, subscriber_id: int, now: datetime, sequence_id: int | None = None) -> str:
+        token = self.tokens.issue(Purpose.CONFIRM, subscriber_id, now, sequence_id)
+        return f"{self.base_url}/confirm/{token}"

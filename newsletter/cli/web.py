@@ -16,8 +16,9 @@ from newsletter.cli.running import build_links, serve_until_stopped
 from newsletter.clock import SystemClock
 from newsletter.config import Settings
 from newsletter.db.session import prompt_writes
+from newsletter.errors import NewsletterError
 from newsletter.logs import log_event
-from newsletter.signup import CONSENT_TEXT, CONSENT_VERSION
+from newsletter.signup import SignupCourse, live_courses
 from newsletter.web.forms import HONEYPOT
 
 log = logging.getLogger(__name__)
@@ -70,16 +71,41 @@ def web(
 
 
 @app.command("form-snippet")
-def form_snippet() -> None:
-    """Print an HTML signup form that another website can paste in; it posts here."""
-    out.print(signup_snippet(settings()), markup=False, highlight=False, soft_wrap=True)
+def form_snippet(
+    course: Annotated[
+        str | None,
+        typer.Option(help="Slug of the live course it signs people up for [default: the oldest]"),
+    ] = None,
+) -> None:
+    """Print an HTML signup form for one course that another website can paste in; it posts
+    here, with the course's consent sentence as queued."""
+    config = settings()
+
+    async def work() -> None:
+        async with database(config, read_only=True) as sessions, sessions() as session:
+            courses = await live_courses(session)
+        chosen = next((c for c in courses if c.slug == course), None) if course else None
+        if course and chosen is None:
+            live = ", ".join(c.slug for c in courses) or "none"
+            raise NewsletterError(f"no live course '{course}' (live: {live})")
+        if not courses:
+            raise NewsletterError("no live course; queue one first (newsletter sequences queue)")
+        out.print(
+            signup_snippet(config, chosen or courses[0]),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    run(work)
 
 
-def signup_snippet(config: Settings) -> str:
+def signup_snippet(config: Settings, course: SignupCourse) -> str:
     action = escape(f"{config.site.base}/subscribe")
-    return f"""<!-- Signup form for {escape(config.sender.name)}: it posts to {action}.
+    identity = course.identity
+    return f"""<!-- Signup form for {escape(course.title)}: it posts to {action}.
      Style it as you like; keep the field names, the consent sentence and the hidden fields. -->
-<form method="post" action="{action}" class="newsletter-signup">
+<form method="post" action="{action}" class="newsletter-signup" lang="{escape(identity.language)}">
   <p>
     <label for="newsletter-email">Your email address</label><br>
     <input id="newsletter-email" name="email" type="email" autocomplete="email"
@@ -98,8 +124,9 @@ def signup_snippet(config: Settings) -> str:
   </p>
   <input type="hidden" name="timezone" value="">
   <input type="hidden" name="form" value="snippet">
-  <input type="hidden" name="consent_version" value="{CONSENT_VERSION}">
-  <p id="newsletter-consent">{escape(CONSENT_TEXT)}</p>
+  <input type="hidden" name="course" value="{escape(course.slug)}">
+  <input type="hidden" name="consent_version" value="{escape(identity.consent_version)}">
+  <p id="newsletter-consent">{escape(identity.consent_text)}</p>
   <button type="submit" aria-describedby="newsletter-consent">Subscribe</button>
 </form>
 <!-- Optional: sends the reader's time zone, so lessons arrive in their daytime. -->

@@ -5,15 +5,31 @@ from __future__ import annotations
 import re
 import tomllib
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from jinja2 import TemplateSyntaxError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from newsletter.content.identity import IDENTITY_KEYS, CourseIdentity, read_identity
 from newsletter.content.lessons import Lesson, read_lesson
 from newsletter.errors import ContentError, Problem
 from newsletter.headers import control_character
 
 MANIFEST = "course.toml"
-MANIFEST_KEYS = ("title", "description")
+MANIFEST_KEYS = ("title", "description", *IDENTITY_KEYS)
+#: A course's own email templates, in <course>/templates/, each replacing the shared one.
+TEMPLATES_FOLDER = "templates"
+TEMPLATE_NAMES = (
+    "base.html",
+    "base.txt",
+    "lesson.html",
+    "lesson.txt",
+    "confirm.html",
+    "confirm.txt",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +39,10 @@ class Course:
     title: str
     description: str
     lessons: tuple[Lesson, ...]
+    identity: CourseIdentity = field(default_factory=CourseIdentity)
+    #: Template name -> source, from the course's templates/ folder; they override the
+    #: shared templates of the same name.
+    templates: Mapping[str, str] = field(default_factory=dict)
 
     def lesson(self, reference: str) -> Lesson:
         """A lesson by number (1-based), key ('the-cause') or file name ('02-the-cause.md')."""
@@ -75,9 +95,14 @@ def load_course(path: Path) -> Course:
                 "List-Id header): use letters, digits, '-', '_', and '.' between parts",
             )
         )
-    title, description = "", ""
+    title, description, identity = "", "", CourseIdentity()
     try:
-        title, description = _read_manifest(path / MANIFEST)
+        title, description, identity = _read_manifest(path / MANIFEST)
+    except ContentError as exc:
+        problems += exc.problems
+    templates: dict[str, str] = {}
+    try:
+        templates = _read_templates(path / TEMPLATES_FOLDER)
     except ContentError as exc:
         problems += exc.problems
 
@@ -98,10 +123,10 @@ def load_course(path: Path) -> Course:
         seen[lesson.key] = lesson.path
     if problems:
         raise ContentError(problems)
-    return Course(path.name, path, title, description, tuple(lessons))
+    return Course(path.name, path, title, description, tuple(lessons), identity, templates)
 
 
-def _read_manifest(path: Path) -> tuple[str, str]:
+def _read_manifest(path: Path) -> tuple[str, str, CourseIdentity]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -124,7 +149,7 @@ def _read_manifest(path: Path) -> tuple[str, str]:
         for key in data
         if key not in MANIFEST_KEYS
     ]
-    for key in MANIFEST_KEYS:
+    for key in ("title", "description"):
         value = data.get(key)
         if not isinstance(value, str) or not value.strip():
             message = f"'{key}' must be a non-empty string"
@@ -135,15 +160,62 @@ def _read_manifest(path: Path) -> tuple[str, str]:
             problems.append(
                 Problem(path, _line_of(text, key), f"{key}: contains a control character ({found})")
             )
+    identity = read_identity(_identity_values(data))
+    if isinstance(identity, list):
+        problems += [Problem(path, _line_of(text, *key), message) for key, message in identity]
+    if problems or isinstance(identity, list):
+        raise ContentError(problems)
+    return " ".join(data["title"].split()), " ".join(data["description"].split()), identity
+
+
+def _identity_values(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: data[key] for key in IDENTITY_KEYS if key in data}
+
+
+_TABLE = re.compile(r"""\s*\[\s*([^\]]+?)\s*\]\s*(?:#.*)?$""")
+
+
+def _line_of(text: str, *key: str) -> int:
+    """The line that sets a key (`title`, or `sender`, `name` for name in [sender]), for an
+    editor's jump-to-line; the table's line when the key is not written; 0 if not found."""
+    *tables, name = key
+    pattern = re.compile(
+        rf"""\s*(?:{re.escape(name)}|"{re.escape(name)}"|'{re.escape(name)}')\s*="""
+    )
+    table: list[str] = []
+    table_line = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if found := _TABLE.match(line):
+            table = [part.strip().strip("\"'") for part in found.group(1).split(".")]
+            if table == tables:
+                table_line = number
+        elif table == tables and pattern.match(line):
+            return number
+    return table_line
+
+
+def _read_templates(folder: Path) -> dict[str, str]:
+    """The course's own email templates, checked for syntax; ContentError at file:line."""
+    if not folder.is_dir():
+        return {}
+    templates: dict[str, str] = {}
+    problems: list[Problem] = []
+    parser = ImmutableSandboxedEnvironment()
+    for file in sorted(folder.iterdir()):
+        if file.name not in TEMPLATE_NAMES:
+            known = ", ".join(TEMPLATE_NAMES)
+            problems.append(Problem(file, 0, f"not an email template (expected one of: {known})"))
+            continue
+        try:
+            source = file.read_text(encoding="utf-8")
+            parser.parse(source)
+        except UnicodeDecodeError as exc:
+            problems.append(Problem(file, 0, f"not UTF-8 text ({exc.reason})"))
+            continue
+        except TemplateSyntaxError as exc:
+            problems.append(Problem(file, exc.lineno or 0, f"template error: {exc.message}"))
+            continue
+        templates[file.name] = source
     if problems:
         raise ContentError(problems)
-    return " ".join(data["title"].split()), " ".join(data["description"].split())
-
-
-def _line_of(text: str, key: str) -> int:
-    """The line that sets a top-level key, for an editor's jump-to-line; 0 if not found."""
-    pattern = re.compile(rf"""\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""")
-    for number, line in enumerate(text.splitlines(), start=1):
-        if pattern.match(line):
-            return number
-    return 0
+    return templates

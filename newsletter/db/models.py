@@ -77,7 +77,8 @@ class SequenceStatus(StrEnum):
 class EnrollmentStatus(StrEnum):
     ACTIVE = "active"
     COMPLETED = "completed"
-    STOPPED = "stopped"  #: unsubscribed, bounced, or removed from the sequence
+    STOPPED = "stopped"  #: paused, unsubscribed, bounced, or removed from the sequence
+    LEFT = "left"  #: the subscriber left this course (and may stay on others)
 
 
 class DeliveryStatus(StrEnum):
@@ -162,6 +163,11 @@ class SequenceVersion(Base):
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(Text)  #: the folder it was read from
+    #: Who the course speaks as (content.identity.CourseIdentity.to_json()): sender,
+    #: footer note, consent sentence and its version, list name and id, language.
+    identity: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: The course's own email templates, by name (its templates/ folder); {} for none.
+    templates: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime]
 
     lessons: Mapped[list[LessonSnapshot]] = relationship(

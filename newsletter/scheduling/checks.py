@@ -44,11 +44,27 @@ def check_before_send(
     if row.lease_until is None or row.lease_until - wall_now < min_lease:
         return Check.LEASE_SHORT
     confirmation = kind == DeliveryKind.CONFIRMATION
-    wanted = SubscriberStatus.PENDING if confirmation else SubscriberStatus.CONFIRMED
-    if row.suppressed or row.subscriber_status != wanted:
+    if row.suppressed or not _may_receive(row, confirmation):
         return Check.LEFT
     if row.sequence_status not in (None, SequenceStatus.LIVE):
         return Check.HELD
     if not confirmation and row.enrollment_status != EnrollmentStatus.ACTIVE:
         return Check.PAUSED
     return Check.SEND
+
+
+#: Enrollments a confirmation email may still go out for: none yet, or a course left.
+_NOT_ON_COURSE = (None, EnrollmentStatus.LEFT)
+
+
+def _may_receive(row: HeldDelivery, confirmation: bool) -> bool:
+    """Lessons go to confirmed subscribers. Confirmations go to pending ones, and to
+    confirmed ones who asked for a further course they are not on yet."""
+    if not confirmation:
+        return row.subscriber_status == SubscriberStatus.CONFIRMED
+    if row.subscriber_status == SubscriberStatus.PENDING:
+        return True
+    return (
+        row.subscriber_status == SubscriberStatus.CONFIRMED
+        and row.enrollment_status in _NOT_ON_COURSE
+    )

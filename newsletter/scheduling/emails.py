@@ -61,25 +61,26 @@ class CompiledEmails:
 
     def envelope(self, delivery: queries.ClaimedDelivery, now: datetime) -> Envelope:
         """The message for one recipient; `now` (wall clock) dates it and its links."""
-        sender = self.settings.sender
         if delivery.kind == DeliveryKind.CONFIRMATION:
             assert delivery.sequence_id is not None
             version_id = self._confirmation_versions[delivery.sequence_id]
-            data = self._confirmations[version_id].render(
+            confirmation = self._confirmations[version_id]
+            data = confirmation.render(
                 delivery.email,
-                self.links.confirm_url(delivery.subscriber_id, now),
+                self.links.confirm_url(delivery.subscriber_id, now, delivery.sequence_id),
                 message_id=delivery.message_id,
                 date=now,
             )
-            return Envelope(sender.transactional_from, delivery.email, data)
+            return Envelope(confirmation.envelope_from, delivery.email, data)
         assert delivery.lesson_id is not None
-        data = self._lessons[delivery.lesson_id].render(
+        lesson = self._lessons[delivery.lesson_id]
+        data = lesson.render(
             Recipient(delivery.email, delivery.first_name),
-            self.links.personal_links(delivery.subscriber_id, now),
+            self.links.personal_links(delivery.subscriber_id, now, delivery.sequence_id),
             message_id=delivery.message_id,
             date=now,
         )
-        return Envelope(sender.address, delivery.email, data)
+        return Envelope(lesson.envelope_from, delivery.email, data)
 
     def describe(self, delivery: queries.ClaimedDelivery) -> str:
         """Which email this is, for the operator: 'lesson 3 of <slug>' or 'confirmation'."""

@@ -13,8 +13,9 @@ from functools import cache
 from zoneinfo import available_timezones
 
 from newsletter.addresses import MAX_ADDRESS_LENGTH, AddressInvalid, normalize_address
+from newsletter.content.course import is_slug
 from newsletter.render import clean_name
-from newsletter.signup import CONSENT_VERSION, SignupRequest
+from newsletter.signup import SignupRequest
 
 #: Bots fill every field they find; people never see this one (hidden, out of the tab order).
 HONEYPOT = "leave_empty"
@@ -46,15 +47,31 @@ class Trapped:
 class Action(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
+    LEAVE_COURSE = "leave-course"
+    LEAVE_ALL = "leave-all"
     TIMEZONE = "timezone"
     EXPORT = "export"
     DELETE = "delete"
+
+
+#: Actions on one course when the form names one (pause and resume act on all otherwise).
+COURSE_ACTIONS = frozenset({Action.PAUSE, Action.RESUME, Action.LEAVE_COURSE})
+#: Longest course slug looked at (the database keeps 100 characters).
+MAX_SLUG_LENGTH = 100
 
 
 @dataclass(frozen=True, slots=True)
 class PreferencesRequest:
     action: Action
     timezone: str | None = None  #: for Action.TIMEZONE; None: the configured default
+    course: str | None = None  #: the slug of the course acted on; None: every course
+
+
+def parse_course(raw: str) -> str | None:
+    """A value that can be a course's slug, else None (checked, never trusted: the
+    caller still looks it up among the live courses or the subscriber's own)."""
+    text = raw.strip()
+    return text if text and len(text) <= MAX_SLUG_LENGTH and is_slug(text) else None
 
 
 #: The preferences form's choice for "no zone of my own".
@@ -110,7 +127,7 @@ def parse_signup(form: Mapping[str, str]) -> SignupRequest | Invalid | Trapped:
         # it silently falls back to the default rather than failing the form.
         timezone=parse_timezone(form.get("timezone", "")[:MAX_FIELD_LENGTH]),
         form=form_name if _FORM_NAME.fullmatch(form_name) else "signup-page",
-        consent_version=form.get("consent_version", "").strip()[:40] or CONSENT_VERSION,
+        consent_version=form.get("consent_version", "").strip()[:40],
     )
 
 
@@ -153,6 +170,11 @@ def parse_preferences(form: Mapping[str, str]) -> PreferencesRequest | Invalid:
         action = Action(raw_action)
     except ValueError:
         return Invalid({"action": "Please choose one of the buttons on this page."}, values)
+    if action in COURSE_ACTIONS:
+        course = parse_course(form.get("course", "")[:MAX_FIELD_LENGTH])
+        if action == Action.LEAVE_COURSE and course is None:
+            return Invalid({"action": "Please choose the course to leave on this page."}, values)
+        return PreferencesRequest(action, course=course)
     if action != Action.TIMEZONE:
         return PreferencesRequest(action)
     if raw_zone.strip() == DEFAULT_ZONE:

@@ -9,7 +9,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,10 @@ from starlette.routing import Route
 from newsletter import signup
 from newsletter.clock import Clock
 from newsletter.config import Settings
-from newsletter.db import queries
 from newsletter.db.models import Subscriber, SubscriberStatus
 from newsletter.db.session import read_only, take_write_lock
 from newsletter.logs import log_event
-from newsletter.tokens import LinkMaker, Purpose, TokenExpired, TokenInvalid
+from newsletter.tokens import LinkMaker, LinkTarget, Purpose, TokenExpired, TokenInvalid
 from newsletter.web import forms
 from newsletter.web.security import MAX_BODY_BYTES, CsrfGuard
 
@@ -37,15 +35,9 @@ log = logging.getLogger(__name__)
 #: The signup form posts this; the form snippet posts "snippet" (recorded with consent).
 SIGNUP_FORM = "signup-page"
 
+Course = signup.SignupCourse
 
-@dataclass(frozen=True, slots=True)
-class Course:
-    sequence_id: int
-    title: str
-    description: str
-
-
-#: Seconds a web process keeps the course it signs people up for before reading it again.
+#: Seconds a web process keeps the live courses before reading them again.
 COURSE_CACHE_S = 5.0
 #: Retry-After, in seconds, on a 429 (the signup limit counts the last hour), on "signups
 #: are closed" (nobody knows when a course opens: look again in an hour) and on "busy".
@@ -77,8 +69,8 @@ class Pages:
         writes: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self.settings = settings
-        self._course: Course | None = None
-        self._course_read_at: float | None = None
+        self._courses: list[Course] = []
+        self._courses_read_at: float | None = None
         #: For pages that only read: they never wait for, nor hold up, a write.
         self.readers = read_only(sessions)
         self.writes = writes or sessions
@@ -103,7 +95,8 @@ class Pages:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/", self.signup_page, methods=["GET"]),
+            Route("/", self.home, methods=["GET"]),
+            Route("/c/{slug}", self.course_page, methods=["GET"]),
             Route("/subscribe", self.subscribe, methods=["POST"]),
             Route("/check-your-email", self.check_your_email, methods=["GET"]),
             Route("/confirm/{token}", self.confirm_page, methods=["GET"]),
@@ -116,10 +109,21 @@ class Pages:
 
     # --- rendering -----------------------------------------------------------------------
 
-    def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        context.setdefault("site_name", self.settings.sender.name)
-        html = self.env.get_template(template).render(**context)
+    def render(
+        self, template: str, status: int = 200, *, course: Course | None = None, **context: Any
+    ) -> HTMLResponse:
+        """A page; one about a course speaks as the course (its sender's name, language and
+        footer note), the others as the site (config's sender)."""
+        identity = course.identity if course is not None else None
+        context.setdefault("site_name", (identity and identity.sender_name) or self.sender_name)
+        context.setdefault("language", identity.language if identity else "en")
+        context.setdefault("footer_note", identity.footer_paragraphs if identity else [])
+        html = self.env.get_template(template).render(course=course, **context)
         return HTMLResponse(html, status_code=status)
+
+    @property
+    def sender_name(self) -> str:
+        return self.settings.sender.name
 
     def message(
         self,
@@ -179,28 +183,60 @@ class Pages:
         finally:
             turn.release()
 
-    async def course(self, session: AsyncSession) -> Course | None:
-        """The course this site signs people up for. Kept for COURSE_CACHE_S: it changes
-        only when a course is queued, paused or archived, and reading it on every request
-        was a tenth of a signup's cost (docs/benchmarks.md)."""
+    async def courses(self, session: AsyncSession) -> list[Course]:
+        """The live courses. Kept for COURSE_CACHE_S: they change only when a course is
+        queued, paused or archived, and reading them on every request was a tenth of a
+        signup's cost (docs/benchmarks.md)."""
         now = time.monotonic()
-        if self._course_read_at is not None and now - self._course_read_at < COURSE_CACHE_S:
-            return self._course
-        sequence = await signup.course_sequence(session, self.sequence_slug)
-        version = await queries.current_version(session, sequence.id) if sequence else None
-        self._course = (
-            Course(sequence.id, version.title, version.description)
-            if sequence is not None and version is not None
-            else None
+        if self._courses_read_at is None or now - self._courses_read_at >= COURSE_CACHE_S:
+            self._courses = await signup.live_courses(session)
+            self._courses_read_at = now
+        return self._courses
+
+    async def course(self, session: AsyncSession, slug: str = "") -> Course | None:
+        """The live course of that slug; "" for the site's own: the one named by --course,
+        else the oldest live one."""
+        courses = await self.courses(session)
+        wanted = slug or self.sequence_slug
+        if not wanted:
+            return courses[0] if courses else None
+        return next((course for course in courses if course.slug == wanted), None)
+
+    async def course_of_link(self, session: AsyncSession, sequence_id: int | None) -> Course | None:
+        """The course a link names, live or not; for links that name none, the site's own."""
+        if sequence_id is None:
+            return await self.course(session)
+        for course in await self.courses(session):
+            if course.sequence_id == sequence_id:
+                return course
+        return await signup.signup_course(session, sequence_id)
+
+    def no_such_course(self) -> HTMLResponse:
+        return self.message(
+            404,
+            "There is no course here",
+            "This address names no course that is open for signups. It may have closed, or "
+            "the address may be mistyped.",
+            signup_link=True,
         )
-        self._course_read_at = now
-        return self._course
 
     # --- signing up ----------------------------------------------------------------------
 
-    async def signup_page(self, request: Request) -> Response:
+    async def home(self, request: Request) -> Response:
+        """The site's course (--course) or its only live one; a list when there are more."""
         async with self.readers() as session:
+            courses = await self.courses(session)
             course = await self.course(session)
+        if self.sequence_slug or len(courses) <= 1:
+            return self.signup_form(course, 200, values={}, errors={})
+        return self.render("courses.html", courses=courses)
+
+    async def course_page(self, request: Request) -> Response:
+        slug = forms.parse_course(request.path_params["slug"])
+        async with self.readers() as session:
+            course = await self.course(session, slug) if slug else None
+        if course is None:
+            return self.no_such_course()
         return self.signup_form(course, 200, values={}, errors={})
 
     def signup_form(
@@ -229,8 +265,8 @@ class Pages:
             notice=notice,
             form_name=SIGNUP_FORM,
             honeypot=forms.HONEYPOT,
-            consent_text=signup.CONSENT_TEXT,
-            consent_version=signup.CONSENT_VERSION,
+            consent_text=course.identity.consent_text,
+            consent_version=course.identity.consent_version,
             default_timezone=self.settings.schedule.timezone,
         )
 
@@ -238,13 +274,18 @@ class Pages:
         """Open to other sites' forms (the snippet), so no CSRF token: what a forged post
         can do, anyone can do by typing an address here; the limits below are the defence."""
         now = self.clock.now()
-        parsed = forms.parse_signup(await read_form(request))
+        form = await read_form(request)
+        parsed = forms.parse_signup(form)
         if isinstance(parsed, forms.Trapped):
             log_event(log, logging.INFO, "Honeypot filled; pretended success.", "signup_trapped")
             return see_check_your_email()
+        asked = form.get("course", "").strip()
+        slug = forms.parse_course(asked[: forms.MAX_FIELD_LENGTH]) or ""
         # Read before the write lock: "signups closed" must not wait for it.
         async with self.readers() as session:
-            course = await self.course(session)
+            course = await self.course(session, slug) if slug or not asked else None
+        if course is None and asked:
+            return self.no_such_course()
         if isinstance(parsed, forms.Invalid):
             return self.signup_form(course, 400, values=parsed.values, errors=parsed.errors)
         if course is None:
@@ -277,6 +318,7 @@ class Pages:
                 now=now,
                 confirmation_interval=timedelta(seconds=limits.confirmation_interval_s),
                 confirmations_per_day=limits.confirmations_per_address_per_day,
+                course=course,
             )
         log_event(log, logging.INFO, f"Signup: {outcome}.", "signup")
         return see_check_your_email()
@@ -298,8 +340,12 @@ class Pages:
     # --- confirming ----------------------------------------------------------------------
 
     def read_token(self, purpose: Purpose, token: str, now: datetime) -> int | HTMLResponse:
+        target = self.read_target(purpose, token, now)
+        return target if isinstance(target, HTMLResponse) else target.subscriber_id
+
+    def read_target(self, purpose: Purpose, token: str, now: datetime) -> LinkTarget | HTMLResponse:
         try:
-            return self.links.tokens.read(purpose, token, now)
+            return self.links.tokens.read_target(purpose, token, now)
         except TokenExpired:
             return self.message(
                 410,
@@ -339,21 +385,27 @@ class Pages:
         and opening must not sign anyone up."""
         now = self.clock.now()
         token = request.path_params["token"]
-        subscriber_id = self.read_token(Purpose.CONFIRM, token, now)
-        if isinstance(subscriber_id, Response):
-            return subscriber_id
+        target = self.read_target(Purpose.CONFIRM, token, now)
+        if isinstance(target, Response):
+            return target
         async with self.readers() as session:
-            subscriber = await session.get(Subscriber, subscriber_id)
-            course = await self.course(session)
+            subscriber = await session.get(Subscriber, target.subscriber_id)
+            course = await self.course_of_link(session, target.sequence_id)
+            on_course = target.sequence_id is not None and any(
+                item.sequence_id == target.sequence_id and item.state != signup.CourseState.LEFT
+                for item in await signup.courses_of(session, target.subscriber_id)
+            )
         if subscriber is None:
             return self.unknown_subscriber()
-        if subscriber.status == SubscriberStatus.CONFIRMED:
+        confirmed = subscriber.status == SubscriberStatus.CONFIRMED
+        if confirmed and (target.sequence_id is None or on_course):
             return self.render("confirmed.html", course=course, already=True)
-        if subscriber.status != SubscriberStatus.PENDING:
+        if not confirmed and subscriber.status != SubscriberStatus.PENDING:
             return self.left_page()
         return self.render(
             "confirm.html",
-            **self.confirm_form(token, subscriber_id, now, course=course, notice=""),
+            course=course,
+            **self.confirm_form(token, target.subscriber_id, now, notice=""),
         )
 
     def left_page(self) -> HTMLResponse:
@@ -368,25 +420,29 @@ class Pages:
     async def confirm(self, request: Request) -> Response:
         now = self.clock.now()
         token = request.path_params["token"]
-        subscriber_id = self.read_token(Purpose.CONFIRM, token, now)
-        if isinstance(subscriber_id, Response):
-            return subscriber_id
+        target = self.read_target(Purpose.CONFIRM, token, now)
+        if isinstance(target, Response):
+            return target
+        subscriber_id = target.subscriber_id
         form = await read_form(request)
         if not self.csrf.is_valid(form.get("csrf", ""), f"confirm:{subscriber_id}", now):
             async with self.readers() as session:
-                course = await self.course(session)
+                course = await self.course_of_link(session, target.sequence_id)
             return self.render(
                 "confirm.html",
                 403,
-                **self.confirm_form(token, subscriber_id, now, course=course, notice=STALE_FORM),
+                course=course,
+                **self.confirm_form(token, subscriber_id, now, notice=STALE_FORM),
             )
         async with self.writing() as session:
-            course = await self.course(session)
+            course = await self.course_of_link(session, target.sequence_id)
+            fallback = await self.course(session)
             outcome = await signup.confirm(
                 session,
                 subscriber_id,
                 self.visitor(request),
-                fallback_sequence_id=course.sequence_id if course else None,
+                sequence_id=target.sequence_id,
+                fallback_sequence_id=fallback.sequence_id if fallback else None,
                 now=now,
             )
         log_event(log, logging.INFO, f"Confirm: {outcome}.", "confirm")
@@ -406,23 +462,41 @@ class Pages:
     async def unsubscribe_page(self, request: Request) -> Response:
         now = self.clock.now()
         token = request.path_params["token"]
-        subscriber_id = self.read_token(Purpose.UNSUBSCRIBE, token, now)
-        if isinstance(subscriber_id, Response):
-            return subscriber_id
-        return self.render("unsubscribe.html", token=token)
+        target = self.read_target(Purpose.UNSUBSCRIBE, token, now)
+        if isinstance(target, Response):
+            return target
+        course = None
+        if target.sequence_id is not None:
+            async with self.readers() as session:
+                course = await signup.signup_course(session, target.sequence_id)
+        return self.render(
+            "unsubscribe.html", course=course, token=token, one_course=course is not None
+        )
 
     async def unsubscribe(self, request: Request) -> Response:
         """RFC 8058 one-click: a mailbox provider POSTs `List-Unsubscribe=One-Click` with no
         cookie, no CSRF token and no redirects followed, so none is asked for: the signed
-        token in the URL is the authority. Repeating it is harmless and answers 200."""
+        token in the URL is the authority. Repeating it is harmless and answers 200. A link
+        from a lesson leaves that lesson's course only; one without a course, everything."""
         now = self.clock.now()
-        subscriber_id = self.read_token(Purpose.UNSUBSCRIBE, request.path_params["token"], now)
-        if isinstance(subscriber_id, Response):
-            return subscriber_id
+        target = self.read_target(Purpose.UNSUBSCRIBE, request.path_params["token"], now)
+        if isinstance(target, Response):
+            return target
+        course = None
         async with self.writing() as session:
-            await signup.leave(session, subscriber_id, now)
-        log_event(log, logging.INFO, "Unsubscribed via the web.", "unsubscribed")
-        return self.render("unsubscribed.html")
+            if target.sequence_id is not None:
+                course = await signup.signup_course(session, target.sequence_id)
+            if course is not None:
+                await signup.leave_course(session, target.subscriber_id, course.sequence_id)
+            else:
+                await signup.leave(session, target.subscriber_id, now)
+        log_event(
+            log,
+            logging.INFO,
+            "Left a course via the web." if course else "Unsubscribed via the web.",
+            "left_course" if course else "unsubscribed",
+        )
+        return self.render("unsubscribed.html", course=course, one_course=course is not None)
 
     # --- preferences ---------------------------------------------------------------------
 
@@ -449,7 +523,7 @@ class Pages:
             subscriber = await session.get(Subscriber, subscriber_id)
             if subscriber is None:
                 return self.unknown_subscriber()
-            state = await signup.course_state(session, subscriber_id)
+            courses = await signup.courses_of(session, subscriber_id)
         return self.render(
             "preferences.html",
             status,
@@ -457,7 +531,7 @@ class Pages:
             csrf=self.csrf.issue(f"preferences:{subscriber_id}", now),
             subscriber=subscriber,
             subscribed=subscriber.status == SubscriberStatus.CONFIRMED,
-            state=state,
+            courses=courses,
             notice=notice,
             errors=errors or {},
             values=values or {},
@@ -483,6 +557,17 @@ class Pages:
         async with self.writing() as session:
             if await session.get(Subscriber, subscriber_id) is None:
                 return self.unknown_subscriber()
+            course: signup.CourseOfSubscriber | None = None
+            if parsed.course is not None:
+                courses = await signup.courses_of(session, subscriber_id)
+                course = next((c for c in courses if c.slug == parsed.course), None)
+                if course is None:
+                    problem = {"action": "That course is not one of yours. Nothing was changed."}
+                    return await self.preferences_form(
+                        token, subscriber_id, now, 400, errors=problem
+                    )
+            sequence_id = course.sequence_id if course else None
+            named = f"“{course.title}”" if course else "Your course"
             match parsed.action:
                 case forms.Action.EXPORT:
                     data = await signup.export_data(session, subscriber_id, now)
@@ -495,11 +580,18 @@ class Pages:
                     await signup.delete_subscriber(session, subscriber_id)
                     notice = ""
                 case forms.Action.PAUSE:
-                    await signup.pause_course(session, subscriber_id)
-                    notice = "Your course is paused. No more lessons until you resume it."
+                    await signup.pause_course(session, subscriber_id, sequence_id)
+                    notice = f"{named} is paused. No more lessons until you resume it."
                 case forms.Action.RESUME:
-                    await signup.resume_course(session, subscriber_id, now)
-                    notice = "Your course is running again. The next lesson follows soon."
+                    await signup.resume_course(session, subscriber_id, now, sequence_id)
+                    notice = f"{named} is running again. The next lesson follows soon."
+                case forms.Action.LEAVE_COURSE:
+                    assert sequence_id is not None  # parse_preferences asks for the course
+                    await signup.leave_course(session, subscriber_id, sequence_id)
+                    notice = f"You have left {named}. Your other courses go on."
+                case forms.Action.LEAVE_ALL:
+                    await signup.leave(session, subscriber_id, now)
+                    notice = "You have left every course. We will send you no more emails."
                 case forms.Action.TIMEZONE:
                     await signup.set_timezone(session, subscriber_id, parsed.timezone, now)
                     zone = parsed.timezone or self.settings.schedule.timezone

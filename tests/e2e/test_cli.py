@@ -71,8 +71,9 @@ def test_every_lesson_previews_as_a_complete_message(tmp_path: Path):
         for body in bodies:
             assert body is not None
             content = body.get_content()
-            assert "not medical advice" in content
-            assert "Unsubscribe" in content
+            assert "not medical advice" in content  # the shipped course's footer note
+            assert "Leave this course" in content
+            assert "Leave everything" in content
             assert "1 Example Street" in content
 
 

@@ -3,12 +3,16 @@ current."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sqlite3
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from newsletter.content.identity import CourseIdentity
 from newsletter.db.session import MIGRATIONS, SCHEMA_HEAD, sqlite_schema_version, upgrade_database
 
 
@@ -43,3 +47,34 @@ def test_a_file_that_is_not_a_database_has_no_version(tmp_path: Path) -> None:
     not_a_database.write_text("hello")
     assert sqlite_schema_version(not_a_database) is None
     assert sqlite_schema_version(tmp_path / "missing.db") is None
+
+
+def test_versions_queued_before_course_identities_keep_what_they_were_sent_with(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "list.db"
+    command.upgrade(alembic_config(database), "0003")
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        connection.execute(
+            "INSERT INTO sequences (id, slug, status, created_at) "
+            "VALUES (1, 'old-course', 'live', '2026-11-01 09:00:00')"
+        )
+        connection.execute(
+            "INSERT INTO sequence_versions (id, sequence_id, number, title, description, "
+            "source, created_at) VALUES (1, 1, 1, 'Old', 'D', 'lessons/old-course', "
+            "'2026-11-01 09:00:00')"
+        )
+    upgrade_database(f"sqlite+aiosqlite:///{database}")
+
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        [(stored, templates)] = connection.execute(
+            "SELECT identity, templates FROM sequence_versions"
+        ).fetchall()
+    identity = CourseIdentity.from_json(json.loads(stored))
+    # The footer every email had, the sentence every form showed, under its old version
+    # (snippets pasted on other sites still post it), and config's sender.
+    assert "not medical advice" in identity.footer_note
+    assert identity.consent_version == "2026-11-1"
+    assert identity.consent_text.startswith("Send me this free email course")
+    assert identity.sender_name is None
+    assert json.loads(templates) == {}

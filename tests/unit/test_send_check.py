@@ -45,9 +45,19 @@ def held(**changes: object) -> HeldDelivery:
         (held(subscriber_status=SubscriberStatus.UNSUBSCRIBED), DeliveryKind.LESSON, Check.LEFT),
         (held(subscriber_status=SubscriberStatus.BOUNCED), DeliveryKind.LESSON, Check.LEFT),
         (held(suppressed=True), DeliveryKind.LESSON, Check.LEFT),
-        # The opt-in email goes only to someone still pending.
+        # The opt-in email goes to someone still pending, or confirmed on other courses
+        # who asked for one they are not on (never taken, or left); not to one on it.
         (held(subscriber_status=SubscriberStatus.PENDING), DeliveryKind.CONFIRMATION, Check.SEND),
         (held(), DeliveryKind.CONFIRMATION, Check.LEFT),
+        (held(enrollment_status=EnrollmentStatus.STOPPED), DeliveryKind.CONFIRMATION, Check.LEFT),
+        (held(enrollment_status=None), DeliveryKind.CONFIRMATION, Check.SEND),
+        (held(enrollment_status=EnrollmentStatus.LEFT), DeliveryKind.CONFIRMATION, Check.SEND),
+        (
+            held(subscriber_status=SubscriberStatus.UNSUBSCRIBED, enrollment_status=None),
+            DeliveryKind.CONFIRMATION,
+            Check.LEFT,
+        ),
+        (held(enrollment_status=EnrollmentStatus.LEFT), DeliveryKind.LESSON, Check.PAUSED),
         (held(subscriber_status=SubscriberStatus.PENDING), DeliveryKind.LESSON, Check.LEFT),
         # The subscriber paused the course: the lesson is planned again when they resume.
         (held(enrollment_status=EnrollmentStatus.STOPPED), DeliveryKind.LESSON, Check.PAUSED),

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from newsletter.tokens import LinkMaker, Purpose, TokenExpired, TokenInvalid, Tokens
+from newsletter.tokens import LinkMaker, LinkTarget, Purpose, TokenExpired, TokenInvalid, Tokens
 
 SECRET = "test-secret-not-for-production"
 ISSUED = datetime(2024, 3, 1, 9, 30, tzinfo=UTC)
@@ -197,3 +197,36 @@ def test_confirm_url_carries_an_expiring_confirm_token(tokens: Tokens, links: Li
     assert tokens.read(Purpose.CONFIRM, token, ISSUED + timedelta(days=1)) == 42
     with pytest.raises(TokenExpired):
         tokens.read(Purpose.CONFIRM, token, ISSUED + timedelta(days=8))
+
+
+@pytest.mark.parametrize("purpose", list(Purpose))
+def test_a_token_for_one_course_reads_back_to_its_subscriber_and_course(
+    tokens: Tokens, purpose: Purpose
+) -> None:
+    token = tokens.issue(purpose, 42, ISSUED, sequence_id=7)
+
+    assert tokens.read_target(purpose, token, ISSUED) == LinkTarget(42, 7)
+    assert tokens.read(purpose, token, ISSUED) == 42
+    # A token without a course (every link made before courses had pages) names none.
+    assert tokens.read_target(purpose, tokens.issue(purpose, 42, ISSUED), ISSUED) == (
+        LinkTarget(42, None)
+    )
+
+
+def test_a_lessons_links_leave_its_course_or_everything(tokens: Tokens) -> None:
+    links = LinkMaker(tokens, BASE_URL, "unsubscribe@example.org")
+    personal = links.personal_links(42, ISSUED, sequence_id=7)
+
+    course_token = personal.unsubscribe_url.rpartition("/")[2]
+    all_token = personal.unsubscribe_all_url.rpartition("/")[2]
+    assert tokens.read_target(Purpose.UNSUBSCRIBE, course_token, ISSUED) == LinkTarget(42, 7)
+    assert tokens.read_target(Purpose.UNSUBSCRIBE, all_token, ISSUED) == LinkTarget(42, None)
+    # The mailto: half of List-Unsubscribe carries the same course-bound token.
+    assert course_token in personal.unsubscribe_mailto
+
+
+def test_a_course_cannot_be_written_into_a_signed_token(tokens: Tokens) -> None:
+    token = tokens.issue(Purpose.UNSUBSCRIBE, 42, ISSUED)
+    payload, _, signature = token.rpartition(".")
+    with pytest.raises(TokenInvalid):
+        tokens.read_target(Purpose.UNSUBSCRIBE, f"{payload}-7.{signature}", ISSUED)

@@ -27,6 +27,11 @@ from tests.conftest import REPO
 from tests.integration.harness import Stack, settings_for, shipped_course
 from tests.smtpd import SmtpServer
 
+#: What the shipped course asks people to agree to, and its version (from course.toml).
+SHIPPED_IDENTITY = shipped_course(REPO).identity
+CONSENT_TEXT = SHIPPED_IDENTITY.consent_text
+CONSENT_VERSION = SHIPPED_IDENTITY.consent_version
+
 # A Tuesday morning in London, in summer time.
 START = datetime(2026, 6, 9, 9, 0, tzinfo=UTC)
 BASE = "http://localhost:8000"

@@ -83,13 +83,30 @@ def test_a_person_signs_up_confirms_reads_lesson_one_and_leaves_in_a_browser(
                 lesson = site.stack.received("ana@example.com")[-1]
                 text = lesson.get_body(("plain",)).get_content()
                 assert "Hi Ana" in text
-                unsubscribe = re.search(re.escape(BASE) + r"(/unsubscribe/\S+)", text)
-                assert unsubscribe is not None
-                await page.goto(origin + unsubscribe.group(1))
-                await shot("5-unsubscribe")
+                # The footer offers both: leave this course, or leave everything.
+                leave_course = re.search(
+                    "Leave this course: " + re.escape(BASE) + r"(/unsubscribe/\S+)", text
+                )
+                leave_all = re.search(
+                    "Leave everything: " + re.escape(BASE) + r"(/unsubscribe/\S+)", text
+                )
+                assert leave_course is not None
+                assert leave_all is not None
+                await page.goto(origin + leave_course.group(1))
+                await shot("5-leave-course")
+                await page.get_by_role("button", name="Leave this course").click()
+                await page.get_by_role(
+                    "heading", name="You have left Leg weakness after microdiscectomy"
+                ).wait_for()
+                ana = await site.subscriber("ana@example.com")
+                assert ana is not None
+                assert ana.status == SubscriberStatus.CONFIRMED  # on no course, still known
+
+                await page.goto(origin + leave_all.group(1))
+                await shot("6-unsubscribe")
                 await page.get_by_role("button", name="Unsubscribe me").click()
                 await page.get_by_role("heading", name="You are unsubscribed").wait_for()
-                await shot("6-unsubscribed")
+                await shot("7-unsubscribed")
                 ana = await site.subscriber("ana@example.com")
                 assert ana is not None
                 assert ana.status == SubscriberStatus.UNSUBSCRIBED

@@ -27,6 +27,7 @@ FIELDS = [
     "timezone",
     "form",
     "consent_version",
+    "course",
     HONEYPOT,
     "csrf",
     "action",
@@ -42,6 +43,7 @@ CONTENT_TYPES = [
 ]
 ROUTES = [
     "",
+    "c",
     "subscribe",
     "check-your-email",
     "confirm",
@@ -58,6 +60,7 @@ requests = st.fixed_dictionaries(
         "method": st.sampled_from(["GET", "POST", "POST", "HEAD", "PUT"]),
         "route": st.sampled_from(ROUTES),
         "token": st.one_of(st.none(), st.text(max_size=80)),
+        "for_course": st.booleans(),
         "csrf": st.booleans(),
         "fields": st.dictionaries(st.one_of(st.sampled_from(FIELDS), text), text, max_size=8),
         "raw": st.one_of(st.none(), st.binary(max_size=3000)),
@@ -73,12 +76,17 @@ def test_no_input_to_any_endpoint_gets_a_500(settings, tmp_path, smtp_server):
     ana = runner.run(site.stack.subscribe("ana@example.com", sequence_id=site.sequence_id))
     now = site.stack.clock.now()
     valid = {purpose: site.links.tokens.issue(purpose, ana, now) for purpose in Purpose}
+    # Links of one course, as lessons and confirmations carry them.
+    for_course = {
+        purpose: site.links.tokens.issue(purpose, ana, now, site.sequence_id) for purpose in Purpose
+    }
 
     async def send(request: dict) -> int:  # type: ignore[type-arg]
         route = request["route"]
         token = request["token"]
         if route in ("confirm", "unsubscribe", "preferences"):
-            token = valid[Purpose(route)] if token is None else quote(token, safe="")
+            tokens = for_course if request["for_course"] else valid
+            token = tokens[Purpose(route)] if token is None else quote(token, safe="")
             path = f"/{route}/{token}"
         else:
             path = f"/{route}" + (f"/{quote(token, safe='')}" if token else "")

@@ -16,8 +16,8 @@ from newsletter.db.models import (
     SubscriberStatus,
 )
 from newsletter.db.web_models import SignupAttempt
-from newsletter.signup import CONSENT_TEXT, PENDING_MAX_AGE, purge_stale_signups
-from tests.web.site import Site, csrf_of, with_site
+from newsletter.signup import PENDING_MAX_AGE, purge_stale_signups
+from tests.web.site import CONSENT_TEXT, Site, csrf_of, with_site
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 

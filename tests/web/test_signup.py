@@ -7,8 +7,15 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from newsletter.db.models import Enrollment, EnrollmentStatus, SubscriberStatus
-from newsletter.signup import CONSENT_TEXT, CONSENT_VERSION
-from tests.web.site import CLIENT_IP, USER_AGENT, Site, csrf_of, with_site
+from tests.web.site import (
+    CLIENT_IP,
+    CONSENT_TEXT,
+    CONSENT_VERSION,
+    USER_AGENT,
+    Site,
+    csrf_of,
+    with_site,
+)
 
 
 def test_a_person_signs_up_confirms_with_the_button_and_gets_lesson_one(
@@ -47,8 +54,9 @@ def test_a_person_signs_up_confirms_with_the_button_and_gets_lesson_one(
         assert ana.confirmed_at == site.stack.clock.now()
         assert ana.first_name == "Ana"
         assert ana.timezone == "Europe/Paris"
-        assert ana.consent == {
+        record = {
             "form": "signup-page",
+            "course": "leg-weakness-after-microdiscectomy",
             "text": CONSENT_TEXT,
             "version": CONSENT_VERSION,
             "given_at": site.stack.clock.now().isoformat(),
@@ -58,6 +66,8 @@ def test_a_person_signs_up_confirms_with_the_button_and_gets_lesson_one(
             "confirmed_ip": CLIENT_IP,
             "confirmed_user_agent": USER_AGENT,
         }
+        # The latest signup's record, and each course's under its slug.
+        assert ana.consent == record | {"courses": {"leg-weakness-after-microdiscectomy": record}}
 
         site.stack.clock.advance(timedelta(minutes=1))
         await site.stack.run()

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from newsletter.cli import app
 from newsletter.cli.web import signup_snippet
-from newsletter.signup import CONSENT_TEXT
+from newsletter.signup import live_courses
 from newsletter.web.forms import HONEYPOT
-from tests.conftest import REPO
-from tests.web.site import Site, with_site
+from tests.conftest import COURSE_DIR, REPO
+from tests.web.site import CONSENT_TEXT, Site, with_site
+
+SOURDOUGH = REPO / "tests" / "fixtures" / "courses" / "sourdough"
 
 
 class _Form(HTMLParser):
@@ -28,27 +30,57 @@ class _Form(HTMLParser):
             self.fields[values["name"]] = values.get("value", "")
 
 
-def test_the_snippet_is_printed_with_this_sites_address(settings):
-    result = CliRunner().invoke(app, ["--config", str(REPO / "config.toml"), "form-snippet"])
-    assert result.exit_code == 0, result.output
-    assert 'action="http://localhost:8000/subscribe"' in result.output
-    assert CONSENT_TEXT in result.output
+def test_the_snippet_is_printed_for_the_course_asked_for(tmp_path):
+    runner = CliRunner(
+        env={
+            "NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path / 'newsletter.db'}",
+            "NEWSLETTER_PATHS__VAR": str(tmp_path / "var"),
+        }
+    )
+
+    def cli(*args: str) -> Result:
+        return runner.invoke(app, ["--config", str(REPO / "config.toml"), *args])
+
+    closed = cli("form-snippet")
+    assert closed.exit_code != 0
+    assert "no live course" in str(closed.exception)
+    for folder in (COURSE_DIR, SOURDOUGH):
+        queued = cli("sequences", "queue", str(folder))
+        assert queued.exit_code == 0, queued.output
+
+    oldest = cli("form-snippet")
+    assert oldest.exit_code == 0, oldest.output
+    assert 'action="http://localhost:8000/subscribe"' in oldest.output
+    assert 'name="course" value="leg-weakness-after-microdiscectomy"' in oldest.output
+    assert CONSENT_TEXT in oldest.output
+
+    sourdough = cli("form-snippet", "--course", "sourdough")
+    assert sourdough.exit_code == 0, sourdough.output
+    assert 'name="course" value="sourdough"' in sourdough.output
+    assert "Yes, send me the three sourdough lessons." in sourdough.output
+    assert CONSENT_TEXT not in sourdough.output
+
+    unknown = cli("form-snippet", "--course", "rye")
+    assert unknown.exit_code != 0
+    assert "no live course 'rye'" in str(unknown.exception)
 
 
 def test_a_pasted_snippet_signs_someone_up(settings, tmp_path, smtp_server):
-    form = _Form()
-    form.feed(signup_snippet(settings))
-    assert form.action == f"{settings.site.base}/subscribe"
-    assert set(form.fields) == {
-        "email",
-        "first_name",
-        HONEYPOT,
-        "timezone",
-        "form",
-        "consent_version",
-    }
-
     async def scenario(site: Site) -> None:
+        async with site.stack.sessions() as session:
+            [course] = await live_courses(session)
+        form = _Form()
+        form.feed(signup_snippet(settings, course))
+        assert form.action == f"{settings.site.base}/subscribe"
+        assert set(form.fields) == {
+            "email",
+            "first_name",
+            HONEYPOT,
+            "timezone",
+            "form",
+            "course",
+            "consent_version",
+        }
         fields = form.fields | {"email": "ana@example.com", "timezone": "Asia/Tokyo"}
         answer = await site.client.post(form.action.removeprefix(settings.site.base), data=fields)
         assert answer.status_code == 303
