@@ -456,10 +456,15 @@ def test_a_flood_of_confirmations_slows_lessons_down_but_never_stops_them(
     asyncio.run(scenario())
     order = [rcpts[0] for _, rcpts, _ in smtp_server.messages]
     assert len(order) == 70
-    # Confirmations first, but each claim of 8 keeps two places for lessons while any wait.
-    first_claims = order[:16]
-    assert sum(email.startswith("signup") for email in first_claims) == 12
-    assert sum(email.startswith("reader") for email in first_claims) == 4
+    kinds = "".join("c" if email.startswith("signup") else "l" for email in order)
+    # Confirmations first: each claim of 8 holds 6 of them and keeps 2 places for lessons
+    # (a confirmation of the next claim may overtake a lesson still waiting, by design).
+    assert kinds[:16].count("c") >= 10
+    # Lessons slowed down, never stopped: while confirmations remain, every run of 24
+    # sends carries some.
+    last_confirmation = kinds.rindex("c")
+    for start in range(last_confirmation - 23):
+        assert kinds[start : start + 24].count("l") >= 2, kinds
 
 
 # --- pauses mid-batch --------------------------------------------------------------------
