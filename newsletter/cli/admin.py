@@ -61,6 +61,7 @@ from newsletter.subscribers import (
     import_subscribers,
     unsubscribe,
 )
+from newsletter.words import plural
 
 IMPORT_BATCH = 1000
 
@@ -222,7 +223,7 @@ def subscribers_list(
                 f"{row.created_at:%Y-%m-%d}",
             )
         out.print(table)
-        out.print(f"{total} subscribers in all")
+        out.print(f"{plural(total or 0, 'subscriber')} in all")
 
     run(work)
 
@@ -395,7 +396,7 @@ def subscribers_import(
     run(work)
     for problem in plan.problems:
         err.print(str(problem), markup=False)
-    summary = f"Imported {added} new subscribers from {plan.rows} rows."
+    summary = f"Imported {plural(added, 'new subscriber')} from {plural(plan.rows, 'row')}."
     if existing := len(people) - added:
         summary += (
             f" {existing} already subscribed: their name, time zone and status were left "
@@ -404,7 +405,7 @@ def subscribers_import(
     out.print(summary)
     if plan.problems:
         err.print(
-            f"[red]{len(plan.problems)} row(s) rejected[/]; fix them and import again "
+            f"[red]{plural(len(plan.problems), 'row')} rejected[/]; fix them and import again "
             "(rows already imported are skipped)."
         )
         raise Fail
@@ -481,7 +482,7 @@ def enroll_command(
                 count += await _enroll(session, await _subscriber(session, email), slug, at)
             return count
 
-    out.print(Text.assemble(f"Enrolled {run(work)} subscriber(s) in ", literal(slug), "."))
+    out.print(Text.assemble(f"Enrolled {plural(run(work), 'subscriber')} in ", literal(slug), "."))
 
 
 async def _enroll_all(session: AsyncSession, sequence: Sequence, at: datetime) -> int:
@@ -523,7 +524,7 @@ def sequences_queue(
     print_problems(problems)  # warnings too: shown, but they do not stop the queueing
     if errors_among(problems) or course is None:
         errors = len(errors_among(problems))
-        err.print(Text.assemble((f"{errors} error(s)", "red"), "; nothing was queued."))
+        err.print(Text.assemble((plural(errors, "error"), "red"), "; nothing was queued."))
         raise Fail
 
     async def work() -> str:
@@ -536,8 +537,8 @@ def sequences_queue(
                 enrolled = await _enroll_all(session, sequence, parse_when(start_at))
             what = "new sequence" if queued.created else f"version {queued.version}"
             return (
-                f"Queued {course.slug} ({what}, {len(course.lessons)} lessons); "
-                f"{enrolled} enrolled, {queued.skipped} inserted lessons skipped."
+                f"Queued {course.slug} ({what}, {plural(len(course.lessons), 'lesson')}); "
+                f"{enrolled} enrolled, {plural(queued.skipped, 'inserted lesson')} skipped."
             )
 
     out.print(run(work))

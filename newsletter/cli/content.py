@@ -28,6 +28,7 @@ from newsletter.render import (
     make_message_id,
 )
 from newsletter.tokens import LinkMaker, Tokens
+from newsletter.words import plural
 
 #: Preview links are signed for this id, which no real subscriber has.
 PREVIEW_SUBSCRIBER_ID = 0
@@ -68,7 +69,9 @@ def course_check(
     out.print(_lessons_table(course))
     warnings = f", {_count(problems)}" if problems else ""
     out.print(
-        Text.assemble(("OK", "green"), f": {course_dir} ({len(course.lessons)} lessons{warnings})"),
+        Text.assemble(
+            ("OK", "green"), f": {course_dir} ({plural(len(course.lessons), 'lesson')}{warnings})"
+        ),
         soft_wrap=True,
     )
 
@@ -82,8 +85,8 @@ def print_problems(problems: list[Problem]) -> None:
 def _count(problems: list[Problem]) -> str:
     errors = len(errors_among(problems))
     warnings = len(problems) - errors
-    parts = [f"{errors} error{'s' * (errors != 1)}"] if errors else []
-    parts += [f"{warnings} warning{'s' * (warnings != 1)}"] if warnings else []
+    parts = [plural(errors, "error")] if errors else []
+    parts += [plural(warnings, "warning")] if warnings else []
     return ", ".join(parts)
 
 
@@ -193,7 +196,10 @@ def _preview(
             (folder / f"{lesson.path.stem}.{suffix[fmt]}").write_bytes(render(lesson.key, fmt))
     (folder / "confirm.eml").write_bytes(render("confirm", PreviewFormat.EML))
     out.print(_lessons_table(course))
-    out.print(f"Previews of {len(course.lessons)} lessons and the confirmation email in {folder}")
+    out.print(
+        f"Previews of {plural(len(course.lessons), 'lesson')} and the confirmation email in "
+        f"{folder}"
+    )
 
 
 def _lessons_table(course: Course) -> Table:

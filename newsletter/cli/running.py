@@ -33,6 +33,7 @@ from newsletter.scheduling.jobs import build_scheduler
 from newsletter.scheduling.worker import PassReport, Stopped, Worker
 from newsletter.signup import purge_stale_signups
 from newsletter.tokens import LinkMaker, Tokens
+from newsletter.words import plural
 
 if TYPE_CHECKING:
     import uvicorn
@@ -288,4 +289,4 @@ def outbox(
             entry.path.name,
         )
     out.print(table)
-    out.print(f"{len(everything)} messages in the outbox.")
+    out.print(f"{plural(len(everything), 'message')} in the outbox.")

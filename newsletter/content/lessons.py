@@ -11,6 +11,7 @@ import yaml
 
 from newsletter.errors import ContentError, Problem
 from newsletter.headers import control_character
+from newsletter.words import plural
 
 FRONT_MATTER_FENCE = "---"
 #: Inboxes cut subjects around here; phones earlier still.
@@ -58,7 +59,7 @@ def format_duration(delay: timedelta) -> str:
     for unit in ("week", "day", "hour", "minute"):
         count, rest = divmod(delay, _UNIT[unit])
         if not rest:
-            return f"{count} {unit}{'s' if count != 1 else ''}"
+            return plural(count, unit)
     return str(delay)
 
 

@@ -143,3 +143,11 @@ def test_an_environment_override_is_named_when_it_is_wrong():
     assert result.returncode == 1
     assert "environment variable NEWSLETTER_SCHEDULE__TIMEZONE" in result.stderr
     assert "schedule.timezone" in result.stderr
+
+
+def test_version_comes_from_the_installed_package():
+    from importlib.metadata import version
+
+    result = newsletter("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"newsletter {version('newsletter')}"
