@@ -517,7 +517,8 @@ def sequences_queue(
         bool, typer.Option(help="Do not send lessons inserted behind a subscriber's position")
     ] = False,
 ) -> None:
-    """Check a course, store it as the sequence's next version, and make it live."""
+    """Check a course, store it as the sequence's next version, and make it live; a course
+    that is the same as the live version is left as it is ("unchanged")."""
     config = settings()
     path = resolve_course_path(course_dir, config)
     course, problems = check_course(path, make_environment(config.templates_dir), config.sender)
@@ -535,13 +536,19 @@ def sequences_queue(
                 sequence = await session.get(Sequence, queued.sequence_id)
                 assert sequence is not None
                 enrolled = await _enroll_all(session, sequence, parse_when(start_at))
+            if queued.unchanged:
+                also = f"; {enrolled} enrolled" if enroll_all else ""
+                return (
+                    f"Unchanged: {course.slug} version {queued.version} already holds these "
+                    f"files, so no version was added{also}."
+                )
             what = "new sequence" if queued.created else f"version {queued.version}"
             return (
                 f"Queued {course.slug} ({what}, {plural(len(course.lessons), 'lesson')}); "
                 f"{enrolled} enrolled, {plural(queued.skipped, 'inserted lesson')} skipped."
             )
 
-    out.print(run(work))
+    out.print(run(work), markup=False, highlight=False)
 
 
 @sequences_app.command("list")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import tomllib
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 
 from newsletter.content.lessons import Lesson, read_lesson
@@ -34,6 +36,30 @@ class Course:
 
     def number_of(self, lesson: Lesson) -> int:
         return self.lessons.index(lesson) + 1
+
+
+def content_fingerprint(course: Course) -> str:
+    """A digest of everything a queued version keeps of a course: title, description, and
+    each lesson's file name, front matter and body. Where the folder is stays out, so a
+    snapshot read back from the database has the fingerprint of the files it came from.
+    Every field of Course and Lesson counts, those added later too."""
+    canonical = json.dumps(_plain(course), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _plain(value: object) -> object:
+    if is_dataclass(value) and not isinstance(value, type):
+        skip = "path" if isinstance(value, Course) else ""
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value) if f.name != skip}
+    if isinstance(value, Path):
+        return value.name  # a lesson's file name: lessons are ordered by it
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)  # timedelta, time: their repr is exact
 
 
 def is_slug(name: str) -> bool:
