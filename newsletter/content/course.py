@@ -10,7 +10,7 @@ import unicodedata
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 
-from newsletter.content.lessons import Lesson, read_lesson
+from newsletter.content.lessons import Lesson, LessonBody, lesson_body, parse_lesson
 from newsletter.errors import ContentError, Problem
 from newsletter.headers import control_character
 
@@ -87,10 +87,30 @@ def _is_mark(char: str) -> bool:
     return unicodedata.category(char).startswith("M")
 
 
+@dataclass(frozen=True, slots=True)
+class CourseReading:
+    """A course folder as far as it could be read, for a check to go on past the first
+    problems: `course` holds the lessons that parsed (and the folder's name for a title
+    the manifest did not give); `bodies` the bodies of lessons whose front matter did not."""
+
+    course: Course | None  #: None when the path is not a folder at all
+    problems: list[Problem]
+    bodies: tuple[LessonBody, ...]
+
+
 def load_course(path: Path) -> Course:
     """Read the manifest and every lesson; fail with all problems of all files at once."""
+    reading = read_course(path)
+    if reading.problems or reading.course is None:
+        raise ContentError(reading.problems)
+    return reading.course
+
+
+def read_course(path: Path) -> CourseReading:
+    """Every problem of the manifest and the lesson files, and whatever could be read."""
     if not path.is_dir():
-        raise ContentError([Problem(path, 0, "not a course folder (expected lessons/<slug>/)")])
+        problem = Problem(path, 0, "not a course folder (expected lessons/<slug>/)")
+        return CourseReading(None, [problem], ())
     problems: list[Problem] = []
     if not is_slug(path.name):
         problems.append(
@@ -108,11 +128,19 @@ def load_course(path: Path) -> Course:
         problems += exc.problems
 
     lessons: list[Lesson] = []
+    bodies: list[LessonBody] = []
     for file in sorted(path.glob("*.md")):
         try:
-            lessons.append(read_lesson(file))
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(Problem(file, 0, f"not UTF-8 text ({exc.reason})"))
+            continue
+        try:
+            lessons.append(parse_lesson(file, text))
         except ContentError as exc:
             problems += exc.problems
+            if body := lesson_body(file, text):
+                bodies.append(body)
     if not lessons and not problems:
         problems.append(Problem(path, 0, "no lesson files (*.md) in this folder"))
 
@@ -122,9 +150,8 @@ def load_course(path: Path) -> Course:
             other = seen[lesson.key].name
             problems.append(Problem(lesson.path, 1, f"same lesson name as {other}; rename one"))
         seen[lesson.key] = lesson.path
-    if problems:
-        raise ContentError(problems)
-    return Course(path.name, path, title, description, tuple(lessons))
+    course = Course(path.name, path, title or path.name, description, tuple(lessons))
+    return CourseReading(course, problems, tuple(bodies))
 
 
 def _read_manifest(path: Path) -> tuple[str, str]:
