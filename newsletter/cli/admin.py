@@ -7,7 +7,7 @@ import io
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
@@ -33,6 +33,7 @@ from newsletter.cli.content import print_problems, resolve_course_path
 from newsletter.cli.terminal import LiteralTable, literal, neutralise, print_json
 from newsletter.config import Settings
 from newsletter.content.check import check_course
+from newsletter.content.lessons import format_duration
 from newsletter.courses import queue_course, set_sequence_status
 from newsletter.db import queries
 from newsletter.db.models import (
@@ -677,7 +678,7 @@ def sequences_show(slug: str, as_json: JsonOption = False) -> None:
             str(lesson.position),
             lesson.key,
             lesson.subject,
-            f"{lesson.delay_s / 86400:g} days",
+            format_duration(timedelta(seconds=lesson.delay_s)),  # as the file says it
             str(sent.get(lesson.key, 0)),
         )
     out.print(table)
