@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from newsletter.content.course import Course
+from newsletter.content.course import Course, content_fingerprint
 from newsletter.content.identity import CourseIdentity
 from newsletter.content.lessons import Lesson
 from newsletter.db import queries
@@ -33,6 +33,8 @@ class Queued:
     version: int
     created: bool  #: a new sequence, rather than a new version of one
     skipped: int  #: lessons inserted behind subscribers and skipped for them
+    #: The live version already holds this very content: no version was added.
+    unchanged: bool = False
 
 
 async def queue_course(
@@ -42,7 +44,10 @@ async def queue_course(
 
     Subscribers part-way through continue on the new version: lessons they had are never
     sent again (deliveries are unique per lesson key); a lesson inserted before their
-    furthest lesson is still sent to them, unless `skip_inserted`."""
+    furthest lesson is still sent to them, unless `skip_inserted`.
+
+    A course whose content is that of the current version adds nothing: a version that
+    differs in nothing would only make the history harder to read."""
     sequence = await queries.sequence_by_slug(session, course.slug)
     created = sequence is None
     if sequence is None:
@@ -51,6 +56,10 @@ async def queue_course(
         await session.flush()
     elif sequence.status == SequenceStatus.ARCHIVED:
         raise NewsletterError(f"sequence '{course.slug}' is archived; it cannot be queued again")
+    elif current := await queries.current_version(session, sequence.id):
+        live = await load_snapshot(session, current.id, course.slug)
+        if content_fingerprint(live) == content_fingerprint(course):
+            return Queued(sequence.id, current.number, created=False, skipped=0, unchanged=True)
     latest = await session.scalar(
         select(SequenceVersion.number)
         .where(SequenceVersion.sequence_id == sequence.id)

@@ -7,7 +7,7 @@ import io
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
@@ -33,6 +33,7 @@ from newsletter.cli.content import print_problems, resolve_course_path
 from newsletter.cli.terminal import LiteralTable, literal, neutralise, print_json
 from newsletter.config import Settings
 from newsletter.content.check import check_course
+from newsletter.content.lessons import format_duration
 from newsletter.courses import queue_course, set_sequence_status
 from newsletter.db import queries
 from newsletter.db.models import (
@@ -61,6 +62,7 @@ from newsletter.subscribers import (
     import_subscribers,
     unsubscribe,
 )
+from newsletter.words import plural
 
 IMPORT_BATCH = 1000
 
@@ -222,7 +224,7 @@ def subscribers_list(
                 f"{row.created_at:%Y-%m-%d}",
             )
         out.print(table)
-        out.print(f"{total} subscribers in all")
+        out.print(f"{plural(total or 0, 'subscriber')} in all")
 
     run(work)
 
@@ -395,7 +397,7 @@ def subscribers_import(
     run(work)
     for problem in plan.problems:
         err.print(str(problem), markup=False)
-    summary = f"Imported {added} new subscribers from {plan.rows} rows."
+    summary = f"Imported {plural(added, 'new subscriber')} from {plural(plan.rows, 'row')}."
     if existing := len(people) - added:
         summary += (
             f" {existing} already subscribed: their name, time zone and status were left "
@@ -404,7 +406,7 @@ def subscribers_import(
     out.print(summary)
     if plan.problems:
         err.print(
-            f"[red]{len(plan.problems)} row(s) rejected[/]; fix them and import again "
+            f"[red]{plural(len(plan.problems), 'row')} rejected[/]; fix them and import again "
             "(rows already imported are skipped)."
         )
         raise Fail
@@ -481,7 +483,7 @@ def enroll_command(
                 count += await _enroll(session, await _subscriber(session, email), slug, at)
             return count
 
-    out.print(Text.assemble(f"Enrolled {run(work)} subscriber(s) in ", literal(slug), "."))
+    out.print(Text.assemble(f"Enrolled {plural(run(work), 'subscriber')} in ", literal(slug), "."))
 
 
 async def _enroll_all(session: AsyncSession, sequence: Sequence, at: datetime) -> int:
@@ -516,14 +518,15 @@ def sequences_queue(
         bool, typer.Option(help="Do not send lessons inserted behind a subscriber's position")
     ] = False,
 ) -> None:
-    """Check a course, store it as the sequence's next version, and make it live."""
+    """Check a course, store it as the sequence's next version, and make it live; a course
+    that is the same as the live version is left as it is ("unchanged")."""
     config = settings()
     path = resolve_course_path(course_dir, config)
     course, problems = check_course(path, make_environment(config.templates_dir), config.sender)
     print_problems(problems)  # warnings too: shown, but they do not stop the queueing
     if errors_among(problems) or course is None:
         errors = len(errors_among(problems))
-        err.print(Text.assemble((f"{errors} error(s)", "red"), "; nothing was queued."))
+        err.print(Text.assemble((plural(errors, "error"), "red"), "; nothing was queued."))
         raise Fail
 
     async def work() -> str:
@@ -534,13 +537,19 @@ def sequences_queue(
                 sequence = await session.get(Sequence, queued.sequence_id)
                 assert sequence is not None
                 enrolled = await _enroll_all(session, sequence, parse_when(start_at))
+            if queued.unchanged:
+                also = f"; {enrolled} enrolled" if enroll_all else ""
+                return (
+                    f"Unchanged: {course.slug} version {queued.version} already holds these "
+                    f"files, so no version was added{also}."
+                )
             what = "new sequence" if queued.created else f"version {queued.version}"
             return (
-                f"Queued {course.slug} ({what}, {len(course.lessons)} lessons); "
-                f"{enrolled} enrolled, {queued.skipped} inserted lessons skipped."
+                f"Queued {course.slug} ({what}, {plural(len(course.lessons), 'lesson')}); "
+                f"{enrolled} enrolled, {plural(queued.skipped, 'inserted lesson')} skipped."
             )
 
-    out.print(run(work))
+    out.print(run(work), markup=False, highlight=False)
 
 
 @sequences_app.command("list")
@@ -669,7 +678,7 @@ def sequences_show(slug: str, as_json: JsonOption = False) -> None:
             str(lesson.position),
             lesson.key,
             lesson.subject,
-            f"{lesson.delay_s / 86400:g} days",
+            format_duration(timedelta(seconds=lesson.delay_s)),  # as the file says it
             str(sent.get(lesson.key, 0)),
         )
     out.print(table)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -59,8 +60,23 @@ JsonOption = Annotated[
 ]
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        # From the installed package's metadata, so it is the version pip installed.
+        out.print(f"newsletter {version('newsletter')}", markup=False, highlight=False)
+        raise typer.Exit
+
+
 @app.callback()
-def _global_options(config: ConfigOption = None) -> None:
+def _global_options(
+    config: ConfigOption = None,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit"
+        ),
+    ] = False,
+) -> None:
     global _config_path
     _config_path = config
 

@@ -12,8 +12,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from newsletter.cli.app import Fail, app, course_app, err, out, settings
-from newsletter.cli.terminal import LiteralTable
+from newsletter.cli.app import Fail, JsonOption, app, course_app, err, out, settings
+from newsletter.cli.terminal import LiteralTable, print_json
 from newsletter.config import Settings, load_secret_key
 from newsletter.content.check import check_course
 from newsletter.content.course import Course, load_course
@@ -28,6 +28,7 @@ from newsletter.render import (
     make_message_id,
 )
 from newsletter.tokens import LinkMaker, Tokens
+from newsletter.words import plural
 
 #: Preview links are signed for this id, which no real subscriber has.
 PREVIEW_SUBSCRIBER_ID = 0
@@ -49,28 +50,69 @@ def resolve_course_path(reference: str, settings: Settings) -> Path:
 
 @course_app.command("check")
 def course_check(
-    course_dir: Annotated[Path, typer.Argument(help="The course folder, e.g. lessons/my-course")],
+    course_ref: Annotated[
+        str,
+        typer.Argument(metavar="COURSE", help="A course folder, or a slug under lessons/"),
+    ],
     strict: Annotated[
         bool, typer.Option(help="Fail on warnings (such as http:// links) too")
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Validate a course before it can be queued; problems name file and line."""
+    """Validate a course before it can be queued: every problem at once, by file and line.
+    Exits 1 on any error, and on warnings too with --strict."""
     config = settings()
+    course_dir = resolve_course_path(course_ref, config)
     course, problems = check_course(
         course_dir, make_environment(config.templates_dir), config.sender
     )
-    print_problems(problems)
     errors = errors_among(problems)
-    if course is None or errors or (strict and problems):
+    failed = course is None or bool(errors) or (strict and bool(problems))
+    if as_json:
+        print_json(_check_document(course_dir, course, problems, failed))
+        if failed:
+            raise Fail
+        return
+    print_problems(problems)
+    if course is None or failed:
         counted = _count(problems)
         err.print(Text.assemble((counted, "red"), f" in {course_dir}"), soft_wrap=True)
         raise Fail
     out.print(_lessons_table(course))
     warnings = f", {_count(problems)}" if problems else ""
     out.print(
-        Text.assemble(("OK", "green"), f": {course_dir} ({len(course.lessons)} lessons{warnings})"),
+        Text.assemble(
+            ("OK", "green"), f": {course_dir} ({plural(len(course.lessons), 'lesson')}{warnings})"
+        ),
         soft_wrap=True,
     )
+
+
+def _check_document(
+    path: Path, course: Course | None, problems: list[Problem], failed: bool
+) -> dict[str, object]:
+    return {
+        "path": path,
+        "ok": not failed,
+        "errors": len(errors_among(problems)),
+        "warnings": len(problems) - len(errors_among(problems)),
+        "problems": [
+            {"file": p.path, "line": p.line, "severity": p.severity, "message": p.message}
+            for p in problems
+        ],
+        "lessons": None
+        if course is None
+        else [
+            {
+                "file": lesson.path.name,
+                "key": lesson.key,
+                "subject": lesson.subject,
+                "delay_s": int(lesson.delay.total_seconds()),
+                "send_at": lesson.send_at,
+            }
+            for lesson in course.lessons
+        ],
+    }
 
 
 def print_problems(problems: list[Problem]) -> None:
@@ -82,8 +124,8 @@ def print_problems(problems: list[Problem]) -> None:
 def _count(problems: list[Problem]) -> str:
     errors = len(errors_among(problems))
     warnings = len(problems) - errors
-    parts = [f"{errors} error{'s' * (errors != 1)}"] if errors else []
-    parts += [f"{warnings} warning{'s' * (warnings != 1)}"] if warnings else []
+    parts = [plural(errors, "error")] if errors else []
+    parts += [plural(warnings, "warning")] if warnings else []
     return ", ".join(parts)
 
 
@@ -193,7 +235,10 @@ def _preview(
             (folder / f"{lesson.path.stem}.{suffix[fmt]}").write_bytes(render(lesson.key, fmt))
     (folder / "confirm.eml").write_bytes(render("confirm", PreviewFormat.EML))
     out.print(_lessons_table(course))
-    out.print(f"Previews of {len(course.lessons)} lessons and the confirmation email in {folder}")
+    out.print(
+        f"Previews of {plural(len(course.lessons), 'lesson')} and the confirmation email in "
+        f"{folder}"
+    )
 
 
 def _lessons_table(course: Course) -> Table:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -23,7 +24,7 @@ from newsletter.clock import Clock, FastForwardClock, FrozenClock, SystemClock
 from newsletter.config import Settings, load_secret_key
 from newsletter.content.check import check_course
 from newsletter.courses import queue_course
-from newsletter.db.models import Sequence
+from newsletter.db.models import Sequence, SequenceStatus
 from newsletter.db.session import prompt_writes
 from newsletter.delivery.transport import OutboxTransport, SmtpTransport, Transport, list_outbox
 from newsletter.errors import NewsletterError, errors_among
@@ -33,6 +34,7 @@ from newsletter.scheduling.jobs import build_scheduler
 from newsletter.scheduling.worker import PassReport, Stopped, Worker
 from newsletter.signup import purge_stale_signups
 from newsletter.tokens import LinkMaker, Tokens
+from newsletter.words import plural
 
 if TYPE_CHECKING:
     import uvicorn
@@ -82,45 +84,75 @@ def build_worker(
     return Worker(config, sessions, transport, env, build_links(config), clock=clock)
 
 
-async def queue_shipped_courses(config: Settings, sessions) -> list[str]:  # type: ignore[no-untyped-def]
-    """On the very first start, every course under lessons/ is queued, so a newcomer has
-    something to enroll in."""
+#: The course the demo (`make run`) queues on its first start.
+SHIPPED_COURSE = "leg-weakness-after-microdiscectomy"
+QUEUE_HINT = (
+    "No live course, so no lessons will be sent: queue one with "
+    "`newsletter sequences queue lessons/<slug>`."
+)
+
+
+class FirstStart(StrEnum):
+    QUEUE_DEMO = "queue the shipped course"
+    HINT = "say how to queue a course"
+    NOTHING = "nothing to say"
+
+
+def first_start(sequences: int, live: int, smtp_host: str) -> FirstStart:
+    """What `serve` does about courses as it starts. Queuing is the admin's decision, so
+    only the demo queues by itself: a database that never had a course, with mail going to
+    the development outbox (no SMTP host), where no real person can be mailed."""
+    if not sequences and not smtp_host:
+        return FirstStart.QUEUE_DEMO
+    return FirstStart.HINT if not live else FirstStart.NOTHING
+
+
+async def start_courses(config: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Queue the shipped course for the demo, or say how to queue one (see first_start)."""
     async with sessions.begin() as session:
-        if await session.scalar(select(func.count()).select_from(Sequence)):
-            return []
-        queued = []
-        env = make_environment(config.templates_dir)
-        for folder in sorted(path for path in config.lessons_dir.iterdir() if path.is_dir()):
-            course, problems = check_course(folder, env, config.sender)
-            print_problems(problems)  # warnings too: they do not stop it being queued
-            if errors_among(problems) or course is None:
-                err.print(
-                    Text.assemble(
-                        ("Not queued", "red"),
-                        f": {folder} has errors (newsletter course check).",
-                    )
-                )
-                continue
-            await queue_course(session, course, datetime.now(UTC))
-            queued.append(folder.name)
-        return queued
+        sequences = await session.scalar(select(func.count()).select_from(Sequence)) or 0
+        live = await session.scalar(
+            select(func.count()).select_from(Sequence).where(Sequence.status == SequenceStatus.LIVE)
+        )
+        action = first_start(sequences, live or 0, config.smtp.host)
+        if action is FirstStart.HINT:
+            out.print(QUEUE_HINT, markup=False, highlight=False)
+        if action is not FirstStart.QUEUE_DEMO:
+            return
+        folder = config.lessons_dir / SHIPPED_COURSE
+        course, problems = check_course(
+            folder, make_environment(config.templates_dir), config.sender
+        )
+        print_problems(problems)  # warnings too: they do not stop it being queued
+        if errors_among(problems) or course is None:
+            err.print(Text.assemble(("Not queued", "red"), f": {folder} has errors. {QUEUE_HINT}"))
+            return
+        await queue_course(session, course, datetime.now(UTC))
+    out.print(
+        Text.assemble(
+            "First start of the demo (an empty database, mail to the outbox): queued the "
+            "shipped course ",
+            (SHIPPED_COURSE, "bold"),
+            ".",
+        )
+    )
 
 
 async def run_service(
     config: Settings,
     clock: Clock,
     *,
-    first_start: bool,
+    starting_courses: bool,
     web_address: tuple[str, int] | None = None,
 ) -> Stopped:
     """The scheduler (planner, dispatcher, housekeeping) and, given an address, the web app,
-    in one process and one event loop, until SIGTERM or SIGINT."""
+    in one process and one event loop, until SIGTERM or SIGINT. `starting_courses`: queue
+    the demo's course or say how to queue one (start_courses)."""
     configure_logging()
     grace_s = config.sending.shutdown_grace_s
     async with database(config) as sessions, contextlib.AsyncExitStack() as stack:
-        if first_start:
-            for slug in await queue_shipped_courses(config, sessions):
-                out.print(Text.assemble("Queued the shipped course ", (slug, "bold"), "."))
+        if starting_courses:
+            await start_courses(config, sessions)
         transport = build_transport(config)
         stack.push_async_callback(transport.close)  # QUIT, once the last send is recorded
         pending_max_age = timedelta(days=config.signup.pending_max_age_days)
@@ -193,7 +225,7 @@ def serve(
 ) -> None:
     """Run the service: the scheduler and the signup web app, on the configured database."""
     config = settings()
-    service = run_service(config, _clock(speed), first_start=True, web_address=(host, port))
+    service = run_service(config, _clock(speed), starting_courses=True, web_address=(host, port))
     if not run(lambda: service).repeats_nothing:
         raise Fail
 
@@ -202,7 +234,7 @@ def serve(
 def worker(speed: SpeedOption = 1.0) -> None:
     """Run the scheduler alone (one of several workers on a shared database)."""
     config = settings()
-    if not run(lambda: run_service(config, _clock(speed), first_start=False)).repeats_nothing:
+    if not run(lambda: run_service(config, _clock(speed), starting_courses=False)).repeats_nothing:
         raise Fail
 
 
@@ -288,4 +320,4 @@ def outbox(
             entry.path.name,
         )
     out.print(table)
-    out.print(f"{len(everything)} messages in the outbox.")
+    out.print(f"{plural(len(everything), 'message')} in the outbox.")

@@ -14,6 +14,7 @@ from newsletter.cli.app import Fail, JsonOption, out, run, sending_app, settings
 from newsletter.cli.terminal import print_json
 from newsletter.db import queries
 from newsletter.db.models import SystemFlag
+from newsletter.words import plural
 
 
 @sending_app.command("resume")
@@ -146,7 +147,3 @@ def _print_status(state: dict[str, Any]) -> None:
             lines += [f"  {count:>5}  {what}" for what, count in hour[key].items()]
     for line in lines:
         out.print(line, markup=False, highlight=False, soft_wrap=True)
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"

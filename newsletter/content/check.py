@@ -14,10 +14,17 @@ from jinja2 import Environment
 
 from newsletter.config import SenderSettings
 from newsletter.content import markdown
-from newsletter.content.course import Course, load_course
-from newsletter.content.lessons import Lesson
+from newsletter.content.course import Course, is_slug, read_course
+from newsletter.content.lessons import Lesson, LessonBody
+from newsletter.content.template import compile_body
 from newsletter.errors import ContentError, Problem, Severity
-from newsletter.render import ConfirmationEmail, LessonEmail, PersonalLinks, Recipient
+from newsletter.render import (
+    LESSON_BODY_NAMES,
+    ConfirmationEmail,
+    LessonEmail,
+    PersonalLinks,
+    Recipient,
+)
 
 _SAMPLE_RECIPIENT = Recipient("reader@example.com", "Sam")
 _SAMPLE_LINKS = PersonalLinks(
@@ -40,26 +47,46 @@ _REFUSED_SCHEMES = {
 def check_course(
     path: Path, env: Environment, sender: SenderSettings
 ) -> tuple[Course | None, list[Problem]]:
-    """Every problem of the course: errors (Problem.is_error) stop it from being queued,
-    warnings are for the writer to judge."""
-    try:
-        course = load_course(path)
-    except ContentError as exc:
-        return None, exc.problems
-    problems: list[Problem] = []
+    """Every problem of the course in one go: errors (Problem.is_error) stop it from being
+    queued, warnings are for the writer to judge. A lesson whose front matter is wrong still
+    has its body checked (template, links), and the lessons that parsed are rendered, so
+    fixing one problem never reveals another that was there all along. The course is None
+    when its files could not all be read."""
+    reading = read_course(path)
+    if reading.course is None:
+        return None, reading.problems
+    course = reading.course
+    problems = list(reading.problems)
+    for body in reading.bodies:
+        problems += _check_links(body)
+        problems += _check_template(body)
+    # A folder name that cannot be an id fails every render (List-Id): said once is enough.
+    renders = is_slug(course.slug)
     template_links: dict[str, Path] = {}
     for lesson in course.lessons:
         problems += _check_preheader(lesson)
-        problems += _check_links(lesson)
-        problems += _check_renders(env, sender, course, lesson, template_links)
-    problems += _check_confirmation(env, sender, course, template_links)
+        problems += _check_links(LessonBody(lesson.path, lesson.body, lesson.body_line))
+        if renders:
+            problems += _check_renders(env, sender, course, lesson, template_links)
+    if renders:
+        problems += _check_confirmation(env, sender, course, template_links)
     for url, template in template_links.items():
         if flaw := _link_flaw(url):
             severity, reason = flaw
             problems.append(
                 Problem(template, 0, f"the rendered email links to {url!r}: {reason}", severity)
             )
-    return course, problems
+    # File by file, top to bottom, as an editor walks through them.
+    problems.sort(key=lambda problem: (str(problem.path), problem.line))
+    return (None if reading.problems else course), problems
+
+
+def _check_template(body: LessonBody) -> list[Problem]:
+    try:
+        compile_body(body.path, body.body, body.body_line, LESSON_BODY_NAMES)
+    except ContentError as exc:
+        return exc.problems
+    return []
 
 
 def _check_preheader(lesson: Lesson) -> list[Problem]:
@@ -73,7 +100,7 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\w+", text.casefold())
 
 
-def _check_links(lesson: Lesson) -> list[Problem]:
+def _check_links(lesson: LessonBody) -> list[Problem]:
     problems = []
     for link in markdown.links_in(lesson.body):
         if flaw := _link_flaw(link.url):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import tomllib
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from newsletter.content.identity import IDENTITY_KEYS, CourseIdentity, read_identity
-from newsletter.content.lessons import Lesson, read_lesson
+from newsletter.content.lessons import Lesson, LessonBody, lesson_body, parse_lesson
 from newsletter.errors import ContentError, Problem
 from newsletter.headers import control_character
 
@@ -56,6 +58,30 @@ class Course:
         return self.lessons.index(lesson) + 1
 
 
+def content_fingerprint(course: Course) -> str:
+    """A digest of everything a queued version keeps of a course: title, description, and
+    each lesson's file name, front matter and body. Where the folder is stays out, so a
+    snapshot read back from the database has the fingerprint of the files it came from.
+    Every field of Course and Lesson counts, those added later too."""
+    canonical = json.dumps(_plain(course), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _plain(value: object) -> object:
+    if is_dataclass(value) and not isinstance(value, type):
+        skip = "path" if isinstance(value, Course) else ""
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value) if f.name != skip}
+    if isinstance(value, Path):
+        return value.name  # a lesson's file name: lessons are ordered by it
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)  # timedelta, time: their repr is exact
+
+
 def is_slug(name: str) -> bool:
     """Whether a folder name can be a course's id: in the database, on the command line and
     in List-Id. Letters and digits of any script, '-' and '_', dots between parts; combining
@@ -81,10 +107,30 @@ def _is_mark(char: str) -> bool:
     return unicodedata.category(char).startswith("M")
 
 
+@dataclass(frozen=True, slots=True)
+class CourseReading:
+    """A course folder as far as it could be read, for a check to go on past the first
+    problems: `course` holds the lessons that parsed (and the folder's name for a title
+    the manifest did not give); `bodies` the bodies of lessons whose front matter did not."""
+
+    course: Course | None  #: None when the path is not a folder at all
+    problems: list[Problem]
+    bodies: tuple[LessonBody, ...]
+
+
 def load_course(path: Path) -> Course:
     """Read the manifest and every lesson; fail with all problems of all files at once."""
+    reading = read_course(path)
+    if reading.problems or reading.course is None:
+        raise ContentError(reading.problems)
+    return reading.course
+
+
+def read_course(path: Path) -> CourseReading:
+    """Every problem of the manifest and the lesson files, and whatever could be read."""
     if not path.is_dir():
-        raise ContentError([Problem(path, 0, "not a course folder (expected lessons/<slug>/)")])
+        problem = Problem(path, 0, "not a course folder (expected lessons/<slug>/)")
+        return CourseReading(None, [problem], ())
     problems: list[Problem] = []
     if not is_slug(path.name):
         problems.append(
@@ -107,11 +153,19 @@ def load_course(path: Path) -> Course:
         problems += exc.problems
 
     lessons: list[Lesson] = []
+    bodies: list[LessonBody] = []
     for file in sorted(path.glob("*.md")):
         try:
-            lessons.append(read_lesson(file))
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(Problem(file, 0, f"not UTF-8 text ({exc.reason})"))
+            continue
+        try:
+            lessons.append(parse_lesson(file, text))
         except ContentError as exc:
             problems += exc.problems
+            if body := lesson_body(file, text):
+                bodies.append(body)
     if not lessons and not problems:
         problems.append(Problem(path, 0, "no lesson files (*.md) in this folder"))
 
@@ -121,9 +175,10 @@ def load_course(path: Path) -> Course:
             other = seen[lesson.key].name
             problems.append(Problem(lesson.path, 1, f"same lesson name as {other}; rename one"))
         seen[lesson.key] = lesson.path
-    if problems:
-        raise ContentError(problems)
-    return Course(path.name, path, title, description, tuple(lessons), identity, templates)
+    course = Course(
+        path.name, path, title or path.name, description, tuple(lessons), identity, templates
+    )
+    return CourseReading(course, problems, tuple(bodies))
 
 
 def _read_manifest(path: Path) -> tuple[str, str, CourseIdentity]:

@@ -11,6 +11,7 @@ import yaml
 
 from newsletter.errors import ContentError, Problem
 from newsletter.headers import control_character
+from newsletter.words import plural
 
 FRONT_MATTER_FENCE = "---"
 #: Inboxes cut subjects around here; phones earlier still.
@@ -41,6 +42,30 @@ class Lesson:
     body_line: int
 
 
+@dataclass(frozen=True, slots=True)
+class LessonBody:
+    """A lesson file's body, found by its front matter's fences whatever the front matter
+    says, so that a check can report the body's problems along with the front matter's."""
+
+    path: Path
+    body: str
+    body_line: int  #: file line of the body's first line
+
+
+def lesson_body(path: Path, text: str) -> LessonBody | None:
+    """The body after the front matter; None when the fences are missing."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != FRONT_MATTER_FENCE:
+        return None
+    end = next((i for i in range(1, len(lines)) if lines[i].strip() == FRONT_MATTER_FENCE), None)
+    if end is None:
+        return None
+    after = lines[end + 1 :]
+    return LessonBody(
+        path, "\n".join(after).strip("\n") + "\n", end + 2 + _leading_blank_lines(after)
+    )
+
+
 def parse_duration(text: str) -> timedelta:
     """'2 days', '1 week 3 days', '36 hours' -> timedelta; ValueError otherwise."""
     cleaned = re.sub(r"[,\s]+(and\s+)?", " ", text.strip())
@@ -58,7 +83,7 @@ def format_duration(delay: timedelta) -> str:
     for unit in ("week", "day", "hour", "minute"):
         count, rest = divmod(delay, _UNIT[unit])
         if not rest:
-            return f"{count} {unit}{'s' if count != 1 else ''}"
+            return plural(count, unit)
     return str(delay)
 
 
@@ -108,7 +133,8 @@ def parse_lesson(path: Path, text: str) -> Lesson:
     if problems:
         raise ContentError(problems)
 
-    body_line = end + 2
+    found = lesson_body(path, text)
+    assert found is not None  # the fences were found above
     return Lesson(
         path=path,
         key=lesson_key(path),
@@ -116,8 +142,8 @@ def parse_lesson(path: Path, text: str) -> Lesson:
         preheader=str(values["preheader"]),
         delay=values["delay"],  # type: ignore[arg-type]
         send_at=values.get("send_at"),  # type: ignore[arg-type]
-        body="\n".join(lines[end + 1 :]).strip("\n") + "\n",
-        body_line=body_line + _leading_blank_lines(lines[end + 1 :]),
+        body=found.body,
+        body_line=found.body_line,
     )
 
 

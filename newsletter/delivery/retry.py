@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from newsletter.delivery.transport import SendReport, Stage
+from newsletter.words import plural
 
 
 class Verdict(StrEnum):
@@ -130,7 +131,8 @@ def decide(
         delay_s = policy.spread(policy.backoff_s(attempts), rng)
         retry_at = now + timedelta(seconds=delay_s)
         if retry_at > first_attempt_at + timedelta(seconds=policy.give_up_after_s):
-            return Decision(Verdict.FAILED, None, f"gave up after {attempts} attempts: {reason}")
+            gave_up = f"gave up after {plural(attempts, 'attempt')}: {reason}"
+            return Decision(Verdict.FAILED, None, gave_up)
         return Decision(verdict, retry_at, reason)
     return Decision(
         verdict,

@@ -43,6 +43,7 @@ from newsletter.delivery.transport import SendReport, Stage
 from newsletter.logs import log_event
 from newsletter.scheduling.checks import Check, check_before_send
 from newsletter.scheduling.outcomes import Outcomes
+from newsletter.words import plural
 
 if TYPE_CHECKING:
     from newsletter.scheduling.worker import PassReport, Worker
@@ -390,7 +391,8 @@ class DispatchPass:
                 log_event(
                     log,
                     logging.WARNING if database_unavailable(exc) else logging.ERROR,
-                    f"Could not renew the leases of {len(self.held)} deliveries "
+                    "Could not renew the leases of "
+                    f"{plural(len(self.held), 'delivery', 'deliveries')} "
                     f"({_first_line(exc)}); trying again.",
                     "lease_renewal_failed",
                 )
@@ -533,8 +535,8 @@ class DispatchPass:
                 log_event(
                     log,
                     logging.WARNING,
-                    f"Cannot record {len(outcomes.ids)} outcomes yet ({_first_line(exc)}); "
-                    "keeping them and trying again.",
+                    f"Cannot record {plural(len(outcomes.ids), 'outcome')} yet "
+                    f"({_first_line(exc)}); keeping them and trying again.",
                     "record_retry",
                 )
             return False

@@ -42,6 +42,7 @@ from newsletter.scheduling.planner import (
     next_step,
 )
 from newsletter.tokens import LinkMaker
+from newsletter.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +92,12 @@ class Stopped:
             )
         parts = []
         if self.interrupted:
-            parts.append(f"{self.interrupted} sends were cut off mid-exchange")
+            were = "was" if self.interrupted == 1 else "were"
+            parts.append(f"{plural(self.interrupted, 'send')} {were} cut off mid-exchange")
         if self.unrecorded:
             parts.append(
-                f"the database did not take the outcomes of {self.unrecorded} sent messages"
+                f"the database did not take the outcomes of "
+                f"{plural(self.unrecorded, 'sent message')}"
             )
         return "; ".join(parts or ["the grace period ran out"]) + ": they may arrive twice."
 

@@ -92,7 +92,7 @@ def test_import_takes_the_good_rows_and_names_the_bad_ones_by_line(admin, tmp_pa
     assert result.returncode == 1
     assert f"{people}:3: 'not-an-address': " in result.stderr
     assert f"{people}:4: 'Mars/Base' is not a known time zone" in result.stderr
-    assert "2 row(s) rejected" in result.stderr
+    assert "2 rows rejected" in result.stderr
     assert "Imported 3 new subscribers from 5 rows." in result.stdout
     exported = ok(admin("subscribers", "export"))
     assert exported.splitlines()[0].startswith("email,first_name,timezone,status,created_at,")
@@ -109,7 +109,7 @@ def test_a_second_import_leaves_existing_subscribers_as_they_were_and_says_so(ad
     second.write_text("email,first_name\nCY@Example.com,Someone else\ngus@example.com,Gus\n")
     ok(admin("subscribers", "import", str(first)))
     said = ok(admin("subscribers", "import", str(second)))
-    assert "Imported 1 new subscribers from 2 rows." in said
+    assert "Imported 1 new subscriber from 2 rows." in said
     assert "1 already subscribed: their name, time zone and status were left as they were" in said
     cy = json.loads(ok(admin("subscribers", "show", "cy@example.com", "--json")))
     assert (cy["first_name"], cy["timezone"]) == ("Cy", "Europe/Paris")

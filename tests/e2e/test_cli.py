@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -144,3 +145,48 @@ def test_an_environment_override_is_named_when_it_is_wrong():
     assert result.returncode == 1
     assert "environment variable NEWSLETTER_SCHEDULE__TIMEZONE" in result.stderr
     assert "schedule.timezone" in result.stderr
+
+
+def test_version_comes_from_the_installed_package():
+    from importlib.metadata import version
+
+    result = newsletter("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"newsletter {version('newsletter')}"
+
+
+def test_course_check_reports_front_matter_and_template_errors_in_one_run(tmp_path: Path):
+    course = Path(shutil.copytree(COURSE_DIR, tmp_path / "broken"))
+    lesson = course / "02-the-cause.md"
+    text = lesson.read_text(encoding="utf-8").replace("delay: 2 days", "delay: two days")
+    lesson.write_text(text.replace("{{ first_name }}", "{{ first_name.upper() }}", 1))
+
+    result = newsletter("course", "check", str(course))
+
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"{lesson}:4: delay: expected a duration")
+    assert lines[1].startswith(f"{lesson}:6: {{{{ }}}} may hold only a variable name")
+    assert lines[2] == f"2 errors in {course}"
+
+
+def test_course_check_takes_a_slug_and_warns_without_failing_unless_strict(tmp_path: Path):
+    lessons = tmp_path / "lessons"
+    course = Path(shutil.copytree(COURSE_DIR, lessons / "plain-links"))
+    lesson = course / "03-surgery-outcomes.md"
+    lesson.write_text(lesson.read_text() + "\nSee [the old page](http://example.com/old).\n")
+    env = {"NEWSLETTER_PATHS__LESSONS": str(lessons)}
+
+    relaxed = newsletter("course", "check", "plain-links", env=env)
+    strict = newsletter("course", "check", "plain-links", "--strict", env=env)
+    as_json = newsletter("course", "check", "plain-links", "--json", env=env)
+
+    assert relaxed.returncode == 0, relaxed.stderr
+    assert f"{lesson}:" in relaxed.stderr
+    assert "warning: link 'http://example.com/old'" in relaxed.stderr
+    assert "(6 lessons, 1 warning)" in relaxed.stdout
+    assert strict.returncode == 1
+    document = json.loads(as_json.stdout)
+    assert (document["ok"], document["errors"], document["warnings"]) == (True, 0, 1)
+    assert document["problems"][0]["severity"] == "warning"
+    assert len(document["lessons"]) == 6

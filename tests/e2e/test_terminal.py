@@ -158,7 +158,7 @@ def test_the_outbox_shows_subjects_as_written_in_a_terminal(hostile):
 def test_enrolling_by_a_slug_prints_it_as_written(hostile):
     status, screen = run_in_terminal(hostile, "enroll", "hostile-course", "--all")
     assert status == 0, screen
-    assert "Enrolled 0 subscriber(s) in hostile-course." in screen
+    assert "Enrolled 0 subscribers in hostile-course." in screen
 
 
 def test_piped_tables_are_not_wrapped_at_80_columns(admin):

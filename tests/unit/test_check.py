@@ -209,3 +209,32 @@ def test_a_confirmation_email_that_does_not_render_names_the_course_file(
     assert problems[0].startswith(
         f"{course_copy / 'course.toml'}: the confirmation email does not render: UndefinedError"
     )
+
+
+def test_front_matter_manifest_and_template_errors_are_all_reported_in_one_run(
+    course_copy, env, settings
+):
+    broken_front = course_copy / "02-the-cause.md"
+    broken_front.write_text(
+        broken_front.read_text(encoding="utf-8")
+        .replace("delay: 2 days", "delay: two days")
+        .replace("Hi {{ first_name }},", "Hi {{ first_name }}, {{ coupon }}"),
+        encoding="utf-8",
+    )
+    other = write_lesson(
+        course_copy,
+        "07-extra.md",
+        "subject: One more thing\npreheader: A short note that adds to it\ndelay: 1 day",
+        "Hello,\n\nThis {{ breaks\n",
+    )
+    (course_copy / "course.toml").write_text('title = ""\ndescription = "Fine."\n')
+
+    course, problems = check_course(course_copy, env, settings.sender)
+
+    found = [str(problem) for problem in problems]
+    assert course is None
+    assert found[0].startswith(f"{broken_front}:4: delay: expected a duration")
+    assert found[1].startswith(f"{broken_front}:6: unknown variable 'coupon'")
+    assert found[2].startswith(f"{other}:8: template error")
+    assert found[3] == f"{course_copy / 'course.toml'}:1: 'title' must be a non-empty string"
+    assert len(found) == 4
