@@ -3,6 +3,7 @@ test, is recorded nowhere, and its links act on no subscriber."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -49,7 +50,7 @@ def test_a_queued_lesson_reaches_the_relay_marked_as_a_test_and_is_not_recorded(
     assert message["Subject"] == "[test] Where sciatica often starts"
     assert message["To"] == "Ana <ana@example.com>"
     # Signed for subscriber 0, who does not exist: clicking it unsubscribes nobody.
-    assert "/unsubscribe/0." in message["List-Unsubscribe"]
+    assert re.search(r"/unsubscribe/0(-\d+)?\.", message["List-Unsubscribe"])
     assert "Hi Ana," in message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert rows(tmp_path, "deliveries") == 0
     shown = ok(admin("subscribers", "show", "ana@example.com"))
@@ -63,7 +64,7 @@ def test_a_course_folder_can_be_tested_before_it_is_queued(admin, tmp_path):
     [entry] = list_outbox(tmp_path / "var" / "outbox")
     assert entry.subject == "[test] Please confirm your subscription"
     assert entry.to == "bo@example.com"
-    assert "/confirm/0." in entry.path.read_text()
+    assert re.search(r"/confirm/0(-\d+)?\.", entry.path.read_text())
     assert rows(tmp_path, "sequences") == 0  # the real database was only read
     assert rows(tmp_path, "deliveries") == 0
 
