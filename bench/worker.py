@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/worker.py [--subscribers 20000] [--connections 8] [--rounds 3]
         [--batch-size 500] [--record-every 50] [--cpu 0] [--sink-cpu 1] [--poll-ms 5]
-        [--set SECTION.KEY=VALUE ...] [--profile DIR]
+        [--set SECTION.KEY=VALUE ...] [--profile DIR] [--baseline DIR]
 
 Needs Postfix's smtp-sink (started and stopped by the script on a free 127.0.0.1 port):
 
@@ -41,6 +41,10 @@ scheduler; tick's planner pass); sending, from the first message at the sink to 
 from starting the process to every row 'sent'; and exit, from then (worker: from SIGTERM) to
 the process's end. CPU time of the child (user + system, all threads, from /proc while it
 runs and from wait4 when it ends): during sending, per message, and over its whole life.
+
+`--baseline DIR` adds a fourth kind to every round, "baseline": `newsletter worker` run on
+the package of another checkout in DIR (e.g. `git archive COMMIT | tar -x -C DIR`), on the
+same database copies, to compare a change with the code before it in the same run.
 
 For the worker, its log's "plan pass" lines give how many enrollments the planner job
 looked at during the run, and how long those passes took.
@@ -88,6 +92,8 @@ from smtpsink import Sink, check_sink, find_sink  # noqa: E402
 
 TARGET = 0.90  #: worker / tick, sending
 KINDS = ("worker", "tick", "bare")
+#: The kinds that run `newsletter worker`.
+WORKERS = ("worker", "baseline")
 SECRET = "bench-worker-secret-0123456789abcdef"
 #: A planner job's line in the worker's log, e.g.
 #: "2026-12-03 09:10:00,123 INFO plan pass: 200 waiting" (newsletter/scheduling/jobs.py).
@@ -122,6 +128,12 @@ def main() -> None:
         metavar="DIR",
         help="add one uncounted worker run and one tick run under cProfile (main thread), "
         "into DIR/worker.prof and DIR/tick.prof, and print their top functions",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="add runs of `newsletter worker` on the package of the checkout in DIR",
     )
     parser.add_argument("--bare-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -231,14 +243,18 @@ class Bench:
         self.setup_s = 0.0
         self.tick_s = self.base.schedule.tick_s
         self.started = datetime.now(UTC)
+        self.kinds = KINDS + (("baseline",) if args.baseline else ())
+        self.sources = {kind: ROOT for kind in self.kinds}
+        if args.baseline:
+            self.sources["baseline"] = args.baseline.resolve()
 
     def run(self) -> None:
         try:
             self.set_up()
             runs: list[Run] = []
             for number in range(1, self.args.rounds + 1):
-                shift = (number - 1) % len(KINDS)
-                for kind in KINDS[shift:] + KINDS[:shift]:
+                shift = (number - 1) % len(self.kinds)
+                for kind in self.kinds[shift:] + self.kinds[:shift]:
                     runs.append(self.measure(kind, number))
             profiles = []
             if self.args.profile:
@@ -289,11 +305,13 @@ class Bench:
         if Path(f"{self.template}-wal").exists():
             sys.exit("FAILED: set-up left a write-ahead log beside the database")
         self.setup_s = time.perf_counter() - started
-        self.check_package()
+        for kind in self.kinds:
+            self.check_package(kind)
 
-    def environment(self, folder: Path, port: int) -> dict[str, str]:
+    def environment(self, folder: Path, port: int, kind: str = "worker") -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if not key.startswith("NEWSLETTER_")}
-        python_path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        source = self.sources[kind]
+        python_path = [str(source), *filter(None, [os.environ.get("PYTHONPATH")])]
         env["PYTHONPATH"] = os.pathsep.join(python_path)
         settings = {
             "database.url": f"sqlite:///{folder / 'newsletter.db'}",
@@ -317,10 +335,10 @@ class Bench:
             self.tick_s = float(settings["schedule.tick_s"])
         return env
 
-    def check_package(self) -> None:
-        """The entry point's interpreter, run as the timed processes are, imports this
-        checkout's newsletter package."""
-        env = self.environment(self.folder, 25)
+    def check_package(self, kind: str) -> None:
+        """The entry point's interpreter, run as the timed processes are, imports the
+        newsletter package of this checkout (of DIR for the baseline)."""
+        env = self.environment(self.folder, 25, kind)
         interpreter = self.entry.read_text().splitlines()[0].removeprefix("#!").strip()
         found = subprocess.run(
             [interpreter, "-c", "import newsletter; print(newsletter.__file__)"],
@@ -330,8 +348,8 @@ class Bench:
             text=True,
             check=True,
         ).stdout.strip()
-        if not Path(found).resolve().is_relative_to(ROOT):
-            sys.exit(f"FAILED: the entry point imports {found}, not this checkout's package")
+        if not Path(found).resolve().is_relative_to(self.sources[kind]):
+            sys.exit(f"FAILED: the entry point imports {found}, not {self.sources[kind]}'s")
 
     # --- one run -----------------------------------------------------------------------------
 
@@ -343,13 +361,13 @@ class Bench:
         shutil.copyfile(self.template, database)
         log = folder / "output.log"
         with Sink(self.sink_binary, self.sink_cpu) as sink:
-            env = self.environment(folder, sink.port)
+            env = self.environment(folder, sink.port, kind)
             if kind == "bare":
                 command = [sys.executable, str(Path(__file__).resolve()), "--bare-child"]
                 command += [str(sink.port), str(self.message), str(self.count)]
                 command += [str(self.args.connections)]
             else:
-                command = [str(self.entry), kind]
+                command = [str(self.entry), "worker" if kind in WORKERS else kind]
                 if profile is not None:
                     command = [sys.executable, "-m", "cProfile", "-o", str(profile), *command]
             cpu = self.cpu
@@ -370,7 +388,7 @@ class Bench:
                 first, cpu_first, last, done, cpu_done = self.follow(
                     run, process, sink, database, log
                 )
-                if kind == "worker":
+                if kind in WORKERS:
                     process.send_signal(signal.SIGTERM)
                 stop = time.perf_counter()
                 _, status, usage = os.wait4(process.pid, 0)
@@ -393,10 +411,10 @@ class Bench:
         run.send_s = done - first
         run.last_message_s = last - first
         run.total_s = done - started
-        run.exit_s = ended - (stop if kind == "worker" else done)
+        run.exit_s = ended - (stop if kind in WORKERS else done)
         run.cpu_send_s = cpu_done - cpu_first
         run.cpu_total_s = usage.ru_utime + usage.ru_stime
-        if kind == "worker":
+        if kind in WORKERS:
             self.plan_work(run, log, first, done, started)
         return run
 
@@ -488,15 +506,15 @@ class Bench:
         )
         print()
         print(
-            f"{'run':10}{'start-up s':>11}{'send s':>8}{'msgs/s':>8}{'total s':>9}{'exit s':>8}"
+            f"{'run':12}{'start-up s':>11}{'send s':>8}{'msgs/s':>8}{'total s':>9}{'exit s':>8}"
             f"{'CPU us/msg':>11}{'CPU s all':>10}"
         )
         for run in runs:
             print(
-                f"{run.label:10}{run.startup_s:>11.2f}{run.send_s:>8.2f}{run.per_second:>8.0f}"
+                f"{run.label:12}{run.startup_s:>11.2f}{run.send_s:>8.2f}{run.per_second:>8.0f}"
                 f"{run.total_s:>9.2f}{run.exit_s:>8.2f}{run.cpu_us:>11.0f}{run.cpu_total_s:>10.2f}"
             )
-        by_kind = {kind: [run for run in runs if run.kind == kind] for kind in KINDS}
+        by_kind = {kind: [run for run in runs if run.kind == kind] for kind in self.kinds}
         best = {kind: max(r.per_second for r in kind_runs) for kind, kind_runs in by_kind.items()}
         median = {
             kind: statistics.median(r.per_second for r in kind_runs)
@@ -511,9 +529,12 @@ class Bench:
                 f"{statistics.median(r.startup_s for r in kind_runs):>11.2f}"
             )
         print()
-        for top, bottom in (("worker", "tick"), ("worker", "bare"), ("tick", "bare")):
+        pairs = [("worker", "tick"), ("worker", "bare"), ("tick", "bare")]
+        if "baseline" in by_kind:
+            pairs += [("worker", "baseline"), ("baseline", "tick")]
+        for top, bottom in pairs:
             print(
-                f"{f'ratio {top} / {bottom}:':22}"
+                f"{f'ratio {top} / {bottom}:':26}"
                 f"{best[top] / best[bottom]:5.2f} best, {median[top] / median[bottom]:5.2f} median"
             )
         totals = {kind: min(r.total_s for r in by_kind[kind]) for kind in ("worker", "tick")}
@@ -527,7 +548,9 @@ class Bench:
             f"{'meets' if ratio >= TARGET else 'MISSES'}"
         )
         print()
-        for run in by_kind["worker"]:
+        if "baseline" in by_kind:
+            print(f"baseline: `newsletter worker` on the package in {self.sources['baseline']}")
+        for run in [r for r in runs if r.kind in WORKERS]:
             work = ", ".join(f"{n} {outcome}" for outcome, n in sorted(run.plan_counts.items()))
             print(
                 f"{run.label}: the planner job, while sending: {run.plan_passes} runs over "
