@@ -61,10 +61,11 @@ from smtpsink import Sink, check_sink, find_sink  # noqa: E402
 
 COURSE = "leg-weakness-after-microdiscectomy"
 TARGET = 0.60
-#: The dispatcher's steps timed separately (queries.claim_due_deliveries, Worker._envelope,
-#: Worker._record); the rest of dispatch_once, SMTP included, is "rest". Sends overlap
-#: with recording, so a step's wall time may include SMTP work of other tasks.
-STEPS = ("claim query", "render (_envelope)", "record (_record)")
+#: The dispatcher's steps timed separately (queries.claim_due_deliveries, the recipient
+#: check queries.held_deliveries, CompiledEmails.envelope, DispatchPass._try_commit); the
+#: rest of dispatch_once, SMTP included, is "rest". Sends overlap with the other steps, so
+#: a step's wall time may include SMTP work of other tasks.
+STEPS = ("claim query", "check query", "render (envelope)", "record (commit)")
 
 
 def main() -> None:
@@ -155,7 +156,7 @@ class Phases:
         if original is None or not callable(original):
             return lambda: None
         setattr(owner, attribute, self.timed(name, original))
-        if inspect.ismodule(owner):
+        if inspect.ismodule(owner) or inspect.isclass(owner):
             return lambda: setattr(owner, attribute, original)
         return lambda: delattr(owner, attribute)  # the instance attribute shadowed the method
 
@@ -367,6 +368,7 @@ class Bench:
         from newsletter.clock import SystemClock
         from newsletter.db import queries
         from newsletter.db.session import create_engine, make_sessionmaker
+        from newsletter.scheduling.dispatcher import DispatchPass
 
         count = self.count
         with tempfile.TemporaryDirectory(prefix="bench-delivery-") as folder, self.sink() as sink:
@@ -387,12 +389,14 @@ class Bench:
             await queue_welcome(worker, count)
             self.setup_s.append(time.perf_counter() - setup_started)
 
-            # Timers around the dispatcher's steps (per pass; per message for rendering):
-            # instance attributes shadow the methods, nothing under newsletter/ changes.
+            # Timers around the dispatcher's steps (per claim, per check of up to
+            # `connections` messages, per message, per commit), set from outside and undone
+            # afterwards: nothing under newsletter/ changes.
             undo = [
                 phases.instrument(queries, "claim_due_deliveries", STEPS[0]),
-                phases.instrument(worker, "_envelope", STEPS[1]),
-                phases.instrument(worker, "_record", STEPS[2]),
+                phases.instrument(queries, "held_deliveries", STEPS[1]),
+                phases.instrument(worker.emails, "envelope", STEPS[2]),
+                phases.instrument(DispatchPass, "_try_commit", STEPS[3]),
             ]
 
             profiler = cProfile.Profile() if profile else None
