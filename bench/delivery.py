@@ -40,11 +40,7 @@ import cProfile
 import inspect
 import os
 import pstats
-import re
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,21 +51,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from population import insert_enrolled_readers
-
 ROOT = Path(__file__).resolve().parents[1]
+# This checkout's package, not whichever one the virtualenv's editable install points at
+# (in a git worktree that is another checkout).
+sys.path.insert(0, str(ROOT))
+
+from population import insert_enrolled_readers  # noqa: E402
+from smtpsink import Sink, check_sink, find_sink  # noqa: E402
+
 COURSE = "leg-weakness-after-microdiscectomy"
-SMTP_SINK = "/usr/sbin/smtp-sink"
-INSTALL_HINT = (
-    "smtp-sink (from Debian's postfix package) is needed and was not found. Install it with:\n"
-    "    sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y postfix\n"
-    "(the postfix service itself need not run; only /usr/sbin/smtp-sink is used)."
-)
 TARGET = 0.60
-#: The dispatcher's steps timed separately (queries.claim_due_deliveries, Worker._envelope,
-#: Worker._record); the rest of dispatch_once, SMTP included, is "rest". Sends overlap
-#: with recording, so a step's wall time may include SMTP work of other tasks.
-STEPS = ("claim query", "render (_envelope)", "record (_record)")
+#: The dispatcher's steps timed separately (queries.claim_due_deliveries, the recipient
+#: check queries.held_deliveries, CompiledEmails.envelope, DispatchPass._try_commit); the
+#: rest of dispatch_once, SMTP included, is "rest". Sends overlap with the other steps, so
+#: a step's wall time may include SMTP work of other tasks.
+STEPS = ("claim query", "check query", "render (envelope)", "record (commit)")
 
 
 def main() -> None:
@@ -88,9 +84,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    sink = shutil.which("smtp-sink") or (SMTP_SINK if os.access(SMTP_SINK, os.X_OK) else None)
-    if sink is None:
-        sys.exit(INSTALL_HINT)
+    sink = find_sink()
     cores = os.sched_getaffinity(0)
     # Pinned before any thread exists (aiosqlite's), so that every thread inherits the core.
     cpu = None
@@ -99,72 +93,6 @@ def main() -> None:
         cpu = args.cpu
     sink_cpu = args.sink_cpu if args.sink_cpu in cores and args.sink_cpu != cpu else None
     asyncio.run(Bench(args, sink, cpu, sink_cpu).run())
-
-
-# --- smtp-sink -------------------------------------------------------------------------------
-
-
-class Sink:
-    """Postfix's smtp-sink on a free loopback port: accepts everything, keeps nothing, and
-    counts what it received (-c prints running counters such as "sess=1 quit=1 mesg=3")."""
-
-    def __init__(self, binary: str, cpu: int | None) -> None:
-        self.binary, self.cpu = binary, cpu
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-        self.output = tempfile.TemporaryFile()  # noqa: SIM115 (closed in __exit__)
-        self.saved = ""
-
-    def __enter__(self) -> Sink:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        command = [self.binary, "-c"]
-        if os.geteuid() == 0:
-            command += ["-u", "root"]  # as root, smtp-sink wants a user to switch to
-        command += [f"127.0.0.1:{self.port}", "1000"]
-        cpu = self.cpu
-        self.process = subprocess.Popen(
-            command,
-            stdout=self.output,
-            stderr=subprocess.STDOUT,
-            preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.__exit__()
-                    sys.exit(f"smtp-sink did not start: {self._text()}")
-                time.sleep(0.05)
-
-    def __exit__(self, *_: object) -> None:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        if not self.output.closed:
-            self.saved = self._text()
-            self.output.close()
-
-    def received(self) -> int:
-        counts = re.findall(r"mesg=(\d+)", self._text())
-        return int(counts[-1]) if counts else 0
-
-    def _text(self) -> str:
-        if self.output.closed:
-            return self.saved
-        self.output.seek(0)
-        return self.output.read().decode(errors="replace")
-
-
-def check_sink(sink: Sink, expected: int, what: str) -> None:
-    received = sink.received()
-    if received != expected:
-        sys.exit(f"FAILED: {what}: smtp-sink received {received} messages, expected {expected}")
 
 
 # --- measurements ----------------------------------------------------------------------------
@@ -228,7 +156,7 @@ class Phases:
         if original is None or not callable(original):
             return lambda: None
         setattr(owner, attribute, self.timed(name, original))
-        if inspect.ismodule(owner):
+        if inspect.ismodule(owner) or inspect.isclass(owner):
             return lambda: setattr(owner, attribute, original)
         return lambda: delattr(owner, attribute)  # the instance attribute shadowed the method
 
@@ -256,6 +184,129 @@ async def bare_aiosmtplib(
     cpu, started = time.process_time(), time.perf_counter()
     sent = sum(await asyncio.gather(*(connection() for _ in range(connections))))
     return Timing(label, sent, time.perf_counter() - started, time.process_time() - cpu)
+
+
+# --- set-up and checks (bench/worker.py uses them too) ---------------------------------
+
+
+def sample_message(base: Any, course: Any, count: int) -> bytes:
+    """One rendered lesson 1 message, as the dispatcher renders it (real signed links)."""
+    from newsletter.render import LessonEmail, Recipient, make_environment, make_message_id
+    from newsletter.tokens import LinkMaker, Tokens
+
+    sender = base.sender
+    links = LinkMaker(Tokens("bench-secret" * 4), base.site.base, sender.unsubscribe_address)
+    email = LessonEmail(make_environment(base.templates_dir), sender, course, course.lessons[0])
+    now = datetime.now(UTC)
+    index = count // 2
+    return email.render(
+        Recipient(f"reader{index}@example.com", f"Reader{index}"),
+        links.personal_links(index, now),
+        message_id=make_message_id(sender.domain),
+        date=now,
+    )
+
+
+#: What bench_settings() changes in the shipped config.toml besides the database, the var
+#: folder, the relay and the sending settings given: (section, key, value).
+NO_LIMITS = (
+    ("smtp", "tls", "none"),
+    ("smtp", "username", ""),
+    # base_url stays http://localhost:8000; smtp-sink on 127.0.0.1 is a local test relay.
+    ("smtp", "allow_http_links", True),
+    ("sending", "max_per_second", 1e9),  # the token bucket never holds anything back
+    ("sending", "max_per_hour", 0),
+    ("sending", "max_per_day", 0),
+    ("schedule", "timezone", "Europe/London"),
+)
+
+
+def bench_settings(
+    base: Any, tmp: Path, port: int, *, connections: int, batch_size: int, record_every: int
+) -> Any:
+    """As tests/integration/harness.py's settings_for(): the shipped settings, on a database
+    and var/ folder of our own; here with the sink as relay and no rate limit."""
+    changes: dict[str, dict[str, Any]] = {
+        "database": {"url": f"sqlite:///{tmp / 'newsletter.db'}"},
+        "paths": {"var": tmp / "var"},
+        "smtp": {"host": "127.0.0.1", "port": port},
+        "sending": {
+            "connections": connections,
+            "batch_size": batch_size,
+            "record_every": record_every,
+        },
+        "schedule": {},
+    }
+    for section, key, value in NO_LIMITS:
+        changes[section][key] = value
+    return base.model_copy(
+        update={
+            section: getattr(base, section).model_copy(update=update)
+            for section, update in changes.items()
+        }
+    )
+
+
+async def populate(base: Any, course: Any, url: str, count: int) -> None:
+    """Migrate, queue the shipped course, bulk-insert subscribers and enrollments."""
+    from newsletter.courses import queue_course
+    from newsletter.db.session import create_engine, make_sessionmaker, upgrade_database
+
+    upgrade_database(url)
+    enrolled_at = datetime.now(UTC) - timedelta(minutes=1)
+    engine = create_engine(url)
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            sequence_id = (await queue_course(session, course, enrolled_at)).sequence_id
+    finally:
+        await engine.dispose()
+    insert_enrolled_readers(url, sequence_id, count, enrolled_at)
+
+
+async def queue_welcome(worker: Any, count: int) -> None:
+    """Planner passes until every enrollment has its welcome lesson queued and due."""
+    queued = 0
+    while planned := (await worker.plan_once(datetime.now(UTC)))["queued"]:
+        queued += planned
+    if queued != count:
+        sys.exit(f"FAILED: set-up queued {queued} welcome deliveries, expected {count}")
+
+
+async def delivery_problems(engine: Any, count: int) -> list[str]:
+    """What is wrong unless every delivery is 'sent', exactly once: one row per subscriber,
+    one attempt each."""
+    from sqlalchemy import func, select
+
+    from newsletter.db.models import Delivery
+
+    async with engine.connect() as connection:
+        by_status = dict(
+            (
+                await connection.execute(
+                    select(Delivery.status, func.count()).group_by(Delivery.status)
+                )
+            ).all()
+        )
+        distinct = await connection.scalar(
+            select(func.count(func.distinct(Delivery.subscriber_id))).where(
+                Delivery.status == "sent"
+            )
+        )
+        attempts = dict(
+            (
+                await connection.execute(
+                    select(Delivery.attempts, func.count()).group_by(Delivery.attempts)
+                )
+            ).all()
+        )
+    problems = []
+    if by_status != {"sent": count}:
+        problems.append(f"deliveries by status {by_status}, expected {{'sent': {count}}}")
+    if distinct != count:
+        problems.append(f"{distinct} distinct subscribers sent to, expected {count}")
+    if attempts != {1: count}:
+        problems.append(f"deliveries by attempts {attempts}, expected {{1: {count}}}")
+    return problems
 
 
 class Bench:
@@ -295,7 +346,7 @@ class Bench:
 
     async def bare(self, label: str) -> Timing:
         if not self.sample:
-            self.sample = self.sample_message()
+            self.sample = sample_message(self.base, self.course, self.count)
         with self.sink() as sink:
             timing = await bare_aiosmtplib(
                 sink.port,
@@ -308,58 +359,44 @@ class Bench:
         check_sink(sink, self.count, label)
         return timing
 
-    def sample_message(self) -> bytes:
-        """One rendered lesson 1 message, as the dispatcher renders it (real signed links)."""
-        from newsletter.render import LessonEmail, Recipient, make_environment, make_message_id
-        from newsletter.tokens import LinkMaker, Tokens
-
-        sender = self.base.sender
-        links = LinkMaker(
-            Tokens("bench-secret" * 4), self.base.site.base, sender.unsubscribe_address
-        )
-        email = LessonEmail(
-            make_environment(self.base.templates_dir), sender, self.course, self.course.lessons[0]
-        )
-        now = datetime.now(UTC)
-        index = self.count // 2
-        return email.render(
-            Recipient(f"reader{index}@example.com", f"Reader{index}"),
-            links.personal_links(index, now),
-            message_id=make_message_id(sender.domain),
-            date=now,
-        )
-
     async def dispatcher_round(
         self, label: str, phases: Phases, profile: Path | None = None
     ) -> Timing:
         from sqlalchemy import text
 
         from newsletter.cli.running import build_transport, build_worker
+        from newsletter.clock import SystemClock
         from newsletter.db import queries
         from newsletter.db.session import create_engine, make_sessionmaker
+        from newsletter.scheduling.dispatcher import DispatchPass
 
         count = self.count
         with tempfile.TemporaryDirectory(prefix="bench-delivery-") as folder, self.sink() as sink:
-            settings = self.settings(Path(folder), sink.port)
+            settings = bench_settings(
+                self.base,
+                Path(folder),
+                sink.port,
+                connections=self.args.connections,
+                batch_size=self.args.batch_size,
+                record_every=self.args.record_every,
+            )
             setup_started = time.perf_counter()
             engine = create_engine(settings.database.url)
             sessions = make_sessionmaker(engine)
-            await self.populate(settings.database.url, sessions)
+            await populate(self.base, self.course, settings.database.url, count)
             transport = build_transport(settings)
-            worker = build_worker(settings, sessions, transport)
-            queued = 0
-            while planned := (await worker.plan_once(datetime.now(UTC)))["queued"]:
-                queued += planned
-            if queued != count:
-                sys.exit(f"FAILED: set-up queued {queued} welcome deliveries, expected {count}")
+            worker = build_worker(settings, sessions, transport, SystemClock())
+            await queue_welcome(worker, count)
             self.setup_s.append(time.perf_counter() - setup_started)
 
-            # Timers around the dispatcher's steps (per pass; per message for rendering):
-            # instance attributes shadow the methods, nothing under newsletter/ changes.
+            # Timers around the dispatcher's steps (per claim, per check of up to
+            # `connections` messages, per message, per commit), set from outside and undone
+            # afterwards: nothing under newsletter/ changes.
             undo = [
                 phases.instrument(queries, "claim_due_deliveries", STEPS[0]),
-                phases.instrument(worker, "_envelope", STEPS[1]),
-                phases.instrument(worker, "_record", STEPS[2]),
+                phases.instrument(queries, "held_deliveries", STEPS[1]),
+                phases.instrument(worker.emails, "envelope", STEPS[2]),
+                phases.instrument(DispatchPass, "_try_commit", STEPS[3]),
             ]
 
             profiler = cProfile.Profile() if profile else None
@@ -398,81 +435,11 @@ class Bench:
             profiler.dump_stats(profile)
         return timing
 
-    def settings(self, tmp: Path, port: int) -> Any:
-        """As tests/integration/harness.py's settings_for(): the shipped settings, on a database
-        and var/ folder of our own; here with the sink as relay and no rate limit."""
-        base = self.base
-        return base.model_copy(
-            update={
-                "database": base.database.model_copy(
-                    update={"url": f"sqlite:///{tmp / 'newsletter.db'}"}
-                ),
-                "paths": base.paths.model_copy(update={"var": tmp / "var"}),
-                "smtp": base.smtp.model_copy(
-                    update={"host": "127.0.0.1", "port": port, "tls": "none", "username": ""}
-                ),
-                "sending": base.sending.model_copy(
-                    update={
-                        "max_per_second": 1e9,  # the token bucket never holds anything back
-                        "max_per_hour": 0,
-                        "max_per_day": 0,
-                        "connections": self.args.connections,
-                        "batch_size": self.args.batch_size,
-                        "record_every": self.args.record_every,
-                    }
-                ),
-                "schedule": base.schedule.model_copy(update={"timezone": "Europe/London"}),
-            }
-        )
-
-    async def populate(self, url: str, sessions: Any) -> None:
-        """Migrate, queue the shipped course, bulk-insert subscribers and enrollments."""
-
-        from newsletter.courses import queue_course
-        from newsletter.db.session import upgrade_database
-
-        upgrade_database(url)
-        enrolled_at = datetime.now(UTC) - timedelta(minutes=1)
-        async with sessions.begin() as session:
-            sequence_id = (await queue_course(session, self.course, enrolled_at)).sequence_id
-        insert_enrolled_readers(url, sequence_id, self.count, enrolled_at)
-
     async def verify(self, engine: Any, outcomes: Counter[str], label: str) -> None:
-        """Every delivery 'sent', exactly once: one row per subscriber, one attempt each."""
-        from sqlalchemy import func, select
-
-        from newsletter.db.models import Delivery
-
-        count = self.count
-        async with engine.connect() as connection:
-            by_status = dict(
-                (
-                    await connection.execute(
-                        select(Delivery.status, func.count()).group_by(Delivery.status)
-                    )
-                ).all()
-            )
-            distinct = await connection.scalar(
-                select(func.count(func.distinct(Delivery.subscriber_id))).where(
-                    Delivery.status == "sent"
-                )
-            )
-            attempts = dict(
-                (
-                    await connection.execute(
-                        select(Delivery.attempts, func.count()).group_by(Delivery.attempts)
-                    )
-                ).all()
-            )
-        problems = []
-        if by_status != {"sent": count}:
-            problems.append(f"deliveries by status {by_status}, expected {{'sent': {count}}}")
-        if distinct != count:
-            problems.append(f"{distinct} distinct subscribers sent to, expected {count}")
-        if attempts != {1: count}:
-            problems.append(f"deliveries by attempts {attempts}, expected {{1: {count}}}")
-        if dict(outcomes) != {"sent": count}:
-            problems.append(f"dispatcher outcomes {dict(outcomes)}, expected {{'sent': {count}}}")
+        problems = await delivery_problems(engine, self.count)
+        counted = dict(+outcomes)  # outcomes that happened (a pass reports "released": 0)
+        if counted != {"sent": self.count}:
+            problems.append(f"dispatcher outcomes {counted}, expected {{'sent': {self.count}}}")
         if problems:
             sys.exit(f"FAILED: {label}: " + "; ".join(problems))
 

@@ -337,7 +337,7 @@ class Bench:
         self.started = datetime.now(UTC)
 
     def run(self) -> None:
-        from delivery import Sink  # bench/delivery.py, beside this file
+        from smtpsink import Sink  # bench/smtpsink.py, beside this file
 
         try:
             self.populate()
@@ -383,6 +383,8 @@ class Bench:
                 "NEWSLETTER_SMTP__PORT": str(smtp_port),
                 "NEWSLETTER_SMTP__TLS": "none",
                 "NEWSLETTER_SMTP__USERNAME": "",
+                # base_url stays plain http://localhost:8000: smtp-sink is a local test relay.
+                "NEWSLETTER_SMTP__ALLOW_HTTP_LINKS": "true",
                 "NEWSLETTER_SENDING__MAX_PER_SECOND": "1000000000",
                 "NEWSLETTER_SENDING__MAX_PER_HOUR": "0",
                 "NEWSLETTER_SENDING__MAX_PER_DAY": "0",

@@ -99,6 +99,7 @@ async def queue_course(
         await _skip_inserted_lessons(session, sequence.id, version.id, now) if skip_inserted else 0
     )
     await _reopen_completed(session, sequence.id, now)
+    await queries.look_after_sends_in_flight(session, sequence.id)
     return Queued(sequence.id, version.number, created, skipped)
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import Table, bindparam, case, delete, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -228,24 +228,65 @@ async def due_enrollments(session: AsyncSession, now: datetime, limit: int) -> l
     return [DueEnrollment(*cast(tuple[Any, ...], row)) for row in rows]
 
 
-async def handled_lesson_keys(
+@dataclass(slots=True)
+class Handled:
+    """What one subscriber has had of one sequence."""
+
+    #: Lessons with a delivery row, in any state: never planned again.
+    keys: set[str] = field(default_factory=set)
+    #: One of them is still queued (a first try or a retry) or being sent.
+    in_flight: bool = False
+
+
+#: Delivery states of a lesson not yet sent nor given up.
+IN_FLIGHT = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
+
+
+async def handled_lessons(
     session: AsyncSession, enrollments: Sequence[DueEnrollment]
-) -> dict[tuple[int, int], set[str]]:
-    """(subscriber, sequence) -> keys of lessons that have a delivery row, in any state."""
+) -> dict[tuple[int, int], Handled]:
+    """(subscriber, sequence) -> the lessons they have a delivery for, and whether one of
+    them is in flight."""
     wanted = {(e.subscriber_id, e.sequence_id) for e in enrollments}
-    keys: dict[tuple[int, int], set[str]] = {pair: set() for pair in wanted}
+    handled: dict[tuple[int, int], Handled] = {pair: Handled() for pair in wanted}
     if not wanted:
-        return keys
+        return handled
     rows = await session.execute(
-        select(Delivery.subscriber_id, Delivery.sequence_id, Delivery.lesson_key)
+        select(Delivery.subscriber_id, Delivery.sequence_id, Delivery.lesson_key, Delivery.status)
         .where(Delivery.subscriber_id.in_({s for s, _ in wanted}))
         .where(Delivery.sequence_id.in_({q for _, q in wanted}))
     )
-    for subscriber_id, sequence_id, key in rows:
-        pair = (subscriber_id, sequence_id)
-        if pair in keys and key is not None:
-            keys[pair].add(key)
-    return keys
+    for subscriber_id, sequence_id, key, status in rows:
+        if sequence_id is None or key is None:  # a confirmation carries no lesson
+            continue
+        found = handled.get((subscriber_id, sequence_id))
+        if found is not None:
+            found.keys.add(key)
+            found.in_flight = found.in_flight or status in IN_FLIGHT
+    return handled
+
+
+async def look_after_sends_in_flight(session: AsyncSession, sequence_id: int) -> None:
+    """A new version of the sequence: subscribers with a lesson of it still in flight had
+    their next look timed by the lesson that followed in the old version (when it was
+    queued); they now look once that send is done, under the new version."""
+    enrollment, delivery = enrollments_table, deliveries_table
+    in_flight = (
+        select(delivery.c.id)
+        .where(delivery.c.subscriber_id == enrollment.c.subscriber_id)
+        .where(delivery.c.sequence_id == enrollment.c.sequence_id)
+        .where(delivery.c.lesson_key.is_not(None))
+        .where(delivery.c.status.in_(IN_FLIGHT))
+        .exists()
+    )
+    await session.execute(
+        enrollment.update()
+        .where(enrollment.c.sequence_id == sequence_id)
+        .where(enrollment.c.status == EnrollmentStatus.ACTIVE)
+        .where(enrollment.c.next_check_at.is_not(None))
+        .where(in_flight)
+        .values(next_check_at=None)
+    )
 
 
 async def create_lesson_deliveries(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
@@ -505,17 +546,24 @@ async def _bulk_update(
 
 
 async def lessons_sent(session: AsyncSession, pairs: list[tuple[int, int]], now: datetime) -> None:
-    """The enrollments of these (subscriber, sequence) pairs move on: the planner looks at
-    them now to time their next lesson from this send."""
+    """The enrollments of these (subscriber, sequence) pairs move on: the next lesson is
+    timed from this send. The planner looks at them now, unless it already means to later
+    (when queueing the lesson it set the earliest instant the next one may be due)."""
     if not pairs:
         return
     table = enrollments_table
+    moved_at = literal(now, table.c.next_check_at.type)
     await session.execute(
         table.update()
         .where(table.c.subscriber_id == bindparam("subscriber"))
         .where(table.c.sequence_id == bindparam("sequence"))
         .where(table.c.status == EnrollmentStatus.ACTIVE)
-        .values(last_sent_at=now, next_check_at=now),
+        .values(
+            last_sent_at=now,
+            next_check_at=case(
+                (table.c.next_check_at > moved_at, table.c.next_check_at), else_=moved_at
+            ),
+        ),
         [{"subscriber": s, "sequence": q} for s, q in pairs],
     )
 

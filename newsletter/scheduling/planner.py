@@ -9,6 +9,8 @@ Rules (docs/delivery.md tells them to admins):
 - The next lesson is the first lesson of the sequence's current version that this
   subscriber has no delivery for. A re-queued sequence therefore never repeats a lesson,
   and a lesson inserted behind a subscriber is still sent (unless skipped when queued).
+- While a lesson of the course is still queued or being sent, the next one waits for it:
+  its delay counts from that send.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from zoneinfo import ZoneInfo
 
 #: How far before the end of a lesson's delay its send time may fall and still be used.
 SEND_TIME_SLACK = timedelta(hours=1)
+#: The most a time zone's offset changes at once (Antarctica/Troll moves by two hours): a
+#: delay of whole calendar days can be this much shorter in elapsed time.
+ZONE_SHIFT_MAX = timedelta(hours=2)
 #: A step overdue by more than this (the service was down, or paused) waits for the send
 #: window instead of going out at once; shorter lateness is just a scheduler tick.
 CATCH_UP_GRACE = timedelta(hours=1)
@@ -56,11 +61,17 @@ class Wait:
 
 
 @dataclass(frozen=True, slots=True)
+class AwaitSend:
+    """A lesson of the course is still queued or being sent: the next one is timed from that
+    send, whose outcome asks for the next look."""
+
+
+@dataclass(frozen=True, slots=True)
 class Complete:
     pass
 
 
-Step = Send | Wait | Complete
+Step = Send | Wait | AwaitSend | Complete
 
 
 def next_step(
@@ -72,10 +83,15 @@ def next_step(
     zone: ZoneInfo,
     window: SendWindow,
     welcome_at_once: bool,
+    in_flight: bool = False,
 ) -> Step:
+    """`in_flight`: a lesson of this course is still queued or being sent."""
     lesson = next((item for item in lessons if item.key not in handled_keys), None)
     if lesson is None:
         return Complete()
+    if in_flight:
+        # Timed from last_sent_at, the lesson after it would be timed from the one before.
+        return AwaitSend()
     earliest = earliest_send(last_sent_at, lesson.delay, zone)
     is_welcome = not handled_keys and not lesson.delay
     if is_welcome and welcome_at_once and lesson.send_at is None:
@@ -92,6 +108,30 @@ def next_step(
         if next_allowed > now:
             return Wait(next_allowed)
     return Send(lesson, due)
+
+
+def next_look(
+    lessons: Sequence[PlannedLesson], handled_keys: set[str], queued: Send
+) -> datetime | None:
+    """When to look at an enrollment again once `queued` is: the earliest instant the lesson
+    after it could fall due, so that sending this one costs the planner no look of its own.
+
+    That lesson's delay counts from the actual send, which is no earlier than `queued.due_at`;
+    a send time may fall SEND_TIME_SLACK before the delay is up, and calendar days may be
+    ZONE_SHIFT_MAX short. Looking then, the planner finds either the send done (and times
+    the lesson from it) or the lesson still in flight (AwaitSend). None when nothing would be
+    gained: no lesson follows (the send's outcome asks for a look, which completes the
+    course), or it may fall due at once."""
+    after = {*handled_keys, queued.lesson.key}
+    following = next((item for item in lessons if item.key not in after), None)
+    if following is None:
+        return None
+    gap = following.delay
+    if following.send_at is not None:
+        gap -= SEND_TIME_SLACK
+    if following.delay and not following.delay % timedelta(days=1):
+        gap -= ZONE_SHIFT_MAX
+    return queued.due_at + gap if gap > timedelta(0) else None
 
 
 def earliest_send(last_sent_at: datetime, delay: timedelta, zone: ZoneInfo) -> datetime:

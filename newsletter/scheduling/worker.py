@@ -34,11 +34,13 @@ from newsletter.render import make_message_id
 from newsletter.scheduling.dispatcher import DispatchPass
 from newsletter.scheduling.emails import CompiledEmails
 from newsletter.scheduling.planner import (
+    AwaitSend,
     Complete,
     PlannedLesson,
     Send,
     SendWindow,
     Wait,
+    next_look,
     next_step,
 )
 from newsletter.tokens import LinkMaker
@@ -190,17 +192,20 @@ class Worker:
         report = PassReport()
         async with self.sessions.begin() as session:
             due = await queries.due_enrollments(session, now, self.settings.schedule.planner_batch)
-            handled = await queries.handled_lesson_keys(session, due)
+            handled = await queries.handled_lessons(session, due)
             new_deliveries, checks = [], []
             for enrollment in due:
+                lessons = await self._lesson_plan(session, enrollment.version_id)
+                done = handled[enrollment.subscriber_id, enrollment.sequence_id]
                 step = next_step(
-                    await self._lesson_plan(session, enrollment.version_id),
-                    handled[enrollment.subscriber_id, enrollment.sequence_id],
+                    lessons,
+                    done.keys,
                     last_sent_at=enrollment.last_sent_at,
                     now=now,
                     zone=self._zone(enrollment.timezone),
                     window=self.window,
                     welcome_at_once=self.settings.schedule.welcome_at_once,
+                    in_flight=done.in_flight,
                 )
                 status, next_check = EnrollmentStatus.ACTIVE, None
                 match step:
@@ -216,10 +221,15 @@ class Worker:
                                 "created_at": now,
                             }
                         )
+                        # Not at once when it is sent (queries.lessons_sent leaves a later
+                        # look alone): when the lesson after it may first be due.
+                        next_check = next_look(lessons, done.keys, step)
                         report.counts["queued"] += 1
                     case Wait(until):
                         next_check = until
                         report.counts["waiting"] += 1
+                    case AwaitSend():
+                        report.counts["in_flight"] += 1  # its outcome asks for a look
                     case Complete():
                         status = EnrollmentStatus.COMPLETED
                         report.counts["completed"] += 1

@@ -138,6 +138,103 @@ def test_temporary_failures_are_retried_then_given_up_and_the_course_goes_on(
     run(with_stack(settings, tmp_path, smtp_server, scenario))
 
 
+async def enrollment_of(stack: Stack, subscriber_id: int) -> Enrollment:
+    async with stack.sessions() as session:
+        enrollment = await session.scalar(
+            select(Enrollment).where(Enrollment.subscriber_id == subscriber_id)
+        )
+    assert enrollment is not None
+    return enrollment
+
+
+def test_a_sent_lesson_costs_the_planner_no_look_until_the_next_may_be_due(
+    settings, tmp_path, smtp_server
+):
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(shipped_course(REPO))
+        ana = await stack.subscribe("ana@example.com", sequence_id=sequence)
+        # The next lesson is 2 calendar days after the welcome's send, which is no earlier
+        # than the welcome's due time; calendar days can be 2 hours short (planner.py).
+        look = START + timedelta(days=2) - timedelta(hours=2)
+
+        assert (await stack.worker.plan_once(START))["queued"] == 1
+        assert (await enrollment_of(stack, ana)).next_check_at == look
+        stack.clock.advance(timedelta(seconds=3))
+        assert (await stack.worker.dispatch_once(stack.clock.now()))["sent"] == 1
+        sent_at = START + timedelta(seconds=3)
+        enrollment = await enrollment_of(stack, ana)
+        assert enrollment.last_sent_at == sent_at
+        assert enrollment.next_check_at == look  # the send asked for no look of its own
+        assert (await stack.worker.plan_once(sent_at)).counts == {}
+
+        assert (await stack.worker.plan_once(look)).counts == {"waiting": 1}
+        assert (await enrollment_of(stack, ana)).next_check_at == sent_at + timedelta(days=2)
+        stack.clock.set(sent_at + timedelta(days=2))
+        assert (await stack.run())["sent"] == 1
+        assert [d.sent_at for d in await stack.deliveries(ana)] == [
+            sent_at,
+            sent_at + timedelta(days=2),
+        ]
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario))
+
+
+def test_the_next_lesson_waits_for_one_still_being_retried_and_counts_from_its_send(
+    settings, tmp_path, smtp_server
+):
+    smtp_server.answer_rcpt("cy@example.com", 451, "4.3.0 Try again later")
+
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(shipped_course(REPO))
+        cy = await stack.subscribe("cy@example.com", sequence_id=sequence)
+        # Past the planner's look for the next lesson (2 days less 2 hours after the
+        # welcome's due time): the welcome is still retrying, so the next one waits.
+        report = await stack.run_for(timedelta(days=3), step=timedelta(hours=1))
+        assert report["in_flight"] == 1
+        [welcome] = await stack.deliveries(cy)
+        assert welcome.status == DeliveryStatus.QUEUED
+        assert welcome.attempts > 1
+        assert (await enrollment_of(stack, cy)).next_check_at is None  # its send asks
+
+        smtp_server.answer_rcpt("cy@example.com", 250, "2.1.5 OK")  # the mailbox is back
+        await stack.run_for(timedelta(hours=5), step=timedelta(minutes=10))
+        [welcome] = await stack.deliveries(cy)
+        assert welcome.status == DeliveryStatus.SENT
+        assert welcome.sent_at is not None
+        await stack.run_for(timedelta(days=2, hours=1))
+        deliveries = await stack.deliveries(cy)
+        assert [d.lesson_key for d in deliveries] == ["welcome", "the-cause"]
+        assert deliveries[1].sent_at is not None
+        gap = deliveries[1].sent_at - welcome.sent_at
+        assert timedelta(days=2) <= gap < timedelta(days=2, hours=1)
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario))
+
+
+def test_a_lesson_inserted_while_the_previous_is_in_flight_is_timed_from_its_send(
+    settings, tmp_path, smtp_server
+):
+    course_dir = Path(shutil.copytree(COURSE_DIR, tmp_path / "course"))
+
+    async def scenario(stack: Stack) -> None:
+        sequence = await stack.queue(load_course(course_dir))
+        joy = await stack.subscribe("joy@example.com", sequence_id=sequence)
+        assert (await stack.worker.plan_once(START))["queued"] == 1  # not sent yet
+        # A lesson one day after the welcome, queued before the welcome goes out: the look
+        # set for "the-cause" (2 days) must not hold it back.
+        (course_dir / "015-questions.md").write_text(
+            "---\nsubject: Questions for your doctor\npreheader: A short list to take along\n"
+            "delay: 1 day\n---\nHi,\n\nA short list.\n"
+        )
+        await stack.queue(load_course(course_dir))
+        await stack.run_for(timedelta(days=1, hours=1))
+        deliveries = await stack.deliveries(joy)
+        assert [d.lesson_key for d in deliveries] == ["welcome", "questions"]
+        assert deliveries[1].sent_at == START + timedelta(days=1)
+
+    run(with_stack(settings, tmp_path, smtp_server, scenario))
+
+
 def test_a_retried_message_keeps_its_message_id(settings, tmp_path, smtp_server):
     smtp_server.answer_rcpt("di@example.com", 451, "4.2.0 Mailbox busy, try later", times=1)
 

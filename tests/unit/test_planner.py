@@ -8,11 +8,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from newsletter.scheduling.planner import (
+    AwaitSend,
     Complete,
     PlannedLesson,
     Send,
     SendWindow,
     Wait,
+    next_look,
     next_step,
     send_time,
 )
@@ -96,7 +98,14 @@ LESSONS = [
 ]
 
 
-def step(handled: set[str], last_sent: str, now: str, welcome_at_once: bool = True):
+def step(
+    handled: set[str],
+    last_sent: str,
+    now: str,
+    welcome_at_once: bool = True,
+    *,
+    in_flight: bool = False,
+):
     return next_step(
         LESSONS,
         handled,
@@ -105,6 +114,7 @@ def step(handled: set[str], last_sent: str, now: str, welcome_at_once: bool = Tr
         zone=LONDON,
         window=DAYTIME,
         welcome_at_once=welcome_at_once,
+        in_flight=in_flight,
     )
 
 
@@ -158,3 +168,46 @@ def test_the_course_completes_when_every_lesson_is_handled():
     assert step({"welcome", "cause", "outcomes"}, "2026-06-10 12:00", "2026-06-20 12:00") == (
         Complete()
     )
+
+
+def test_the_next_lesson_waits_while_one_is_still_queued_or_being_sent():
+    # Timed from the send before the one in flight, "cause" would be due long ago.
+    assert step({"welcome"}, "2026-06-01 12:00", "2026-06-20 12:00", in_flight=True) == (
+        AwaitSend()
+    )
+
+
+def test_a_course_whose_last_lesson_is_in_flight_completes_as_before():
+    handled = {"welcome", "cause", "outcomes"}
+    assert step(handled, "2026-06-10 12:00", "2026-06-20 12:00", in_flight=True) == Complete()
+
+
+def look(handled: set[str], queued: PlannedLesson, due: str, lessons=LESSONS):  # type: ignore[no-untyped-def]
+    return next_look(lessons, handled, Send(queued, utc(due)))
+
+
+def test_after_queueing_a_lesson_the_planner_looks_when_the_next_may_first_be_due():
+    # "cause" is 2 calendar days after the welcome's send, which is no earlier than its due
+    # time; calendar days can be up to ZONE_SHIFT_MAX (2 h) short in elapsed time.
+    assert look(set(), LESSONS[0], "2026-06-10 12:00") == utc("2026-06-12 10:00")
+    # "outcomes" has a send time, which may fall up to an hour before its delay is up.
+    assert look({"welcome"}, LESSONS[1], "2026-06-12 12:00") == utc("2026-06-14 09:00")
+
+
+def test_a_delay_in_hours_is_looked_at_exactly_when_it_ends():
+    lessons = [LESSONS[0], PlannedLesson(2, "soon", timedelta(hours=36), None)]
+    assert look(set(), lessons[0], "2026-06-10 12:00", lessons) == utc("2026-06-12 00:00")
+
+
+def test_the_look_is_for_the_first_lesson_not_had_after_the_one_queued():
+    # "cause" was had (inserted behind, or skipped): the look is for "outcomes".
+    assert look({"cause"}, LESSONS[0], "2026-06-10 12:00") == utc("2026-06-12 09:00")
+
+
+def test_without_a_lesson_after_it_or_with_one_due_at_once_the_send_asks_for_the_look():
+    assert look({"welcome", "cause"}, LESSONS[2], "2026-06-14 08:00") is None
+    lessons = [LESSONS[0], PlannedLesson(2, "same-time", timedelta(0), None)]
+    assert look(set(), lessons[0], "2026-06-10 12:00", lessons) is None
+    # An hour's delay with a send time: the slack eats it all.
+    lessons = [LESSONS[0], PlannedLesson(2, "hour", timedelta(hours=1), time(9))]
+    assert look(set(), lessons[0], "2026-06-10 12:00", lessons) is None

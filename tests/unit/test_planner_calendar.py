@@ -18,6 +18,7 @@ from newsletter.scheduling.planner import (
     Send,
     SendWindow,
     Wait,
+    next_look,
     next_step,
 )
 
@@ -36,6 +37,18 @@ ZONES = [
     "Asia/Tokyo",
     "UTC",
 ]
+#: Besides those: the largest change at once (two hours, every spring and autumn).
+LOOK_ZONES = [*ZONES, "Antarctica/Troll"]
+#: Instants in the months with daylight-saving changes on either hemisphere.
+near_changes = st.builds(
+    lambda year, month, day, second: (
+        datetime(year, month, day, tzinfo=UTC) + timedelta(seconds=second)
+    ),
+    st.integers(min_value=2025, max_value=2028),
+    st.sampled_from([3, 4, 9, 10, 11]),
+    st.integers(min_value=1, max_value=28),
+    st.integers(min_value=0, max_value=86_399),
+)
 DAYTIME = SendWindow(time(8), time(20))
 EVENING_TO_MORNING = SendWindow(time(18), time(9))
 
@@ -184,3 +197,88 @@ def test_a_welcome_without_a_send_time_still_goes_at_once() -> None:
     )
 
     assert step == Send(welcome, confirmed)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    due=near_changes,
+    lag=st.sampled_from([0, 2, 59, 3600, 86_400]) | st.integers(min_value=0, max_value=6 * 86_400),
+    days=st.integers(min_value=0, max_value=14),
+    hours=st.sampled_from([0, 1, 2, 3, 23, 25, 36]),
+    send_at=st.none() | times,
+    zone_name=st.sampled_from(LOOK_ZONES),
+    window=st.sampled_from([DAYTIME, EVENING_TO_MORNING]),
+)
+# London's spring change: one calendar day after Saturday 09:00 GMT is 23 hours.
+@example(
+    due=datetime(2026, 3, 28, 9, 0, tzinfo=UTC),
+    lag=0,
+    days=1,
+    hours=0,
+    send_at=None,
+    zone_name="Europe/London",
+    window=DAYTIME,
+)
+# The autumn change in London two days after the welcome's due time, the send 2 s late.
+@example(
+    due=datetime(2026, 10, 23, 0, 30, tzinfo=UTC),
+    lag=2,
+    days=2,
+    hours=0,
+    send_at=time(1, 15),
+    zone_name="Europe/London",
+    window=DAYTIME,
+)
+# Troll moves from +00 to +02 at 01:00 UTC on 2026-03-29: one calendar day is 22 hours.
+@example(
+    due=datetime(2026, 3, 28, 10, 0, tzinfo=UTC),
+    lag=0,
+    days=1,
+    hours=0,
+    send_at=None,
+    zone_name="Antarctica/Troll",
+    window=DAYTIME,
+)
+# Troll moves from +02 back to +00 at 01:00 UTC on 2026-10-25.
+@example(
+    due=datetime(2026, 10, 24, 0, 59, tzinfo=UTC),
+    lag=120,
+    days=1,
+    hours=0,
+    send_at=None,
+    zone_name="Antarctica/Troll",
+    window=EVENING_TO_MORNING,
+)
+def test_the_look_after_queueing_a_lesson_is_never_after_the_next_one_falls_due(
+    due: datetime,
+    lag: int,
+    days: int,
+    hours: int,
+    send_at: time | None,
+    zone_name: str,
+    window: SendWindow,
+) -> None:
+    """Whenever the queued lesson is actually sent (at or after its due time), the lesson after
+    it does not fall due before the planner's look: the look never makes a lesson late."""
+    zone = ZoneInfo(zone_name)
+    queued = PlannedLesson(1, "queued", timedelta(0), None)
+    following = PlannedLesson(2, "next", timedelta(days=days, hours=hours), send_at)
+
+    look = next_look([queued, following], set(), Send(queued, due))
+    if look is None:
+        return  # the send's outcome asks for the look
+    assert look > due
+    sent = due + timedelta(seconds=lag)
+    if sent > look:
+        return  # still in flight at the look: the planner waits for the send (AwaitSend)
+    step = next_step(
+        [queued, following],
+        {"queued"},
+        last_sent_at=sent,
+        now=sent,
+        zone=zone,
+        window=window,
+        welcome_at_once=True,
+    )
+    assert isinstance(step, Wait)
+    assert step.until >= look
