@@ -75,6 +75,7 @@ from typing import Any
 from urllib.parse import quote
 
 from population import insert_enrolled_readers
+from processes import cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 COURSE = "leg-weakness-after-microdiscectomy"
@@ -223,15 +224,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system time of a process (all its threads) so far, from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

@@ -88,6 +88,7 @@ from delivery import (  # noqa: E402
     queue_welcome,
     sample_message,
 )
+from processes import cpu_seconds  # noqa: E402
 from smtpsink import Sink, check_sink, find_sink  # noqa: E402
 
 TARGET = 0.90  #: worker / tick, sending
@@ -181,15 +182,6 @@ def bare_child(port: int, message: Path, count: int, connections: int) -> None:
 
 
 # --- measurements ----------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system time of a running process (all its threads) so far, from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

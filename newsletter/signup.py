@@ -194,49 +194,34 @@ def clean_user_agent(text: str) -> str:
 # --- signing up --------------------------------------------------------------------------
 
 
+#: A course as of its current version: what its signup page and emails show.
+_COURSE_NOW = select(
+    Sequence.id,
+    Sequence.slug,
+    SequenceVersion.title,
+    SequenceVersion.description,
+    SequenceVersion.identity,
+).join(SequenceVersion, SequenceVersion.id == Sequence.current_version_id)
+
+
+def _signup_course(row: Any) -> SignupCourse:
+    identity = CourseIdentity.from_json(row.identity)
+    return SignupCourse(row.id, row.slug, row.title, row.description, identity)
+
+
 async def live_courses(session: AsyncSession) -> list[SignupCourse]:
     """The courses open for signups, oldest first. Only a live course takes signups: a
     paused one would hold its confirmation emails."""
     rows = await session.execute(
-        select(
-            Sequence.id,
-            Sequence.slug,
-            SequenceVersion.title,
-            SequenceVersion.description,
-            SequenceVersion.identity,
-        )
-        .join(SequenceVersion, SequenceVersion.id == Sequence.current_version_id)
-        .where(Sequence.status == SequenceStatus.LIVE)
-        .order_by(Sequence.id)
+        _COURSE_NOW.where(Sequence.status == SequenceStatus.LIVE).order_by(Sequence.id)
     )
-    return [
-        SignupCourse(row.id, row.slug, row.title, row.description, identity_of(row.identity))
-        for row in rows
-    ]
-
-
-def identity_of(stored: dict[str, Any] | None) -> CourseIdentity:
-    return CourseIdentity.from_json(stored)
+    return [_signup_course(row) for row in rows]
 
 
 async def signup_course(session: AsyncSession, sequence_id: int) -> SignupCourse | None:
     """A course by its sequence, as of its current version, live or not."""
-    row = (
-        await session.execute(
-            select(
-                Sequence.id,
-                Sequence.slug,
-                SequenceVersion.title,
-                SequenceVersion.description,
-                SequenceVersion.identity,
-            )
-            .join(SequenceVersion, SequenceVersion.id == Sequence.current_version_id)
-            .where(Sequence.id == sequence_id)
-        )
-    ).one_or_none()
-    if row is None:
-        return None
-    return SignupCourse(row.id, row.slug, row.title, row.description, identity_of(row.identity))
+    row = (await session.execute(_COURSE_NOW.where(Sequence.id == sequence_id))).one_or_none()
+    return None if row is None else _signup_course(row)
 
 
 async def consent_shown(
@@ -253,7 +238,7 @@ async def consent_shown(
         .where(SequenceVersion.sequence_id == course.sequence_id)
         .order_by(SequenceVersion.number.desc())
     ):
-        earlier = identity_of(stored)
+        earlier = CourseIdentity.from_json(stored)
         if earlier.consent_version == version:
             return earlier.consent_text, earlier.consent_version
     return current.consent_text, current.consent_version

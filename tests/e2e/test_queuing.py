@@ -41,21 +41,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_serve_on_a_production_database_queues_nothing_and_says_how(
-    admin, tmp_path, smtp_server: SmtpServer
-):
-    relay = {
-        "NEWSLETTER_SMTP__HOST": smtp_server.host,
-        "NEWSLETTER_SMTP__PORT": str(smtp_server.port),
-        "NEWSLETTER_SMTP__TLS": "none",
-        "NEWSLETTER_SMTP__ALLOW_HTTP_LINKS": "true",
-    }
+def start_and_stop_serve(env: dict[str, str], tmp_path: Path) -> str:
+    """What `serve` says from its start until it is sending, then SIGTERM."""
     log = tmp_path / "serve.log"
     with log.open("w") as output:
         service = subprocess.Popen(
             [sys.executable, "-m", "newsletter", "serve", "--port", str(free_port())],
             cwd=REPO,
-            env=admin.env | relay,
+            env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
         )
@@ -68,8 +61,19 @@ def test_serve_on_a_production_database_queues_nothing_and_says_how(
     finally:
         service.send_signal(signal.SIGTERM)
         service.wait(timeout=30)
+    return log.read_text()
 
-    said = log.read_text()
+
+def test_serve_on_a_production_database_queues_nothing_and_says_how(
+    admin, tmp_path, smtp_server: SmtpServer
+):
+    relay = {
+        "NEWSLETTER_SMTP__HOST": smtp_server.host,
+        "NEWSLETTER_SMTP__PORT": str(smtp_server.port),
+        "NEWSLETTER_SMTP__TLS": "none",
+        "NEWSLETTER_SMTP__ALLOW_HTTP_LINKS": "true",
+    }
+    said = start_and_stop_serve(admin.env | relay, tmp_path)
     assert (
         "No live course, so no lessons will be sent: queue one with "
         "`newsletter sequences queue lessons/<slug>`." in said
@@ -82,26 +86,7 @@ def test_the_demo_queues_only_the_shipped_course_and_says_so(admin, tmp_path):
     lessons = tmp_path / "lessons"
     shutil.copytree(COURSE_DIR, lessons / COURSE_SLUG)
     shutil.copytree(COURSE_DIR, lessons / "a-draft-course")  # a writer's work in progress
-    log = tmp_path / "serve.log"
-    with log.open("w") as output:
-        service = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "serve", "--port", str(free_port())],
-            cwd=REPO,
-            env=admin.env | {"NEWSLETTER_PATHS__LESSONS": str(lessons)},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while "Sending to" not in log.read_text():
-            assert time.monotonic() < deadline, log.read_text()
-            assert service.poll() is None, log.read_text()
-            time.sleep(0.1)
-    finally:
-        service.send_signal(signal.SIGTERM)
-        service.wait(timeout=30)
-
-    said = log.read_text()
+    said = start_and_stop_serve(admin.env | {"NEWSLETTER_PATHS__LESSONS": str(lessons)}, tmp_path)
     assert said.count("queued the shipped course") == 1
     assert "No live course" not in said
     listed = json.loads(ok(admin("sequences", "list", "--json")))["sequences"]
