@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, delete, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from newsletter.db.models import (
     Delivery,
@@ -441,30 +441,37 @@ class HeldDelivery:
     enrollment_status: str | None
 
 
-async def held_deliveries(session: AsyncSession, ids: Iterable[int]) -> dict[int, HeldDelivery]:
+#: Built once: the check runs before every few messages, and building the statement costs
+#: more than SQLite takes to answer it.
+_HELD_DELIVERIES = (
+    select(
+        Delivery.id,
+        Delivery.status,
+        Delivery.claimed_by,
+        Delivery.lease_until,
+        Subscriber.status,
+        Suppression.id.is_not(None),
+        SequenceRow.status,
+        Enrollment.status,
+    )
+    .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+    .outerjoin(Suppression, Suppression.email == Subscriber.email)
+    .outerjoin(SequenceRow, SequenceRow.id == Delivery.sequence_id)
+    .outerjoin(
+        Enrollment,
+        (Enrollment.subscriber_id == Delivery.subscriber_id)
+        & (Enrollment.sequence_id == Delivery.sequence_id),
+    )
+    .where(Delivery.id.in_(bindparam("ids", expanding=True)))
+)
+
+
+async def held_deliveries(
+    connection: AsyncConnection | AsyncSession, ids: Iterable[int]
+) -> dict[int, HeldDelivery]:
     """The rows behind these claims with their recipients' standing, read in one indexed
     query right before sending. A row that is missing was deleted (the person was erased)."""
-    rows = await session.execute(
-        select(
-            Delivery.id,
-            Delivery.status,
-            Delivery.claimed_by,
-            Delivery.lease_until,
-            Subscriber.status,
-            Suppression.id.is_not(None),
-            SequenceRow.status,
-            Enrollment.status,
-        )
-        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .outerjoin(Suppression, Suppression.email == Subscriber.email)
-        .outerjoin(SequenceRow, SequenceRow.id == Delivery.sequence_id)
-        .outerjoin(
-            Enrollment,
-            (Enrollment.subscriber_id == Delivery.subscriber_id)
-            & (Enrollment.sequence_id == Delivery.sequence_id),
-        )
-        .where(Delivery.id.in_(list(ids)))
-    )
+    rows = await connection.execute(_HELD_DELIVERIES, {"ids": list(ids)})
     return {row[0]: HeldDelivery(*cast(tuple[Any, ...], row)) for row in rows}
 
 

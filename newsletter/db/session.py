@@ -15,12 +15,19 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: Execution option marking an engine whose sessions only read.
 READ_ONLY = "newsletter_read_only"
+#: Execution option of a SQLite connection whose statements are each a transaction.
+STATEMENT_READS = "newsletter_statement_reads"
 #: How long a writer waits for SQLite's write lock before giving up with an error.
 BUSY_TIMEOUT_MS = 10_000
 #: take_write_lock asks again this often. SQLite's own busy handler sleeps ever longer
@@ -66,8 +73,10 @@ def tune_sqlite(engine: Engine, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         # and one would fail with "database is locked" instead of waiting its turn.
         # Read-only sessions (make_sessionmaker(read_only=True)) begin deferred, so a long
         # export never holds up the workers (WAL lets readers and one writer overlap).
-        read_only = connection.get_execution_options().get(READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        options = connection.get_execution_options()
+        if options.get(STATEMENT_READS):
+            return  # the driver runs each statement on its own (statement_reader)
+        connection.exec_driver_sql("BEGIN" if options.get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def make_sessionmaker(
@@ -122,6 +131,23 @@ def read_only(sessions: async_sessionmaker[AsyncSession]) -> async_sessionmaker[
     """The same database, for sessions that only read (see make_sessionmaker)."""
     engine: AsyncEngine = sessions.kw["bind"]
     return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+
+
+@asynccontextmanager
+async def statement_reader(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncConnection]:
+    """A connection of its own on which every statement is a transaction of its own
+    (autocommit), so each reads what was committed when it began. For a stream of small
+    reads: one round trip each, where a session adds a checkout, a BEGIN and a ROLLBACK
+    (on SQLite through aiosqlite's thread, a tenth of the cost)."""
+    engine: AsyncEngine = sessions.kw["bind"]
+    async with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            # The driver already leaves transactions to us (tune_sqlite): begin none.
+            yield await connection.execution_options(**{STATEMENT_READS: True})
+        else:
+            yield await connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 @asynccontextmanager

@@ -21,6 +21,7 @@ What a pass guarantees (docs/delivery.md):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -35,7 +36,7 @@ from newsletter.db.models import (
     DeliveryStatus,
     SystemFlag,
 )
-from newsletter.db.session import database_unavailable
+from newsletter.db.session import database_unavailable, statement_reader
 from newsletter.delivery.circuit import CircuitState
 from newsletter.delivery.retry import Decision, Verdict, decide
 from newsletter.delivery.throttle import capped
@@ -46,12 +47,14 @@ from newsletter.scheduling.outcomes import Outcomes
 from newsletter.words import plural
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
     from newsletter.scheduling.worker import PassReport, Worker
 
 log = logging.getLogger(__name__)
 
 #: A recipient check is trusted for this long (real time) before the message is sent; a
-#: check is one query for up to `connections` messages.
+#: check is one query for up to `connections` messages, on a connection of its own.
 SEND_CHECK_FRESH_S = 0.1
 #: A send starts only while its row's lease has at least this share of its length left.
 LEASE_MARGIN = 0.5
@@ -91,10 +94,17 @@ class DispatchPass:
         self.gate = asyncio.Lock()
         self.recording = asyncio.Lock()
         self.senders: list[asyncio.Task[None]] = []
+        #: What the pass opens as it goes and closes at its end.
+        self.closing = contextlib.AsyncExitStack()
+        self.check_connection: AsyncConnection | None = None  #: opened by the first check
 
     # --- the pass ------------------------------------------------------------------------
 
     async def run(self) -> None:
+        async with self.closing:
+            await self._run()
+
+    async def _run(self) -> None:
         self._refill_soon()
         if (claim := self.claiming) is not None:
             await asyncio.wait({claim})
@@ -223,8 +233,11 @@ class DispatchPass:
         group = [self.pending.popleft() for _ in range(min(self.connections, len(self.pending)))]
         checked_at = time.monotonic()  # before the query: a slow answer is no fresher
         try:
-            async with self.worker.readers() as session:
-                rows = await queries.held_deliveries(session, [d.id for d in group])
+            if self.check_connection is None:
+                self.check_connection = await self.closing.enter_async_context(
+                    statement_reader(self.worker.sessions)
+                )
+            rows = await queries.held_deliveries(self.check_connection, [d.id for d in group])
         except BaseException as exc:
             self.pending.extendleft(reversed(group))  # released with the rest at wind-down
             if not (isinstance(exc, Exception) and database_unavailable(exc)):
