@@ -33,7 +33,7 @@ from newsletter.headers import control_character
 ENV_PREFIX = "NEWSLETTER_"
 ENV_NESTING = "__"
 #: Read only from the environment: a secret committed in config.toml would leak with the repo.
-SECRET_KEYS = {("smtp", "password"), ("secret_key",)}
+SECRET_KEYS = {("smtp", "password"), ("secret_key",), ("inbound", "mailgun_signing_key")}
 
 
 class _Section(BaseModel):
@@ -259,6 +259,81 @@ class WebSettings(_Section):
         return tuple(ipaddress.ip_network(entry.strip()) for entry in self.trusted_proxies)
 
 
+class BounceSettings(_Section):
+    """Where bounces go and what they do (docs/bounces.md)."""
+
+    #: The envelope sender (Return-Path) of every message, as VERP: "bounces@example.org"
+    #: makes each message's bounces+<delivery>-<signature>@example.org, so that a bounce
+    #: names the delivery it is about. Empty: sender.address, whose bounces nobody reads.
+    return_path: EmailStr | Literal[""] = ""
+    #: Soft bounces (a full mailbox, a server down) of one address suppress it at this
+    #: count within soft_window_days.
+    soft_limit: int = Field(default=3, ge=1)
+    soft_window_days: float = Field(default=14, gt=0)
+    #: A course pauses once, of its mail sent in the last rate_window_days (and at least
+    #: rate_min_sent messages), more than these shares bounced hard or drew a complaint.
+    max_bounce_rate: float = Field(default=0.05, gt=0, le=1)
+    max_complaint_rate: float = Field(default=0.001, gt=0, le=1)
+    rate_window_days: float = Field(default=7, gt=0)
+    rate_min_sent: int = Field(default=100, ge=1)
+
+    @field_validator("return_path")
+    @classmethod
+    def _plain_local_part(cls, value: str) -> str:
+        local = value.rpartition("@")[0]
+        if value and (not value.isascii() or "+" in local):
+            raise ValueError("must be an ASCII address without '+' (VERP adds its own)")
+        return value
+
+
+class InboundSettings(_Section):
+    """The receiver of bounces, complaints and mailto unsubscribes (docs/bounces.md)."""
+
+    #: `serve` starts the receiver too.
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=2525, ge=1, le=65535)
+    #: Bigger messages are refused at DATA; reports quote the original message, not more.
+    max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    #: The HTTP webhook of Mailgun's events; from NEWSLETTER_INBOUND__MAILGUN_SIGNING_KEY
+    #: only. Unset: the webhook answers 404.
+    mailgun_signing_key: SecretStr | None = None
+
+
+class DkimSettings(_Section):
+    """DKIM signing of every message (docs/bounces.md). Empty domain: no signature."""
+
+    #: The signing domain (d=): sender.address's domain, or one it belongs to (DMARC).
+    domain: str = ""
+    selector: str = ""
+    #: PEM private key, as `newsletter dkim keygen` writes it.
+    key_path: Path | None = None
+    #: Feedback-ID header's sender id (Gmail's feedback loop); empty: no header.
+    feedback_id: str = ""
+
+    @field_validator("key_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("domain", "selector", "feedback_id")
+    @classmethod
+    def _dns_label_text(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9._-]+", value):
+            raise ValueError("may hold only letters, digits, dots, hyphens and underscores")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> DkimSettings:
+        if self.domain and not (self.selector and self.key_path):
+            raise ValueError("domain is set: selector and key_path are needed too")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.domain)
+
+
 class PathSettings(_Section):
     lessons: Path = Path("lessons")
     templates: Path = Path("templates/emails")
@@ -282,6 +357,9 @@ class Settings(BaseSettings):
     schedule: ScheduleSettings = ScheduleSettings()
     signup: SignupSettings = SignupSettings()
     web: WebSettings = WebSettings()
+    bounces: BounceSettings = BounceSettings()
+    inbound: InboundSettings = InboundSettings()
+    dkim: DkimSettings = DkimSettings()
     paths: PathSettings = PathSettings()
     #: Signs the links in emails; from NEWSLETTER_SECRET_KEY only.
     secret_key: SecretStr | None = None
@@ -360,6 +438,9 @@ def _anchored(settings: Settings, root: Path) -> Settings:
         name: value if value.is_absolute() else root / value
         for name, value in settings.paths.model_dump().items()
     }
+    key_path = settings.dkim.key_path
+    if key_path is not None and not key_path.is_absolute():
+        key_path = root / key_path
     url = make_url(settings.database.url)
     database = url.database or ":memory:"
     if url.get_backend_name() == "sqlite" and database != ":memory:":
@@ -367,6 +448,7 @@ def _anchored(settings: Settings, root: Path) -> Settings:
     return settings.model_copy(
         update={
             "paths": settings.paths.model_copy(update=folders),
+            "dkim": settings.dkim.model_copy(update={"key_path": key_path}),
             "database": settings.database.model_copy(
                 update={"url": url.render_as_string(hide_password=False)}
             ),

@@ -113,8 +113,8 @@ def test_unknown_section_lists_the_known_sections(tmp_path: Path) -> None:
     path = write_config(tmp_path, "[smpt]\nhost = ''\n")
 
     assert config_error(path) == (
-        f"{path}:1: smpt: unknown key (expected one of: database, paths, schedule, "
-        "secret_key, sender, sending, signup, site, smtp, web)"
+        f"{path}:1: smpt: unknown key (expected one of: bounces, database, dkim, inbound, "
+        "paths, schedule, secret_key, sender, sending, signup, site, smtp, web)"
     )
 
 
@@ -399,3 +399,23 @@ def test_empty_secret_key_in_the_environment_is_never_the_signing_key(
         outcome = str(exc)  # signing with the generated key instead is the other
     assert outcome != ""
     assert "NEWSLETTER_SECRET_KEY" in outcome or len(outcome) >= 40
+
+
+def test_a_dkim_domain_needs_a_selector_and_a_key(tmp_path: Path) -> None:
+    path = write_config(tmp_path, '[dkim]\ndomain = "example.org"\n')
+
+    assert "dkim: domain is set: selector and key_path are needed too" in config_error(path)
+
+
+def test_the_dkim_key_path_is_taken_from_the_config_folder(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, '[dkim]\ndomain = "example.org"\nselector = "s1"\nkey_path = "keys/s1.pem"\n'
+    )
+
+    assert load_settings(path).dkim.key_path == tmp_path / "keys/s1.pem"
+
+
+def test_the_return_path_must_leave_room_for_verp(tmp_path: Path) -> None:
+    path = write_config(tmp_path, '[bounces]\nreturn_path = "bounces+x@example.org"\n')
+
+    assert "bounces.return_path: must be an ASCII address without '+'" in config_error(path)
