@@ -28,6 +28,7 @@ from newsletter.db.models import Sequence, SequenceStatus
 from newsletter.db.session import prompt_writes
 from newsletter.delivery.transport import OutboxTransport, SmtpTransport, Transport, list_outbox
 from newsletter.errors import NewsletterError, errors_among
+from newsletter.inbound.verp import ReturnPath
 from newsletter.logs import log_event
 from newsletter.render import make_environment
 from newsletter.scheduling.jobs import build_scheduler
@@ -69,6 +70,13 @@ def build_transport(config: Settings) -> Transport:
     )
 
 
+def build_return_path(config: Settings) -> ReturnPath | None:
+    """VERP envelope senders, when bounces.return_path is set."""
+    if not config.bounces.return_path:
+        return None
+    return ReturnPath(config.bounces.return_path, load_secret_key(config))
+
+
 def build_links(config: Settings) -> LinkMaker:
     tokens = Tokens(load_secret_key(config))
     return LinkMaker(tokens, config.site.base, config.sender.unsubscribe_address)
@@ -81,7 +89,15 @@ def build_worker(
     clock: Clock,
 ) -> Worker:
     env = make_environment(config.templates_dir)
-    return Worker(config, sessions, transport, env, build_links(config), clock=clock)
+    return Worker(
+        config,
+        sessions,
+        transport,
+        env,
+        build_links(config),
+        clock=clock,
+        return_path=build_return_path(config),
+    )
 
 
 #: The course the demo (`make run`) queues on its first start.
@@ -183,6 +199,12 @@ async def run_service(
             out.print(
                 f"Signup page: http://{host}:{port}/ (public: {config.site.base}/). Ctrl-C stops."
             )
+            if config.inbound.enabled:
+                from newsletter.cli.inbound import start_inbound
+
+                receiver = await start_inbound(config, sessions)
+                stack.push_async_callback(receiver.wait_closed)
+                stack.callback(receiver.close)
         else:
             out.print("Ctrl-C stops.")
         await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)

@@ -229,6 +229,8 @@ class Delivery(Base):
         Index("ix_deliveries_claim", "status", "priority", "due_at"),
         Index("ix_deliveries_sent_at", "sent_at"),
         Index("ix_deliveries_last_attempt_at", "last_attempt_at"),
+        #: A complaint names the message it is about by its Message-ID.
+        Index("ix_deliveries_message_id", "message_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -264,6 +266,45 @@ class SystemFlag(Base):
     until: Mapped[datetime | None]
     reason: Mapped[str] = mapped_column(Text, default="")
     set_at: Mapped[datetime]
+
+
+class MailEventKind(StrEnum):
+    """What came back about the mail we sent (newsletter.inbound.reports)."""
+
+    HARD_BOUNCE = "hard_bounce"
+    SOFT_BOUNCE = "soft_bounce"
+    POLICY_BOUNCE = "policy_bounce"  #: about us (5.7.x), never held against the subscriber
+    DELAYED = "delayed"
+    COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"
+
+
+class MailEvent(Base):
+    """One bounce, complaint or mailto unsubscribe, as received, and what it led to.
+    Unique by fingerprint: the same report received twice counts once."""
+
+    __tablename__ = "mail_events"
+    __table_args__ = (
+        Index("ix_mail_events_email_kind", "email", "kind", "received_at"),
+        Index("ix_mail_events_sequence_kind", "sequence_id", "kind", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    #: How it arrived: smtp (the receiver), file (`inbound read`), or a webhook's name.
+    source: Mapped[str] = mapped_column(String(16))
+    #: The address it is about, as the delivery named it (VERP) or the report said.
+    email: Mapped[str | None] = mapped_column(String(320))
+    #: Plain integers, not foreign keys: the record outlives an erased subscriber.
+    subscriber_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    delivery_id: Mapped[int | None] = mapped_column(Integer)
+    sequence_id: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="")  #: RFC 3463, e.g. 5.1.1
+    reason: Mapped[str] = mapped_column(Text, default="")  #: the remote server's words
+    #: What it led to, in words: "suppressed", "counted (2 of 3)", "not ours", ...
+    outcome: Mapped[str] = mapped_column(Text, default="")
+    received_at: Mapped[datetime]
 
 
 # The Core tables behind the models, for bulk statements (executemany) and statements on

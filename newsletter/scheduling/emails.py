@@ -15,6 +15,7 @@ from newsletter.db import queries
 from newsletter.db.models import DeliveryKind, LessonSnapshot, Sequence, SequenceVersion
 from newsletter.db.session import database_unavailable
 from newsletter.delivery.transport import Envelope
+from newsletter.inbound.verp import ReturnPath
 from newsletter.logs import log_event
 from newsletter.render import ConfirmationEmail, LessonEmail, Recipient
 from newsletter.tokens import LinkMaker
@@ -23,10 +24,18 @@ log = logging.getLogger(__name__)
 
 
 class CompiledEmails:
-    def __init__(self, settings: Settings, env: Environment, links: LinkMaker) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        env: Environment,
+        links: LinkMaker,
+        return_path: ReturnPath | None = None,
+    ) -> None:
         self.settings = settings
         self.env = env
         self.links = links
+        #: VERP: each message's envelope sender names its delivery (bounces.return_path).
+        self.return_path = return_path
         self._lessons: dict[int, LessonEmail] = {}
         #: By sequence version; and the version each sequence's confirmations use now.
         self._confirmations: dict[int, ConfirmationEmail] = {}
@@ -71,7 +80,9 @@ class CompiledEmails:
                 message_id=delivery.message_id,
                 date=now,
             )
-            return Envelope(confirmation.envelope_from, delivery.email, data)
+            return Envelope(
+                self._sender(delivery, confirmation.envelope_from), delivery.email, data
+            )
         assert delivery.lesson_id is not None
         lesson = self._lessons[delivery.lesson_id]
         data = lesson.render(
@@ -80,7 +91,12 @@ class CompiledEmails:
             message_id=delivery.message_id,
             date=now,
         )
-        return Envelope(lesson.envelope_from, delivery.email, data)
+        return Envelope(self._sender(delivery, lesson.envelope_from), delivery.email, data)
+
+    def _sender(self, delivery: queries.ClaimedDelivery, from_address: str) -> str:
+        if self.return_path is None:
+            return from_address
+        return self.return_path.for_delivery(delivery.id)
 
     def describe(self, delivery: queries.ClaimedDelivery) -> str:
         """Which email this is, for the operator: 'lesson 3 of <slug>' or 'confirmation'."""

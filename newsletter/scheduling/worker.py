@@ -30,6 +30,7 @@ from newsletter.delivery.circuit import Circuit, CircuitPolicy, CircuitState
 from newsletter.delivery.retry import PolicyWatch, RetryPolicy
 from newsletter.delivery.throttle import TokenBucket
 from newsletter.delivery.transport import Transport
+from newsletter.inbound.verp import ReturnPath
 from newsletter.render import make_message_id
 from newsletter.scheduling.dispatcher import DispatchPass
 from newsletter.scheduling.emails import CompiledEmails
@@ -117,6 +118,7 @@ class Worker:
         rng: random.Random | None = None,
         clock: Clock | None = None,
         wall: Clock | None = None,
+        return_path: ReturnPath | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -149,7 +151,7 @@ class Worker:
             self.rng,
         )
         self.policy_watch = PolicyWatch(sending.policy_refusal_window, sending.policy_refusal_share)
-        self.emails = CompiledEmails(settings, env, links)
+        self.emails = CompiledEmails(settings, env, links, return_path)
         self.window = SendWindow(
             settings.schedule.send_window_start, settings.schedule.send_window_end
         )

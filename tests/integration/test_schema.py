@@ -78,3 +78,19 @@ def test_versions_queued_before_course_identities_keep_what_they_were_sent_with(
     assert identity.consent_text.startswith("Send me this free email course")
     assert identity.sender_name is None
     assert json.loads(templates) == {}
+
+
+def test_the_migrations_build_exactly_the_tables_the_models_describe(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    from newsletter.db.models import Base
+
+    database = tmp_path / "list.db"
+    upgrade_database(f"sqlite:///{database}")
+    engine = create_engine(f"sqlite:///{database}")
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    engine.dispose()
+    assert differences == []

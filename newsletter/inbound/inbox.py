@@ -1,0 +1,346 @@
+"""Where what comes back is recorded and acted on, whichever way it arrived: the SMTP
+receiver, `newsletter inbound read`, or a provider's webhook.
+
+A report is acted on only when it names a message we sent: through its signed VERP return
+path, or the Message-ID of the original it quotes (which only its recipient has). Anything
+else is recorded, so that it can be seen, and changes nothing: a forged bounce cannot
+suppress anyone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from newsletter import signup
+from newsletter.clock import Clock
+from newsletter.config import Settings
+from newsletter.courses import set_sequence_status
+from newsletter.db import queries
+from newsletter.db.models import (
+    Delivery,
+    DeliveryStatus,
+    MailEvent,
+    MailEventKind,
+    SequenceStatus,
+    Subscriber,
+    SubscriberStatus,
+)
+from newsletter.db.models import Sequence as SequenceRow
+from newsletter.inbound.policy import CourseRates, Verdict, rates_exceeded, verdict
+from newsletter.inbound.reports import (
+    Report,
+    is_auto_reply,
+    read_reports,
+    read_unsubscribe_request,
+)
+from newsletter.inbound.verp import ReturnPath
+from newsletter.logs import log_event
+from newsletter.tokens import Purpose, TokenInvalid, Tokens
+
+log = logging.getLogger(__name__)
+
+#: The switch that holds one course back for its bounce or complaint rate; + its slug.
+COURSE_HELD = "course_held:"
+
+_SUPPRESSION_REASON = {
+    MailEventKind.HARD_BOUNCE: "bounced",
+    MailEventKind.SOFT_BOUNCE: "bounced",
+    MailEventKind.COMPLAINT: "complained",
+}
+_SUBSCRIBER_STATUS = {
+    MailEventKind.HARD_BOUNCE: SubscriberStatus.BOUNCED,
+    MailEventKind.SOFT_BOUNCE: SubscriberStatus.BOUNCED,
+    MailEventKind.COMPLAINT: SubscriberStatus.COMPLAINED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The message a report is about, as we sent it."""
+
+    delivery_id: int
+    subscriber_id: int
+    sequence_id: int | None
+    email: str
+
+
+class Inbox:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        tokens: Tokens,
+        return_path: ReturnPath | None,
+        wall: Clock,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.tokens = tokens
+        self.return_path = return_path
+        self.wall = wall
+        local, _, domain = settings.sender.unsubscribe_address.lower().rpartition("@")
+        self._unsubscribe_local, self._unsubscribe_domain = local, domain
+
+    # --- which addresses are ours ---------------------------------------------------------
+
+    def is_unsubscribe_address(self, address: str) -> bool:
+        local, _, domain = address.strip().strip("<>").lower().rpartition("@")
+        return domain == self._unsubscribe_domain and (
+            local.partition("+")[0] == self._unsubscribe_local
+        )
+
+    def refusal(self, address: str) -> str:
+        """Why the receiver refuses mail to this address at RCPT; "" when it takes it."""
+        if self.is_unsubscribe_address(address):
+            return ""
+        if self.return_path is None or not self.return_path.is_ours(address):
+            return "550 5.1.1 No such mailbox here"
+        tagged = "+" in address.partition("@")[0]
+        if tagged and self.return_path.delivery_of(address) is None:
+            return "550 5.1.1 No such mailbox here (unknown return address)"
+        return ""
+
+    # --- receiving ------------------------------------------------------------------------
+
+    async def receive(self, raw: bytes, recipients: Sequence[str], source: str) -> list[str]:
+        """Record one inbound message and act on it; what happened, one line per finding.
+        Raises only when the database cannot take it now (the sender should try again)."""
+        if any(self.is_unsubscribe_address(address) for address in recipients):
+            return [await self._unsubscribe(raw, source)]
+        if is_auto_reply(raw):
+            return ["an automatic reply (such as an out-of-office notice): nothing to do"]
+        verp = None
+        if self.return_path is not None:
+            verp = next(
+                (d for a in recipients if (d := self.return_path.delivery_of(a)) is not None),
+                None,
+            )
+        reports = read_reports(raw)
+        if not reports:
+            return ["no bounce or complaint in it: nothing to do"]
+        return [await self.record(report, source, verp_delivery=verp) for report in reports]
+
+    async def record(self, report: Report, source: str, *, verp_delivery: int | None = None) -> str:
+        """Record one report and act on it, once: the same report again changes nothing."""
+        now = self.wall.now()
+        kind = MailEventKind(report.kind)
+        async with self.sessions.begin() as session:
+            target = await self._target(session, report, verp_delivery)
+            event = {
+                "fingerprint": report.fingerprint,
+                "kind": kind,
+                "source": source,
+                "email": target.email if target else report.recipient,
+                "subscriber_id": target.subscriber_id if target else None,
+                "delivery_id": target.delivery_id if target else None,
+                "sequence_id": target.sequence_id if target else None,
+                "status": report.status or "",
+                "reason": report.diagnostic,
+                "outcome": "",
+                "received_at": now,
+            }
+            inserted = await session.execute(
+                queries.insert_ignoring_duplicates(session, MailEvent)
+                .values(**event)
+                .returning(MailEvent.id)
+            )
+            event_id = inserted.scalar()
+            if event_id is None:
+                return f"{_describe(kind, report)}: already recorded, nothing more to do"
+            if target is None:
+                outcome = "not acted on: it names no message we sent"
+            else:
+                outcome = await self._act(session, kind, report, target, now)
+            await session.execute(
+                update(MailEvent).where(MailEvent.id == event_id).values(outcome=outcome)
+            )
+        line = f"{_describe(kind, report)}: {outcome}"
+        log_event(log, logging.INFO, line, "inbound_" + kind)
+        return line
+
+    async def _target(
+        self, session: AsyncSession, report: Report, verp_delivery: int | None
+    ) -> Target | None:
+        delivery_id = verp_delivery
+        if delivery_id is None and report.original_return_path and self.return_path:
+            delivery_id = self.return_path.delivery_of(report.original_return_path)
+        query = select(
+            Delivery.id, Delivery.subscriber_id, Delivery.sequence_id, Subscriber.email
+        ).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        if delivery_id is not None:
+            row = (await session.execute(query.where(Delivery.id == delivery_id))).first()
+        elif report.original_message_id:
+            row = (
+                await session.execute(
+                    query.where(Delivery.message_id == report.original_message_id).limit(1)
+                )
+            ).first()
+        else:
+            row = None
+        return Target(*row) if row is not None else None
+
+    async def _act(
+        self,
+        session: AsyncSession,
+        kind: MailEventKind,
+        report: Report,
+        target: Target,
+        now: datetime,
+    ) -> str:
+        bounces = self.settings.bounces
+        soft = 0
+        if kind == MailEventKind.SOFT_BOUNCE:
+            since = now - timedelta(days=bounces.soft_window_days)
+            soft = await _count_events(session, MailEvent.email == target.email, kind, since)
+        decided = verdict(kind, soft, bounces)
+        if decided is Verdict.SUPPRESS:
+            await self._suppress(session, kind, report, target, now)
+            outcome = "address suppressed, its queued mail cancelled"
+            if kind == MailEventKind.SOFT_BOUNCE:
+                outcome += f" ({soft} soft bounces in {bounces.soft_window_days:g} days)"
+        elif decided is Verdict.COUNT:
+            outcome = f"counted ({soft} of {bounces.soft_limit} soft bounces before suppression)"
+        elif kind == MailEventKind.POLICY_BOUNCE:
+            outcome = "recorded; a refusal of our mail, not held against the subscriber"
+        else:
+            outcome = "recorded; nothing to do"
+        if kind in (MailEventKind.HARD_BOUNCE, MailEventKind.COMPLAINT) and target.sequence_id:
+            await self._watch_course(session, target.sequence_id, now)
+        return outcome
+
+    async def _suppress(
+        self,
+        session: AsyncSession,
+        kind: MailEventKind,
+        report: Report,
+        target: Target,
+        now: datetime,
+    ) -> None:
+        detail = " ".join(part for part in (report.status, report.diagnostic) if part)[:500]
+        await queries.suppress(session, target.email, _SUPPRESSION_REASON[kind], detail, now)
+        await session.execute(
+            update(Subscriber)
+            .where(Subscriber.id == target.subscriber_id)
+            .values(status=_SUBSCRIBER_STATUS[kind], updated_at=now)
+        )
+        await queries.stop_enrollments(session, [target.subscriber_id])
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.subscriber_id == target.subscriber_id)
+            .where(Delivery.status == DeliveryStatus.QUEUED)
+            .values(status=DeliveryStatus.CANCELLED, last_error=f"not sent: the address {kind}")
+        )
+
+    async def _watch_course(self, session: AsyncSession, sequence_id: int, now: datetime) -> None:
+        """Pause the course if its mail of late bounces or draws complaints beyond bounds."""
+        bounces = self.settings.bounces
+        since = now - timedelta(days=bounces.rate_window_days)
+        in_course = MailEvent.sequence_id == sequence_id
+        rates = CourseRates(
+            sent=await session.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(Delivery.sequence_id == sequence_id)
+                .where(Delivery.sent_at >= since)
+            )
+            or 0,
+            hard_bounces=await _count_events(session, in_course, MailEventKind.HARD_BOUNCE, since),
+            complaints=await _count_events(session, in_course, MailEventKind.COMPLAINT, since),
+        )
+        why = rates_exceeded(rates, bounces)
+        sequence = await session.get(SequenceRow, sequence_id)
+        if not why or sequence is None or sequence.status != SequenceStatus.LIVE:
+            return
+        await set_sequence_status(session, sequence, SequenceStatus.PAUSED, now)
+        reason = f"paused: {why}"
+        await queries.set_flag(
+            session, COURSE_HELD + sequence.slug, until=None, reason=reason, now=now
+        )
+        log_event(
+            log,
+            logging.ERROR,
+            f"Course {sequence.slug} {reason}. `newsletter sequences resume {sequence.slug}` "
+            "sends it again.",
+            "course_paused_for_rates",
+        )
+
+    # --- mailto unsubscribes ----------------------------------------------------------------
+
+    async def _unsubscribe(self, raw: bytes, source: str) -> str:
+        """RFC 2369 / 8058 mailto: the token of our List-Unsubscribe subject says who and
+        which course; without one, the sender's address leaves everything. Nobody is sent a
+        reply: an answer to a forged sender would be mail to someone who asked for none."""
+        request = read_unsubscribe_request(raw)
+        now = self.wall.now()
+        async with self.sessions.begin() as session:
+            target = None
+            if request.token:
+                try:
+                    target = self.tokens.read_target(Purpose.UNSUBSCRIBE, request.token, now)
+                except TokenInvalid:
+                    target = None
+            subscriber = None
+            if target is not None:
+                subscriber = await session.get(Subscriber, target.subscriber_id)
+            elif request.sender:
+                subscriber = await queries.subscriber_by_email(session, request.sender)
+            inserted = await session.execute(
+                queries.insert_ignoring_duplicates(session, MailEvent)
+                .values(
+                    fingerprint=request.fingerprint,
+                    kind=MailEventKind.UNSUBSCRIBE,
+                    source=source,
+                    email=subscriber.email if subscriber else request.sender,
+                    subscriber_id=subscriber.id if subscriber else None,
+                    sequence_id=target.sequence_id if target else None,
+                    status="",
+                    reason=request.subject,
+                    outcome="",
+                    received_at=now,
+                )
+                .returning(MailEvent.id)
+            )
+            event_id = inserted.scalar()
+            if event_id is None:
+                return "an unsubscribe request: already done"
+            if subscriber is None:
+                outcome = "not acted on: neither its token nor its sender is a subscriber"
+            elif target is not None and target.sequence_id is not None:
+                await signup.leave_course(session, subscriber.id, target.sequence_id)
+                outcome = "left the course"
+            else:
+                await signup.leave(session, subscriber.id, now)
+                outcome = "unsubscribed from everything"
+            await session.execute(
+                update(MailEvent).where(MailEvent.id == event_id).values(outcome=outcome)
+            )
+        line = f"an unsubscribe request by mail: {outcome}"
+        log_event(log, logging.INFO, line, "inbound_unsubscribe")
+        return line
+
+
+async def _count_events(
+    session: AsyncSession, where: object, kind: MailEventKind, since: datetime
+) -> int:
+    count = await session.scalar(
+        select(func.count())
+        .select_from(MailEvent)
+        .where(where)  # type: ignore[arg-type]
+        .where(MailEvent.kind == kind)
+        .where(MailEvent.received_at >= since)
+    )
+    return int(count or 0)
+
+
+def _describe(kind: MailEventKind, report: Report) -> str:
+    what = kind.replace("_", " ")
+    about = f" for {report.recipient}" if report.recipient else ""
+    status = f" ({report.status})" if report.status else ""
+    return f"a {what}{about}{status}"
