@@ -18,10 +18,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from newsletter.clock import Clock
+from newsletter.clock import Clock, SystemClock
 from newsletter.config import Settings, WebSettings, load_secret_key
 from newsletter.db.session import database_unavailable
 from newsletter.tokens import LinkMaker
@@ -170,6 +170,7 @@ def create_app(
     app = Starlette(
         routes=[
             *pages.routes(),
+            *_webhook_routes(settings, sessions, links, pages.secret),
             Mount("/static", StaticFiles(directory=folder / "static"), name="static"),
         ],
         middleware=[
@@ -192,6 +193,28 @@ def create_app(
     redirect_slashes_to(app.router, settings.site.base)
     app.state.web = web  # for web_server
     return app
+
+
+def _webhook_routes(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], links: LinkMaker, secret: str
+) -> list[Route]:
+    """Mailgun's event webhook, when its signing key is set (docs/bounces.md)."""
+    key = settings.inbound.mailgun_signing_key
+    if key is None:
+        return []
+    from newsletter.inbound.inbox import Inbox
+    from newsletter.inbound.verp import ReturnPath
+    from newsletter.web.webhooks import Webhooks
+
+    return_path = settings.bounces.return_path
+    inbox = Inbox(
+        settings,
+        sessions,
+        tokens=links.tokens,
+        return_path=ReturnPath(return_path, secret) if return_path else None,
+        wall=SystemClock(),
+    )
+    return Webhooks(inbox, key.get_secret_value()).routes()
 
 
 class QuietServer(uvicorn.Server):

@@ -22,11 +22,15 @@ from newsletter.db import queries
 from newsletter.db.models import Delivery, Subscriber, SubscriberStatus
 from newsletter.db.session import create_engine, make_sessionmaker, upgrade_database
 from newsletter.delivery.transport import SmtpTransport, Transport
+from newsletter.inbound.verp import ReturnPath
 from newsletter.render import make_environment
 from newsletter.scheduling.worker import PassReport, Worker
 from newsletter.subscribers import NewSubscriber, add_subscriber
 from newsletter.tokens import LinkMaker, Tokens
 from tests.smtpd import SmtpServer
+
+#: Signs the links and return paths of every stack's mail.
+SECRET = "integration-test-secret"
 
 
 def settings_for(base: Settings, tmp_path: Path, **sending: object) -> Settings:
@@ -84,9 +88,7 @@ class Stack:
         clock: Clock | None = None,
         wall: Clock | None = None,
     ) -> Worker:
-        links = LinkMaker(
-            Tokens("integration-test-secret"), self.settings.site.base, "u@example.org"
-        )
+        links = LinkMaker(Tokens(SECRET), self.settings.site.base, "u@example.org")
         env = make_environment(self.settings.templates_dir)
         # The test's clock is both the schedule's and the wall clock: leases, retry delays
         # and the relay's circuit move only when the test moves it.
@@ -100,7 +102,13 @@ class Stack:
             rng=random.Random(7),
             clock=clock or self.clock,
             wall=wall or self.clock,
+            return_path=self.return_path,
         )
+
+    @property
+    def return_path(self) -> ReturnPath | None:
+        address = self.settings.bounces.return_path
+        return ReturnPath(address, SECRET) if address else None
 
     @property
     def worker(self) -> Worker:
