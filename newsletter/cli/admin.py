@@ -42,6 +42,7 @@ from newsletter.db.models import (
     Enrollment,
     EnrollmentStatus,
     LessonSnapshot,
+    MailEvent,
     Sequence,
     SequenceStatus,
     SequenceVersion,
@@ -194,6 +195,20 @@ def _subscriber_fields(subscriber: Subscriber) -> dict[str, Any]:
     }
 
 
+def event_fields(event: MailEvent) -> dict[str, Any]:
+    """A bounce, complaint or unsubscribe by mail, for --json."""
+    return {
+        "received_at": event.received_at,
+        "kind": event.kind,
+        "source": event.source,
+        "email": event.email,
+        "status": event.status,
+        "reason": event.reason,
+        "outcome": event.outcome,
+        "delivery_id": event.delivery_id,
+    }
+
+
 @subscribers_app.command("list")
 def subscribers_list(
     status: Annotated[SubscriberStatus | None, typer.Option(help="Only this status")] = None,
@@ -253,6 +268,16 @@ def subscribers_show(email: str, as_json: JsonOption = False) -> None:
                     .order_by(Delivery.id)
                 )
             ).all()
+            events = list(
+                await session.scalars(
+                    select(MailEvent)
+                    .where(
+                        (MailEvent.subscriber_id == subscriber.id)
+                        | (MailEvent.email == subscriber.email)
+                    )
+                    .order_by(MailEvent.id)
+                )
+            )
         if as_json:
             print_json(
                 _subscriber_fields(subscriber)
@@ -283,6 +308,7 @@ def subscribers_show(email: str, as_json: JsonOption = False) -> None:
                         }
                         for delivery, slug in deliveries
                     ],
+                    "came_back": [event_fields(event) for event in events],
                 }
             )
             return
@@ -326,6 +352,18 @@ def subscribers_show(email: str, as_json: JsonOption = False) -> None:
                 delivery.last_error[:60],
             )
         out.print(table)
+        if events:
+            came_back = LiteralTable("received", "what", "status", "outcome", "reason")
+            for event in events:
+                came_back.add_row(
+                    f"{event.received_at:%Y-%m-%d %H:%M}",
+                    event.kind.replace("_", " "),
+                    event.status,
+                    event.outcome,
+                    event.reason[:60],
+                )
+            out.print("came back (bounces, complaints, unsubscribes by mail):")
+            out.print(came_back)
 
     run(work)
 

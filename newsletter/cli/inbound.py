@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.text import Text
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from newsletter.cli.admin import database
+from newsletter.cli.admin import database, event_fields
 from newsletter.cli.app import Fail, JsonOption, app, err, out, run, settings
 from newsletter.cli.lifecycle import StopSignals, configure_logging
 from newsletter.cli.running import build_links, build_return_path
@@ -160,19 +160,6 @@ def inbound_events(
             event.reason[:60],
         )
     out.print(table if events else Text("Nothing has come back yet."))
-
-
-def event_fields(event: MailEvent) -> dict[str, Any]:
-    return {
-        "received_at": event.received_at,
-        "kind": event.kind,
-        "source": event.source,
-        "email": event.email,
-        "status": event.status,
-        "reason": event.reason,
-        "outcome": event.outcome,
-        "delivery_id": event.delivery_id,
-    }
 
 
 def _addressed_to(raw: bytes) -> list[str]:

@@ -84,6 +84,11 @@ def sending_status(as_json: JsonOption = False) -> None:
                 "blocked": await sending_blocked(session, wall_now),
                 "paused": _flag(switches.get(queries.SENDING_PAUSED), wall_now),
                 "relay_circuit": _flag(switches.get(queries.RELAY_CIRCUIT), wall_now),
+                "held_courses": {
+                    name.removeprefix(queries.COURSE_HELD): row.reason
+                    for name, row in switches.items()
+                    if name.startswith(queries.COURSE_HELD) and row.until is None
+                },
                 "queue": {"queued": counts.queued, "due": counts.due, "sending": counts.sending},
                 "last_hour": {
                     "sent": counts.sent_last_hour,
@@ -132,6 +137,8 @@ def _print_status(state: dict[str, Any]) -> None:
             f"Relay: not taking mail since {circuit['since']} ({circuit['reason']}); "
             f"next try at {circuit['until']}"
         )
+    for slug, reason in state["held_courses"].items():
+        lines.append(f"Course {slug}: {reason} (`newsletter sequences resume {slug}`)")
     queue, hour = state["queue"], state["last_hour"]
     lines.append(
         f"Queue: {plural(queue['queued'], 'message')} waiting, {queue['due']} due now, "

@@ -45,9 +45,6 @@ from newsletter.tokens import Purpose, TokenInvalid, Tokens
 
 log = logging.getLogger(__name__)
 
-#: The switch that holds one course back for its bounce or complaint rate; + its slug.
-COURSE_HELD = "course_held:"
-
 _SUPPRESSION_REASON = {
     MailEventKind.HARD_BOUNCE: "bounced",
     MailEventKind.SOFT_BOUNCE: "bounced",
@@ -235,13 +232,22 @@ class Inbox:
             update(Delivery)
             .where(Delivery.subscriber_id == target.subscriber_id)
             .where(Delivery.status == DeliveryStatus.QUEUED)
-            .values(status=DeliveryStatus.CANCELLED, last_error=f"not sent: the address {kind}")
+            .values(
+                status=DeliveryStatus.CANCELLED,
+                last_error=f"not sent: the address {_SUPPRESSION_REASON[kind]}",
+            )
         )
 
     async def _watch_course(self, session: AsyncSession, sequence_id: int, now: datetime) -> None:
         """Pause the course if its mail of late bounces or draws complaints beyond bounds."""
         bounces = self.settings.bounces
+        sequence = await session.get(SequenceRow, sequence_id)
+        if sequence is None or sequence.status != SequenceStatus.LIVE:
+            return
         since = now - timedelta(days=bounces.rate_window_days)
+        held = await queries.flag(session, queries.COURSE_HELD + sequence.slug)
+        if held is not None and held.until is not None:
+            since = max(since, held.until)  # resumed since: what came before was dealt with
         in_course = MailEvent.sequence_id == sequence_id
         rates = CourseRates(
             sent=await session.scalar(
@@ -261,7 +267,7 @@ class Inbox:
         await set_sequence_status(session, sequence, SequenceStatus.PAUSED, now)
         reason = f"paused: {why}"
         await queries.set_flag(
-            session, COURSE_HELD + sequence.slug, until=None, reason=reason, now=now
+            session, queries.COURSE_HELD + sequence.slug, until=None, reason=reason, now=now
         )
         log_event(
             log,
