@@ -1,0 +1,420 @@
+"""What comes back, delivered over SMTP to the real receiver: bounces, complaints and mailto
+unsubscribes about lessons that went out through the real SMTP test server, on a real
+SQLite file."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiosmtplib
+from sqlalchemy import func, select
+
+from newsletter.config import Settings
+from newsletter.db import queries
+from newsletter.db.models import (
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    MailEvent,
+    Sequence,
+    SequenceStatus,
+    Subscriber,
+    SubscriberStatus,
+)
+from newsletter.inbound.inbox import Inbox
+from newsletter.inbound.receiver import start_receiver
+from newsletter.tokens import Purpose, Tokens
+from tests.conftest import REPO
+from tests.fixtures.inbound import fixture
+from tests.integration.harness import SECRET, Stack, run, settings_for, shipped_course
+from tests.smtpd import SmtpServer
+
+START = datetime(2026, 6, 9, 9, 0, tzinfo=UTC)  # a Tuesday morning in London
+RETURN_PATH = "bounces@example.org"
+
+
+def config_for(settings: Settings, tmp_path: Path, **bounces: object) -> Settings:
+    local = settings_for(settings, tmp_path)
+    return local.model_copy(
+        update={"bounces": local.bounces.model_copy(update={"return_path": RETURN_PATH, **bounces})}
+    )
+
+
+class Receiver:
+    """The inbound SMTP receiver of a stack, and a client that mails it."""
+
+    def __init__(self, stack: Stack, port: int) -> None:
+        self.stack = stack
+        self.port = port
+
+    async def deliver(self, raw: bytes, to: str) -> tuple[int, str]:
+        """Send `raw` to `to` as a mail server would; the receiver's reply to RCPT or DATA."""
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=self.port, timeout=10)
+        await client.connect()
+        try:
+            await client.mail("")  # bounces come from the null sender
+            code, message = await client.rcpt(to)
+            if code != 250:
+                return code, message
+            reply = await client.data(raw)
+            return reply.code, reply.message
+        except aiosmtplib.SMTPResponseException as refused:
+            return refused.code, refused.message
+        finally:
+            with contextlib.suppress(aiosmtplib.SMTPException):
+                await client.quit()
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, smtp_server: SmtpServer) -> AsyncIterator[Receiver]:
+    stack = await Stack.start(settings, smtp_server, START)
+    inbox = Inbox(
+        settings,
+        stack.sessions,
+        tokens=Tokens(SECRET),
+        return_path=stack.return_path,
+        wall=stack.clock,
+    )
+    server = await start_receiver(inbox, "127.0.0.1", 0, settings.inbound.max_message_bytes)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield Receiver(stack, port)
+    finally:
+        server.close()
+        await server.wait_closed()
+        await stack.close()
+
+
+async def lessons_out(stack: Stack, emails: list[str]) -> dict[str, int]:
+    """Subscribe these addresses to the shipped course and send them its welcome lesson."""
+    sequence = await stack.queue(shipped_course(REPO))
+    ids = {email: await stack.subscribe(email, sequence_id=sequence) for email in emails}
+    await stack.run()
+    return ids
+
+
+async def welcome(stack: Stack, subscriber_id: int) -> Delivery:
+    return (await stack.deliveries(subscriber_id))[0]
+
+
+def report_about(name: str, delivery: Delivery, email: str, **values: str) -> bytes:
+    return fixture(
+        name,
+        return_path=values.pop("return_path", ""),
+        recipient=email,
+        message_id=delivery.message_id,
+        **values,
+    )
+
+
+async def events(stack: Stack) -> list[MailEvent]:
+    async with stack.sessions() as session:
+        return list(await session.scalars(select(MailEvent).order_by(MailEvent.id)))
+
+
+# --- bounces -------------------------------------------------------------------------------
+
+
+def test_lessons_leave_with_a_signed_return_path_naming_their_delivery(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        async with running(config_for(settings, tmp_path), smtp_server) as receiver:
+            stack = receiver.stack
+            ids = await lessons_out(stack, ["ann@example.com"])
+            delivery = await welcome(stack, ids["ann@example.com"])
+            mail_from = smtp_server.messages[0].mail_from
+            assert mail_from.startswith("bounces+")
+            assert mail_from.endswith("@example.org")
+            assert stack.return_path is not None
+            assert stack.return_path.delivery_of(mail_from) == delivery.id
+
+    run(scenario())
+
+
+def test_a_hard_bounce_suppresses_the_address_and_nothing_more_is_sent(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        async with running(config_for(settings, tmp_path), smtp_server) as receiver:
+            stack = receiver.stack
+            ids = await lessons_out(stack, ["ann@example.com", "bob@example.com"])
+            delivery = await welcome(stack, ids["ann@example.com"])
+            verp = smtp_server.messages[0].mail_from
+            assert "ann@example.com" in smtp_server.messages[0].rcpt_tos
+
+            code, _ = await receiver.deliver(
+                report_about("postfix-hard", delivery, "ann@example.com", return_path=verp),
+                verp,
+            )
+
+            assert code == 250
+            async with stack.sessions() as session:
+                assert await queries.is_suppressed(session, "ann@example.com")
+                ann = await session.get(Subscriber, ids["ann@example.com"])
+                assert ann is not None
+                assert ann.status == SubscriberStatus.BOUNCED
+                enrollment = await session.scalar(
+                    select(Enrollment).where(Enrollment.subscriber_id == ann.id)
+                )
+                assert enrollment is not None
+                assert enrollment.status == EnrollmentStatus.STOPPED
+            [event] = await events(stack)
+            assert (event.kind, event.status, event.delivery_id) == (
+                "hard_bounce",
+                "5.1.1",
+                delivery.id,
+            )
+            assert "suppressed" in event.outcome
+
+            # Weeks later, only Bob still gets lessons.
+            smtp_server.messages.clear()
+            await stack.run_for(timedelta(days=21))
+            assert {rcpt for _, rcpts, _ in smtp_server.messages for rcpt in rcpts} == {
+                "bob@example.com"
+            }
+
+    run(scenario())
+
+
+def test_the_same_bounce_twice_counts_once(settings, tmp_path, smtp_server):
+    async def scenario() -> None:
+        config = config_for(settings, tmp_path, soft_limit=2)
+        async with running(config, smtp_server) as receiver:
+            stack = receiver.stack
+            ids = await lessons_out(stack, ["ann@example.com"])
+            delivery = await welcome(stack, ids["ann@example.com"])
+            verp = smtp_server.messages[0].mail_from
+            bounce = report_about("mailbox-full", delivery, "ann@example.com", return_path=verp)
+
+            assert (await receiver.deliver(bounce, verp))[0] == 250
+            # The same report again, as a server retrying it would send it.
+            assert (await receiver.deliver(b"Received: from elsewhere\r\n" + bounce, verp))[
+                0
+            ] == 250
+
+            [event] = await events(stack)
+            assert event.kind == "soft_bounce"
+            async with stack.sessions() as session:
+                assert not await queries.is_suppressed(session, "ann@example.com")
+
+    run(scenario())
+
+
+def test_soft_bounces_suppress_at_the_limit_within_the_window(settings, tmp_path, smtp_server):
+    async def scenario() -> None:
+        config = config_for(settings, tmp_path, soft_limit=2, soft_window_days=14)
+        async with running(config, smtp_server) as receiver:
+            stack = receiver.stack
+            ids = await lessons_out(stack, ["ann@example.com"])
+            first = await welcome(stack, ids["ann@example.com"])
+            verp = smtp_server.messages[0].mail_from
+            await receiver.deliver(
+                report_about("mailbox-full", first, "ann@example.com", return_path=verp), verp
+            )
+            async with stack.sessions() as session:
+                assert not await queries.is_suppressed(session, "ann@example.com")
+
+            # Her next lesson bounces too, a few days later: the second within 14 days.
+            stack.clock.advance(timedelta(days=4))
+            smtp_server.messages.clear()
+            await stack.run_for(timedelta(days=3))
+            second = (await stack.deliveries(ids["ann@example.com"]))[1]
+            assert second.status == DeliveryStatus.SENT
+            verp = smtp_server.messages[0].mail_from
+            await receiver.deliver(
+                report_about("mailbox-full", second, "ann@example.com", return_path=verp), verp
+            )
+
+            async with stack.sessions() as session:
+                assert await queries.is_suppressed(session, "ann@example.com")
+            assert [e.outcome.split(" (")[0] for e in await events(stack)] == [
+                "counted",
+                "address suppressed, its queued mail cancelled",
+            ]
+
+    run(scenario())
+
+
+def test_a_policy_bounce_never_counts_against_the_subscriber(settings, tmp_path, smtp_server):
+    async def scenario() -> None:
+        config = config_for(settings, tmp_path, soft_limit=1)
+        async with running(config, smtp_server) as receiver:
+            stack = receiver.stack
+            ids = await lessons_out(stack, ["ann@example.com"])
+            delivery = await welcome(stack, ids["ann@example.com"])
+            verp = smtp_server.messages[0].mail_from
+
+            await receiver.deliver(
+                report_about("dmarc-reject", delivery, "ann@example.com", return_path=verp), verp
+            )
+
+            [event] = await events(stack)
+            assert event.kind == "policy_bounce"
+            assert event.status.startswith("5.7.")
+            async with stack.sessions() as session:
+                assert not await queries.is_suppressed(session, "ann@example.com")
+                ann = await session.get(Subscriber, ids["ann@example.com"])
+                assert ann is not None
+                assert ann.status == SubscriberStatus.CONFIRMED
+
+    run(scenario())
+
+
+def test_a_forged_return_path_is_refused_and_a_bounce_naming_no_message_changes_nothing(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        async with running(config_for(settings, tmp_path), smtp_server) as receiver:
+            stack = receiver.stack
+            ids = await lessons_out(stack, ["ann@example.com"])
+            delivery = await welcome(stack, ids["ann@example.com"])
+            forged = f"bounces+{delivery.id}-aaaaaaaaaa@example.org"
+            bounce = report_about("postfix-hard", delivery, "ann@example.com", return_path=forged)
+
+            code, _ = await receiver.deliver(bounce, forged)
+            assert code == 550
+
+            # To the plain return path, quoting no Message-ID of ours: recorded, not acted on.
+            anonymous = fixture(
+                "postfix-hard",
+                recipient="ann@example.com",
+                return_path=RETURN_PATH,
+                message_id="<made-up@elsewhere.example>",
+            )
+            assert (await receiver.deliver(anonymous, RETURN_PATH))[0] == 250
+
+            [event] = await events(stack)
+            assert event.outcome == "not acted on: it names no message we sent"
+            async with stack.sessions() as session:
+                assert not await queries.is_suppressed(session, "ann@example.com")
+
+    run(scenario())
+
+
+def test_mail_for_anyone_else_is_refused(settings, tmp_path, smtp_server):
+    async def scenario() -> None:
+        async with running(config_for(settings, tmp_path), smtp_server) as receiver:
+            code, _ = await receiver.deliver(b"Subject: hi\r\n\r\nhello\r\n", "ann@example.org")
+            assert code == 550
+
+    run(scenario())
+
+
+def test_an_out_of_office_reply_changes_nothing(settings, tmp_path, smtp_server):
+    async def scenario() -> None:
+        async with running(config_for(settings, tmp_path), smtp_server) as receiver:
+            stack = receiver.stack
+            ids = await lessons_out(stack, ["ann@example.com"])
+            delivery = await welcome(stack, ids["ann@example.com"])
+            verp = smtp_server.messages[0].mail_from
+            reply = report_about("vacation", delivery, "ann@example.com", return_path=verp)
+
+            assert (await receiver.deliver(reply, verp))[0] == 250
+            assert await events(stack) == []
+
+    run(scenario())
+
+
+# --- complaints ----------------------------------------------------------------------------
+
+
+def test_a_complaint_suppresses_the_address_it_quotes(settings, tmp_path, smtp_server):
+    async def scenario() -> None:
+        async with running(config_for(settings, tmp_path), smtp_server) as receiver:
+            stack = receiver.stack
+            ids = await lessons_out(stack, ["ann@example.com", "bob@example.com"])
+            delivery = await welcome(stack, ids["ann@example.com"])
+            verp = next(
+                m.mail_from for m in smtp_server.messages if "ann@example.com" in m.rcpt_tos
+            )
+            complaint = report_about("arf-abuse", delivery, "ann@example.com", return_path=verp)
+
+            assert (await receiver.deliver(complaint, RETURN_PATH))[0] == 250
+
+            async with stack.sessions() as session:
+                assert await queries.is_suppressed(session, "ann@example.com")
+                assert not await queries.is_suppressed(session, "bob@example.com")
+                ann = await session.get(Subscriber, ids["ann@example.com"])
+                assert ann is not None
+                assert ann.status == SubscriberStatus.COMPLAINED
+            [event] = await events(stack)
+            assert (event.kind, event.email) == ("complaint", "ann@example.com")
+
+    run(scenario())
+
+
+def test_a_course_pauses_when_its_complaints_pass_the_threshold(settings, tmp_path, smtp_server):
+    async def scenario() -> None:
+        config = config_for(settings, tmp_path, rate_min_sent=4, max_complaint_rate=0.3)
+        async with running(config, smtp_server) as receiver:
+            stack = receiver.stack
+            emails = [f"reader{n}@example.com" for n in range(4)]
+            ids = await lessons_out(stack, emails)
+            for email in emails[:2]:  # one in four is within 30 %, two are not
+                delivery = await welcome(stack, ids[email])
+                complaint = report_about("arf-abuse", delivery, email)
+                assert (await receiver.deliver(complaint, RETURN_PATH))[0] == 250
+
+            async with stack.sessions() as session:
+                sequence = await session.scalar(select(Sequence))
+                assert sequence is not None
+                assert sequence.status == SequenceStatus.PAUSED
+                held = await queries.flag(session, queries.COURSE_HELD + sequence.slug)
+                assert held is not None
+                assert "reported as spam" in held.reason
+
+    run(scenario())
+
+
+# --- unsubscribes by mail ------------------------------------------------------------------
+
+
+def test_the_mailto_unsubscribe_of_a_lesson_leaves_its_course(settings, tmp_path, smtp_server):
+    async def scenario() -> None:
+        async with running(config_for(settings, tmp_path), smtp_server) as receiver:
+            stack = receiver.stack
+            ids = await lessons_out(stack, ["ann@example.com"])
+            [lesson] = stack.received("ann@example.com")
+            mailto = str(lesson["List-Unsubscribe"]).split("<mailto:")[1].split(">")[0]
+            address, _, query = mailto.partition("?subject=")
+            token = query.removeprefix("unsubscribe%20")
+            assert Tokens(SECRET).read_target(Purpose.UNSUBSCRIBE, token, START).sequence_id
+
+            request = fixture("mailto-gmail", recipient="ann@example.com", token=token)
+            assert (await receiver.deliver(request, address))[0] == 250
+
+            async with stack.sessions() as session:
+                enrollment = await session.scalar(
+                    select(Enrollment).where(Enrollment.subscriber_id == ids["ann@example.com"])
+                )
+                assert enrollment is not None
+                assert enrollment.status == EnrollmentStatus.LEFT
+            smtp_server.messages.clear()
+            await stack.run_for(timedelta(days=21))
+            assert smtp_server.messages == []  # and nobody was written back to either
+
+    run(scenario())
+
+
+def test_unsubscribe_written_by_hand_leaves_everything(settings, tmp_path, smtp_server):
+    async def scenario() -> None:
+        async with running(config_for(settings, tmp_path), smtp_server) as receiver:
+            stack = receiver.stack
+            ids = await lessons_out(stack, ["ann@example.com"])
+            request = fixture("mailto-by-hand", recipient="ann@example.com")
+
+            assert (await receiver.deliver(request, settings.sender.unsubscribe_address))[0] == 250
+            assert (await receiver.deliver(request, settings.sender.unsubscribe_address))[0] == 250
+
+            ann = await stack.subscriber(ids["ann@example.com"])
+            assert ann.status == SubscriberStatus.UNSUBSCRIBED
+            async with stack.sessions() as session:
+                count = await session.scalar(select(func.count()).select_from(MailEvent))
+            assert count == 1
+
+    run(scenario())
