@@ -1,0 +1,1 @@
+"""Mail that comes back: bounces, feedback-loop complaints and mailto: unsubscribes."""
