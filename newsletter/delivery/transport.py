@@ -244,7 +244,8 @@ def _hang_up(client: SMTP) -> None:
 
 
 class OutboxTransport:
-    """The development outbox: each message is saved, byte for byte, as a .eml file."""
+    """The development outbox: each message is saved as a .eml file, as a mailbox would get
+    it: the message byte for byte, after a Return-Path header naming its envelope sender."""
 
     def __init__(self, folder: Path) -> None:
         self._folder = folder
@@ -253,7 +254,8 @@ class OutboxTransport:
     async def send(self, envelope: Envelope) -> SendReport:
         # Microseconds plus a per-process sequence keep names unique and in sending order.
         name = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{next(self._sequence):06d}.eml"
-        await asyncio.to_thread(self._save, name, envelope.data)
+        delivered = f"Return-Path: <{envelope.sender}>\r\n".encode() + envelope.data
+        await asyncio.to_thread(self._save, name, delivered)
         return SendReport(
             accepted=True, code=None, enhanced=None, message=f"saved as {name}", stage=None
         )

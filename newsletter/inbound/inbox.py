@@ -111,17 +111,18 @@ class Inbox:
         Raises only when the database cannot take it now (the sender should try again)."""
         if any(self.is_unsubscribe_address(address) for address in recipients):
             return [await self._unsubscribe(raw, source)]
-        if is_auto_reply(raw):
-            return ["an automatic reply (such as an out-of-office notice): nothing to do"]
+        # Before any auto-reply test: bounces are auto-submitted too (RFC 3464).
+        reports = read_reports(raw)
+        if not reports:
+            if is_auto_reply(raw):
+                return ["an automatic reply (such as an out-of-office notice): nothing to do"]
+            return ["no bounce or complaint in it: nothing to do"]
         verp = None
         if self.return_path is not None:
             verp = next(
                 (d for a in recipients if (d := self.return_path.delivery_of(a)) is not None),
                 None,
             )
-        reports = read_reports(raw)
-        if not reports:
-            return ["no bounce or complaint in it: nothing to do"]
         return [await self.record(report, source, verp_delivery=verp) for report in reports]
 
     async def record(self, report: Report, source: str, *, verp_delivery: int | None = None) -> str:

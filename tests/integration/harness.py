@@ -88,7 +88,9 @@ class Stack:
         clock: Clock | None = None,
         wall: Clock | None = None,
     ) -> Worker:
-        links = LinkMaker(Tokens(SECRET), self.settings.site.base, "u@example.org")
+        links = LinkMaker(
+            Tokens(SECRET), self.settings.site.base, self.settings.sender.unsubscribe_address
+        )
         env = make_environment(self.settings.templates_dir)
         # The test's clock is both the schedule's and the wall clock: leases, retry delays
         # and the relay's circuit move only when the test moves it.

@@ -144,11 +144,10 @@ def test_a_hard_bounce_suppresses_the_address_and_nothing_more_is_sent(
             stack = receiver.stack
             ids = await lessons_out(stack, ["ann@example.com", "bob@example.com"])
             delivery = await welcome(stack, ids["ann@example.com"])
-            verp = smtp_server.messages[0].mail_from
-            assert "ann@example.com" in smtp_server.messages[0].rcpt_tos
+            [verp] = [m.mail_from for m in smtp_server.messages if "ann@example.com" in m.rcpt_tos]
 
             code, _ = await receiver.deliver(
-                report_about("postfix-hard", delivery, "ann@example.com", return_path=verp),
+                report_about("postfix-user-unknown", delivery, "ann@example.com", return_path=verp),
                 verp,
             )
 
@@ -274,14 +273,16 @@ def test_a_forged_return_path_is_refused_and_a_bounce_naming_no_message_changes_
             ids = await lessons_out(stack, ["ann@example.com"])
             delivery = await welcome(stack, ids["ann@example.com"])
             forged = f"bounces+{delivery.id}-aaaaaaaaaa@example.org"
-            bounce = report_about("postfix-hard", delivery, "ann@example.com", return_path=forged)
+            bounce = report_about(
+                "postfix-user-unknown", delivery, "ann@example.com", return_path=forged
+            )
 
             code, _ = await receiver.deliver(bounce, forged)
             assert code == 550
 
             # To the plain return path, quoting no Message-ID of ours: recorded, not acted on.
             anonymous = fixture(
-                "postfix-hard",
+                "postfix-user-unknown",
                 recipient="ann@example.com",
                 return_path=RETURN_PATH,
                 message_id="<made-up@elsewhere.example>",
@@ -312,7 +313,9 @@ def test_an_out_of_office_reply_changes_nothing(settings, tmp_path, smtp_server)
             ids = await lessons_out(stack, ["ann@example.com"])
             delivery = await welcome(stack, ids["ann@example.com"])
             verp = smtp_server.messages[0].mail_from
-            reply = report_about("vacation", delivery, "ann@example.com", return_path=verp)
+            reply = report_about(
+                "vacation-auto-reply", delivery, "ann@example.com", return_path=verp
+            )
 
             assert (await receiver.deliver(reply, verp))[0] == 250
             assert await events(stack) == []
@@ -332,7 +335,7 @@ def test_a_complaint_suppresses_the_address_it_quotes(settings, tmp_path, smtp_s
             verp = next(
                 m.mail_from for m in smtp_server.messages if "ann@example.com" in m.rcpt_tos
             )
-            complaint = report_about("arf-abuse", delivery, "ann@example.com", return_path=verp)
+            complaint = report_about("arf-yahoo-aol", delivery, "ann@example.com", return_path=verp)
 
             assert (await receiver.deliver(complaint, RETURN_PATH))[0] == 250
 
@@ -357,7 +360,7 @@ def test_a_course_pauses_when_its_complaints_pass_the_threshold(settings, tmp_pa
             ids = await lessons_out(stack, emails)
             for email in emails[:2]:  # one in four is within 30 %, two are not
                 delivery = await welcome(stack, ids[email])
-                complaint = report_about("arf-abuse", delivery, email)
+                complaint = report_about("arf-yahoo-aol", delivery, email)
                 assert (await receiver.deliver(complaint, RETURN_PATH))[0] == 250
 
             async with stack.sessions() as session:
@@ -385,7 +388,7 @@ def test_the_mailto_unsubscribe_of_a_lesson_leaves_its_course(settings, tmp_path
             token = query.removeprefix("unsubscribe%20")
             assert Tokens(SECRET).read_target(Purpose.UNSUBSCRIBE, token, START).sequence_id
 
-            request = fixture("mailto-gmail", recipient="ann@example.com", token=token)
+            request = fixture("unsubscribe-gmail", recipient="ann@example.com", token=token)
             assert (await receiver.deliver(request, address))[0] == 250
 
             async with stack.sessions() as session:
@@ -406,7 +409,7 @@ def test_unsubscribe_written_by_hand_leaves_everything(settings, tmp_path, smtp_
         async with running(config_for(settings, tmp_path), smtp_server) as receiver:
             stack = receiver.stack
             ids = await lessons_out(stack, ["ann@example.com"])
-            request = fixture("mailto-by-hand", recipient="ann@example.com")
+            request = fixture("unsubscribe-by-hand", recipient="ann@example.com")
 
             assert (await receiver.deliver(request, settings.sender.unsubscribe_address))[0] == 250
             assert (await receiver.deliver(request, settings.sender.unsubscribe_address))[0] == 250

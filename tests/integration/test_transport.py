@@ -326,7 +326,7 @@ def test_sessions_cut_by_a_restart_reconnect_without_a_failed_send(
     assert smtp_server.connections == 6
 
 
-def test_outbox_saves_each_message_as_sent_and_lists_them(tmp_path: Path) -> None:
+def test_outbox_saves_each_message_as_delivered_and_lists_them(tmp_path: Path) -> None:
     folder = tmp_path / "outbox"
     outbox = OutboxTransport(folder)
     first = envelope(to="ana@example.org", subject="Lesson one")
@@ -343,7 +343,10 @@ def test_outbox_saves_each_message_as_sent_and_lists_them(tmp_path: Path) -> Non
         ("ana@example.org", "Lesson one"),
         ("ben@example.org", "Lesson two"),
     ]
-    assert [entry.path.read_bytes() for entry in entries] == [first.data, second.data]
+    # As a mailbox gets it: a Return-Path naming the envelope sender, then the message.
+    assert [entry.path.read_bytes() for entry in entries] == [
+        f"Return-Path: <{sent.sender}>\r\n".encode() + sent.data for sent in (first, second)
+    ]
     assert entries[0].date == datetime(2024, 10, 1, 9, 30, tzinfo=UTC)
     assert sorted(path.suffix for path in folder.iterdir()) == [".eml", ".eml"]
 
