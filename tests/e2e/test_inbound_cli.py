@@ -1,0 +1,101 @@
+"""What comes back, through the real commands: a lesson goes out to the development outbox
+with its VERP return path, its bounce is read by `newsletter inbound read` or delivered by
+SMTP to `newsletter inbound serve`, and the admin sees the address suppressed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+from email import message_from_bytes
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.e2e.conftest import ok
+from tests.e2e.test_crash import free_port, wait_until
+from tests.fixtures.inbound import fixture
+
+COURSE = "leg-weakness-after-microdiscectomy"
+RETURN_PATH = {"NEWSLETTER_BOUNCES__RETURN_PATH": "bounces@example.org"}
+
+
+def lesson_out(admin, tmp_path: Path, email: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """Send `email` the course's first lesson into the outbox: its return path and Message-ID."""
+    ok(admin("sequences", "queue", f"lessons/{COURSE}"))
+    ok(admin("subscribers", "add", email, "--enroll", COURSE))
+    ok(admin("tick", **RETURN_PATH))
+    [saved] = sorted((tmp_path / "var" / "outbox").glob("*.eml"))
+    lesson = message_from_bytes(saved.read_bytes())
+    return lesson["Return-Path"].strip("<>"), lesson["Message-ID"]
+
+
+def test_a_bounce_read_from_a_pipe_suppresses_the_address(admin, tmp_path: Path):
+    verp, message_id = lesson_out(admin, tmp_path, "ann@example.com")
+    assert verp.startswith("bounces+")
+    bounce = tmp_path / "bounce.eml"
+    bounce.write_bytes(
+        fixture(
+            "postfix-user-unknown",
+            return_path=verp,
+            recipient="ann@example.com",
+            message_id=message_id,
+        )
+    )
+
+    first = admin("inbound", "read", str(bounce), "--to", verp, **RETURN_PATH)
+    again = admin("inbound", "read", str(bounce), "--to", verp, **RETURN_PATH)
+
+    assert "hard bounce for ann@example.com (5.1.1): address suppressed" in ok(first)
+    assert "already recorded" in ok(again)
+    shown = json.loads(ok(admin("subscribers", "show", "ann@example.com", "--json")))
+    assert shown["status"] == "bounced"
+    [came_back] = shown["came_back"]
+    assert came_back["kind"] == "hard_bounce"
+    assert "User unknown" in came_back["reason"]
+
+
+def test_the_receiver_takes_a_bounce_over_smtp_and_stops_on_sigterm(admin, tmp_path: Path):
+    verp, message_id = lesson_out(admin, tmp_path, "ann@example.com")
+    port = free_port()
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "inbound", "serve", "--port", str(port)],
+        cwd=REPO,
+        env=admin.env | RETURN_PATH,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    wait_until(lambda: listening(port))
+    with (
+        smtplib.SMTP("127.0.0.1", port, timeout=10) as client,
+        pytest.raises(smtplib.SMTPRecipientsRefused) as refused,
+    ):
+        client.sendmail("", ["ann@example.org"], b"Subject: hi\r\n\r\nhi\r\n")
+    assert refused.value.recipients["ann@example.org"][0] == 550
+    bounce = fixture(
+        "postfix-user-unknown", return_path=verp, recipient="ann@example.com", message_id=message_id
+    )
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        assert client.sendmail("", [verp], bounce) == {}
+
+    receiver.send_signal(signal.SIGTERM)
+    _, stderr = receiver.communicate(timeout=30)
+
+    assert receiver.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr
+    shown = json.loads(ok(admin("subscribers", "show", "ann@example.com", "--json")))
+    assert shown["status"] == "bounced"
+    events = json.loads(ok(admin("inbound", "events", "--json")))
+    assert [(event["kind"], event["source"]) for event in events] == [("hard_bounce", "smtp")]
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
