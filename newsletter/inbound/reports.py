@@ -462,7 +462,8 @@ def _decode_word(match: re.Match[str]) -> str:
 
 def _identity(message: Message) -> str:
     """A hash of what a relay leaves alone: Date, From, Subject and the decoded content of
-    every part; not Received, Delivered-To or the transfer encoding, which relays change."""
+    every part; not Received, Delivered-To or the transfer encoding, which relays change
+    (one without 8BITMIME re-encodes 8-bit text, RFC 6152 3)."""
     digest = hashlib.sha256()
     for name in ("date", "from", "subject"):
         digest.update(_header(message, name).encode("utf-8", "surrogatepass") + b"\0")
@@ -472,6 +473,8 @@ def _identity(message: Message) -> str:
             if part.get_content_maintype() != "multipart":  # message/*: its header blocks
                 for block in payload:
                     for name, value in block.raw_items() if isinstance(block, Message) else []:
+                        if name.strip().lower() == "content-transfer-encoding":
+                            continue
                         line = f"{name}: {' '.join(value.split())}\n"
                         digest.update(line.encode("utf-8", "surrogatepass"))
         else:
