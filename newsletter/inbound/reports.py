@@ -93,7 +93,8 @@ def read_unsubscribe_request(raw: bytes) -> UnsubscribeRequest:
         token_match = _UNSUBSCRIBE_TOKEN.search(subject)
         token = token_match.group(1) if token_match else None
         return UnsubscribeRequest(
-            sender=_single_address(_decode_words(_header(message, "from"))),
+            # Split before decoding: an encoded name may hold a comma once decoded.
+            sender=_single_address(_header(message, "from")),
             # A person may write "unsubscribe me": a token holds digits (tokens.py's ids).
             token=token if token and any(char.isdigit() for char in token) else None,
             subject=_one_line(subject, SUBJECT_MAX),
@@ -128,13 +129,16 @@ def classify(status: str | None, diagnostic: str, *, delayed: bool = False) -> R
     server's words where the code says too little (5.0.0, none at all)."""
     if delayed:
         return ReportKind.DELAYED
-    kind, subject, detail = status.split(".") if status else ("", "", "")
+    kind, _, rest = (status or "").partition(".")
+    subject, _, detail = rest.partition(".")
+    # The words of an address are a mailbox's name, not the server's: spam-trap@...
+    words = _ADDRESS.sub(" ", diagnostic)
     # x.1.7 and x.1.8 are about our sender address, not the recipient's (RFC 3463 3.2).
     if subject == "7" or (subject == "1" and detail in {"7", "8"}):
         return ReportKind.POLICY_BOUNCE
     if kind == "4":
         # Given up after retries: it may pass; but blocked is still about us.
-        if _POLICY_WORDS.search(diagnostic):
+        if _POLICY_WORDS.search(words):
             return ReportKind.POLICY_BOUNCE
         return ReportKind.SOFT_BOUNCE
     if subject == "1" or (subject, detail) == ("4", "4"):
@@ -142,11 +146,11 @@ def classify(status: str | None, diagnostic: str, *, delayed: bool = False) -> R
     if subject == "2":
         return ReportKind.SOFT_BOUNCE
     # Policy words first: wrongly blaming a subscriber costs them their mail.
-    if _POLICY_WORDS.search(diagnostic):
+    if _POLICY_WORDS.search(words):
         return ReportKind.POLICY_BOUNCE
-    if _FULL_WORDS.search(diagnostic):
+    if _FULL_WORDS.search(words):
         return ReportKind.SOFT_BOUNCE
-    if _UNKNOWN_WORDS.search(diagnostic):
+    if _UNKNOWN_WORDS.search(words):
         return ReportKind.HARD_BOUNCE
     return ReportKind.SOFT_BOUNCE  # the cautious default: a few of these suppress too
 
@@ -204,22 +208,27 @@ def _dsn_reports(message: Message, blocks: list[Fields], identity: str) -> Itera
         if "action" not in block:
             per_message |= block
     original = _original(message, per_message)
+    notice: str | None = None  # the human-readable text, read if a block lacks a reason
     for block in recipient_blocks:
         action = _first(block, "action").lower()
         delayed = action.startswith("delayed")
         # delivered, relayed and expanded are successes; opensmtpd says "error" for failed.
         if not (delayed or action.startswith(("failed", "error"))):
             continue
-        diagnostic = _one_line(_drop_type(_first(block, "diagnostic-code")), DIAGNOSTIC_MAX)
-        given = enhanced_status(_first(block, "status"))
-        # "5.0.0" says only "failed"; the server's own code in the diagnostic says more.
-        specific = given if given and not given.endswith(".0.0") else None
-        status = specific or enhanced_status(diagnostic) or given
         # Original-Recipient is the address we gave (the subscriber's); Final-Recipient may
         # be where an alias or forward led, so it comes second.
         recipient = _dsn_address(_first(block, "original-recipient")) or _dsn_address(
             _first(block, "final-recipient")
         )
+        reason = _drop_type(_first(block, "diagnostic-code"))
+        if not reason and recipient:
+            notice = _body_text(message) if notice is None else notice
+            reason = _reason_in(_context_of(recipient, notice))
+        diagnostic = _one_line(reason, DIAGNOSTIC_MAX)
+        given = enhanced_status(_first(block, "status"))
+        # "5.0.0" says only "failed"; the server's own code in the diagnostic says more.
+        specific = given if given and not given.endswith(".0.0") else None
+        status = specific or enhanced_status(diagnostic) or given
         kind = classify(status, diagnostic, delayed=delayed)
         yield _report(kind, recipient, status, diagnostic, original, identity)
 
@@ -240,9 +249,10 @@ def _text_bounces(message: Message, identity: str) -> Iterator[Report]:
     original = _original(message, {})
     for address, delayed in sorted(found.items()):
         context = _context_of(address, body)
+        reason = _reason_in(context)
         status = enhanced_status(context)
-        diagnostic = _one_line(_reason_in(context), DIAGNOSTIC_MAX)
-        kind = classify(status, context, delayed=delayed)
+        kind = classify(status, reason, delayed=delayed)
+        diagnostic = _one_line(reason, DIAGNOSTIC_MAX)
         yield _report(kind, _normalised(address), status, diagnostic, original, identity)
 
 
@@ -638,6 +648,7 @@ _UNKNOWN_WORDS = re.compile(
     r"|account (has been )?(closed|removed|deleted)",
     re.IGNORECASE,
 )
+_ADDRESS = re.compile(r"\S+@\S+")
 _STATUS = re.compile(r"(?<![\d.])([45]\.\d{1,3}\.\d{1,3})(?!\.?\d)")
 _REPLY_AND_STATUS = re.compile(r"(?<![\d.])[45]\d\d[ -]([45]\.\d{1,3}\.\d{1,3})(?!\.?\d)")
 _SMTP_REPLY = re.compile(r"(?<![\d.])[45]\d\d(?=[ -])")

@@ -152,6 +152,21 @@ def test_a_dsn_gives_one_report_per_failed_or_delayed_recipient_only() -> None:
     assert len({report.fingerprint for report in reports}) == 2
 
 
+def test_a_dsn_without_a_diagnostic_code_takes_the_reason_from_its_notice() -> None:
+    raw = raw_with(
+        "postfix-user-unknown",
+        f"Diagnostic-Code: smtp; 550 5.1.1 <{RECIPIENT}>: Recipient address rejected:\n"
+        "    User unknown in virtual mailbox table\n",
+        "",
+    ).replace(b"Status: 5.1.1", b"Status: 5.0.0")
+    (report,) = read_reports(raw)
+    assert (report.kind, report.status) == (HARD, "5.1.1")
+    assert report.diagnostic == (
+        f"550 5.1.1 <{RECIPIENT}>: Recipient address rejected: User unknown in virtual "
+        "mailbox table (in reply to RCPT TO command)"
+    )
+
+
 def test_a_blocklist_rejection_is_about_us_not_the_subscriber() -> None:
     report = the_report("postfix-policy-reject")
     assert report.kind == POLICY
@@ -249,6 +264,12 @@ def test_a_text_bounce_that_was_only_deferred_is_soft() -> None:
         (None, "user unknown", HARD),
         (None, "", SOFT),
         ("5.3.4", "Message too big for system", SOFT),
+        # The words of an address are not the server's: spam-trap@ is a mailbox's name.
+        ("5.0.0", "550 <spam-trap@example.net>: no such user", HARD),
+        ("5.0.0", "550 <blocked.user@example.net>... Mailbox full", SOFT),
+        # Not an RFC 3463 code: the words still decide, nothing raises.
+        ("5.1", "user unknown", HARD),
+        ("garbage", "", SOFT),
     ],
 )
 def test_classify_by_code_then_words(status: str | None, diagnostic: str, kind: ReportKind) -> None:
@@ -438,6 +459,8 @@ def test_the_token_is_the_word_after_unsubscribe(subject: str, token: str | None
         ("Bea <Bea.Santos@Example.COM>", STORED),
         ('"Santos, Bea" <bea.santos@example.com>', STORED),
         ("=?utf-8?q?B=C3=A9a?= <bea.santos@example.com>", STORED),
+        # The comma is the name's, once decoded: still one address.
+        ("=?utf-8?q?Santos=2C_B=C3=A9a?= <bea.santos@example.com>", STORED),
         ("bea.santos@example.com (Bea)", STORED),
         ("bea@example.com, carl@example.com", None),
         ("Bea <not an address>", None),
