@@ -77,7 +77,7 @@ def read_reports(raw: bytes) -> list[Report]:
     [] for anything else (auto-replies, vacation notices, spam, garbage)."""
     try:
         message = message_from_bytes(raw, policy=compat32)
-        return list(islice(_reports(message, mime.content_hash(message)), REPORTS_MAX))
+        return list(islice(_reports(message, raw, mime.content_hash(message)), REPORTS_MAX))
     except Exception:
         # The email package is not proof against every crafted input (deeply nested parts
         # exhaust the recursion limit, for one): mail that cannot be read reports nothing.
@@ -176,7 +176,7 @@ class _Original:
     to: tuple[str, ...]
 
 
-def _reports(message: Message, identity: str) -> Iterator[Report]:
+def _reports(message: Message, raw: bytes, identity: str) -> Iterator[Report]:
     is_feedback = mime.report_type(message) == "feedback-report"
     if is_feedback or mime.parts_of_type(message, _FEEDBACK_TYPES):
         return _complaints(message, identity)
@@ -184,7 +184,7 @@ def _reports(message: Message, identity: str) -> Iterator[Report]:
     if blocks is not None:
         return _dsn_reports(message, blocks, identity)
     if _looks_like_failure_notice(message):
-        return _text_bounces(message, identity)
+        return _text_bounces(message, raw, identity)
     return iter(())
 
 
@@ -231,12 +231,12 @@ def _dsn_reports(message: Message, blocks: list[mime.Fields], identity: str) -> 
         yield _report(kind, recipient, status, diagnostic, original, identity)
 
 
-def _text_bounces(message: Message, identity: str) -> Iterator[Report]:
+def _text_bounces(message: Message, raw: bytes, identity: str) -> Iterator[Report]:
     """A bounce in an MTA's own words (old Exim, qmail, Exchange...): flufl.bounce knows
     the shapes and finds the addresses; the words near each address say why."""
     try:
-        temporary, permanent = all_failures(message)
-    except Exception:  # a detector tripping over odd input finds nothing
+        temporary, permanent = all_failures(_for_detectors(raw, message))
+    except Exception:  # a detector tripping over what _for_detectors did not foresee
         return
     found: dict[str, bool] = {}  # address -> only delayed
     for failures, delayed in ((permanent, False), (temporary, True)):
@@ -252,6 +252,18 @@ def _text_bounces(message: Message, identity: str) -> Iterator[Report]:
         kind = classify(status, reason, delayed=delayed)
         diagnostic = mime.one_line(reason, DIAGNOSTIC_MAX)
         yield _report(kind, _normalised(address), status, diagnostic, original, identity)
+
+
+def _for_detectors(raw: bytes, message: Message) -> Message:
+    """The message as flufl.bounce's detectors can read it. all_failures() gives up at the
+    first detector that raises, and some call str methods on headers (compat32 gives a
+    Header object where 8-bit bytes are) or take From's first address unguarded. So: 8-bit
+    bytes as "?" (a detector reports ASCII addresses only), and one plain From."""
+    ascii_only = message_from_bytes(raw.translate(_EIGHT_BIT_AS_ASK), policy=compat32)
+    sender = parseaddr(mime.header(message, "from"))[1]
+    del ascii_only["from"]
+    ascii_only["From"] = sender.encode("ascii", "replace").decode() or "MAILER-DAEMON"
+    return ascii_only
 
 
 def _complaints(message: Message, identity: str) -> Iterator[Report]:
@@ -433,6 +445,7 @@ _QUOTED_TYPES = frozenset(
     }
 )
 _COMPLAINT_TYPES = frozenset({"abuse", "fraud", "virus", "other"})
+_EIGHT_BIT_AS_ASK = bytes(range(128)) + b"?" * 128
 _DAEMONS = frozenset({"mailer-daemon", "mailerdaemon", "mail-daemon", "postmaster"})
 _NO = frozenset({"no", "false", "0"})
 #: Headers that vacation programs and autoresponders add; present means automatic.

@@ -226,6 +226,23 @@ def test_a_qmail_bounce_takes_its_status_from_the_reason() -> None:
     assert report.diagnostic == "Sorry, no mailbox here by that name. (#5.1.1)"
 
 
+@pytest.mark.parametrize(
+    "from_line",
+    [
+        # 8-bit bytes: compat32 gives a Header object, which one detector lowers as a str.
+        "From: MAILER-DAEMON@mail.example.com (Système de messagerie)\n",
+        # None at all, where another detector takes the first address unguarded.
+        "",
+    ],
+    ids=["8-bit From", "no From"],
+)
+def test_a_text_bounce_with_a_broken_from_is_still_read(from_line: str) -> None:
+    """flufl.bounce stops at the first detector that raises: none may, or all is lost."""
+    raw = raw_with("qmail-bounce", "From: MAILER-DAEMON@mail.example.com\n", from_line)
+    (report,) = read_reports(raw)
+    assert (report.kind, report.recipient, report.status) == (HARD, STORED, "5.1.1")
+
+
 def test_a_text_bounce_that_was_only_deferred_is_soft() -> None:
     raw = raw_with(
         "exim-text-bounce",
