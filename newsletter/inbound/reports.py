@@ -7,8 +7,6 @@ here raises on bad input: mail that cannot be read reports nothing.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 from collections.abc import Iterable, Iterator
@@ -24,6 +22,7 @@ from itertools import islice
 from flufl.bounce import all_failures
 
 from newsletter.addresses import AddressInvalid, normalize_address
+from newsletter.inbound import mime
 
 DIAGNOSTIC_MAX = 500
 SUBJECT_MAX = 200
@@ -78,7 +77,7 @@ def read_reports(raw: bytes) -> list[Report]:
     [] for anything else (auto-replies, vacation notices, spam, garbage)."""
     try:
         message = message_from_bytes(raw, policy=compat32)
-        return list(islice(_reports(message, _identity(message)), REPORTS_MAX))
+        return list(islice(_reports(message, raw, mime.content_hash(message)), REPORTS_MAX))
     except Exception:
         # The email package is not proof against every crafted input (deeply nested parts
         # exhaust the recursion limit, for one): mail that cannot be read reports nothing.
@@ -89,15 +88,16 @@ def read_unsubscribe_request(raw: bytes) -> UnsubscribeRequest:
     """Mail sent to the unsubscribe address: who sent it and the token its Subject holds."""
     try:
         message = message_from_bytes(raw, policy=compat32)
-        subject = _decode_words(_header(message, "subject"))
+        subject = mime.decode_words(mime.header(message, "subject"))
         token_match = _UNSUBSCRIBE_TOKEN.search(subject)
         token = token_match.group(1) if token_match else None
         return UnsubscribeRequest(
-            sender=_single_address(_decode_words(_header(message, "from"))),
+            # Split before decoding: an encoded name may hold a comma once decoded.
+            sender=_single_address(mime.header(message, "from")),
             # A person may write "unsubscribe me": a token holds digits (tokens.py's ids).
             token=token if token and any(char.isdigit() for char in token) else None,
-            subject=_one_line(subject, SUBJECT_MAX),
-            fingerprint=_identity(message),
+            subject=mime.one_line(subject, SUBJECT_MAX),
+            fingerprint=mime.content_hash(message),
         )
     except Exception:  # as in read_reports
         return UnsubscribeRequest(None, None, "", hashlib.sha256(raw).hexdigest())
@@ -111,16 +111,16 @@ def is_auto_reply(raw: bytes) -> bool:
         message = BytesHeaderParser(policy=compat32).parsebytes(raw)
     except Exception:  # as in read_reports
         return False
-    submitted = _first_word(_header(message, "auto-submitted"))
+    submitted = _first_word(mime.header(message, "auto-submitted"))
     if submitted and submitted != "no":
         return True
     for name in ("precedence", "x-precedence"):
-        if _first_word(_header(message, name)) in {"bulk", "junk", "list", "auto_reply"}:
+        if _first_word(mime.header(message, name)) in {"bulk", "junk", "list", "auto_reply"}:
             return True
     for name, value in message.raw_items():
         if name.strip().lower() in _AUTO_REPLY_HEADERS and _first_word(value) not in _NO:
             return True
-    return bool(_AUTO_REPLY_SUBJECT.match(_decode_words(_header(message, "subject"))))
+    return bool(_AUTO_REPLY_SUBJECT.match(mime.decode_words(mime.header(message, "subject"))))
 
 
 def classify(status: str | None, diagnostic: str, *, delayed: bool = False) -> ReportKind:
@@ -128,13 +128,16 @@ def classify(status: str | None, diagnostic: str, *, delayed: bool = False) -> R
     server's words where the code says too little (5.0.0, none at all)."""
     if delayed:
         return ReportKind.DELAYED
-    kind, subject, detail = status.split(".") if status else ("", "", "")
+    kind, _, rest = (status or "").partition(".")
+    subject, _, detail = rest.partition(".")
+    # The words of an address are a mailbox's name, not the server's: spam-trap@...
+    words = _ADDRESS.sub(" ", diagnostic)
     # x.1.7 and x.1.8 are about our sender address, not the recipient's (RFC 3463 3.2).
     if subject == "7" or (subject == "1" and detail in {"7", "8"}):
         return ReportKind.POLICY_BOUNCE
     if kind == "4":
         # Given up after retries: it may pass; but blocked is still about us.
-        if _POLICY_WORDS.search(diagnostic):
+        if _POLICY_WORDS.search(words):
             return ReportKind.POLICY_BOUNCE
         return ReportKind.SOFT_BOUNCE
     if subject == "1" or (subject, detail) == ("4", "4"):
@@ -142,11 +145,11 @@ def classify(status: str | None, diagnostic: str, *, delayed: bool = False) -> R
     if subject == "2":
         return ReportKind.SOFT_BOUNCE
     # Policy words first: wrongly blaming a subscriber costs them their mail.
-    if _POLICY_WORDS.search(diagnostic):
+    if _POLICY_WORDS.search(words):
         return ReportKind.POLICY_BOUNCE
-    if _FULL_WORDS.search(diagnostic):
+    if _FULL_WORDS.search(words):
         return ReportKind.SOFT_BOUNCE
-    if _UNKNOWN_WORDS.search(diagnostic):
+    if _UNKNOWN_WORDS.search(words):
         return ReportKind.HARD_BOUNCE
     return ReportKind.SOFT_BOUNCE  # the cautious default: a few of these suppress too
 
@@ -163,8 +166,6 @@ def enhanced_status(text: str) -> str | None:
 
 # -- what the message is -------------------------------------------------------------
 
-Fields = dict[str, list[str]]
-
 
 @dataclass(frozen=True, slots=True)
 class _Original:
@@ -175,97 +176,116 @@ class _Original:
     to: tuple[str, ...]
 
 
-def _reports(message: Message, identity: str) -> Iterator[Report]:
-    if _report_type(message) == "feedback-report" or _parts_of_type(message, _FEEDBACK_TYPES):
+def _reports(message: Message, raw: bytes, identity: str) -> Iterator[Report]:
+    is_feedback = mime.report_type(message) == "feedback-report"
+    if is_feedback or mime.parts_of_type(message, _FEEDBACK_TYPES):
         return _complaints(message, identity)
     blocks = _delivery_status(message)
     if blocks is not None:
         return _dsn_reports(message, blocks, identity)
     if _looks_like_failure_notice(message):
-        return _text_bounces(message, identity)
+        return _text_bounces(message, raw, identity)
     return iter(())
 
 
-def _delivery_status(message: Message) -> list[Fields] | None:
+def _delivery_status(message: Message) -> list[mime.Fields] | None:
     """The field blocks of the delivery-status parts; None when there are none. A DSN whose
     MIME is broken (no boundary, say) is searched as text."""
-    parts = _parts_of_type(message, _DELIVERY_STATUS_TYPES)
+    parts = mime.parts_of_type(message, _DELIVERY_STATUS_TYPES)
     if parts:
-        return [block for part in parts for block in _field_blocks(part)]
-    if _report_type(message) == "delivery-status":
-        return _blocks_in_text(_body_text(message))
+        return [block for part in parts for block in mime.field_blocks(part)]
+    if mime.report_type(message) == "delivery-status":
+        return mime.blocks_in_text(mime.body_text(message))
     return None
 
 
-def _dsn_reports(message: Message, blocks: list[Fields], identity: str) -> Iterator[Report]:
+def _dsn_reports(message: Message, blocks: list[mime.Fields], identity: str) -> Iterator[Report]:
     recipient_blocks = [block for block in blocks if "action" in block]
-    per_message: Fields = {}
+    per_message: mime.Fields = {}
     for block in blocks:
         if "action" not in block:
             per_message |= block
     original = _original(message, per_message)
+    notice: str | None = None  # the human-readable text, read if a block lacks a reason
     for block in recipient_blocks:
-        action = _first(block, "action").lower()
+        action = mime.first(block, "action").lower()
         delayed = action.startswith("delayed")
         # delivered, relayed and expanded are successes; opensmtpd says "error" for failed.
         if not (delayed or action.startswith(("failed", "error"))):
             continue
-        diagnostic = _one_line(_drop_type(_first(block, "diagnostic-code")), DIAGNOSTIC_MAX)
-        given = enhanced_status(_first(block, "status"))
+        # Original-Recipient is the address we gave (the subscriber's); Final-Recipient may
+        # be where an alias or forward led, so it comes second.
+        recipient = _dsn_address(mime.first(block, "original-recipient")) or _dsn_address(
+            mime.first(block, "final-recipient")
+        )
+        reason = _drop_type(mime.first(block, "diagnostic-code"))
+        if not reason and recipient:
+            notice = mime.body_text(message) if notice is None else notice
+            reason = _reason_in(_context_of(recipient, notice))
+        diagnostic = mime.one_line(reason, DIAGNOSTIC_MAX)
+        given = enhanced_status(mime.first(block, "status"))
         # "5.0.0" says only "failed"; the server's own code in the diagnostic says more.
         specific = given if given and not given.endswith(".0.0") else None
         status = specific or enhanced_status(diagnostic) or given
-        # Original-Recipient is the address we gave (the subscriber's); Final-Recipient may
-        # be where an alias or forward led, so it comes second.
-        recipient = _dsn_address(_first(block, "original-recipient")) or _dsn_address(
-            _first(block, "final-recipient")
-        )
         kind = classify(status, diagnostic, delayed=delayed)
         yield _report(kind, recipient, status, diagnostic, original, identity)
 
 
-def _text_bounces(message: Message, identity: str) -> Iterator[Report]:
+def _text_bounces(message: Message, raw: bytes, identity: str) -> Iterator[Report]:
     """A bounce in an MTA's own words (old Exim, qmail, Exchange...): flufl.bounce knows
     the shapes and finds the addresses; the words near each address say why."""
     try:
-        temporary, permanent = all_failures(message)
-    except Exception:  # a detector tripping over odd input finds nothing
+        temporary, permanent = all_failures(_for_detectors(raw, message))
+    except Exception:  # a detector tripping over what _for_detectors did not foresee
         return
     found: dict[str, bool] = {}  # address -> only delayed
     for failures, delayed in ((permanent, False), (temporary, True)):
         for failure in failures:
             address = failure.decode("ascii", "replace")
             found[address] = found.get(address, True) and delayed
-    body = _body_text(message)
+    body = mime.body_text(message)
     original = _original(message, {})
     for address, delayed in sorted(found.items()):
         context = _context_of(address, body)
+        reason = _reason_in(context)
         status = enhanced_status(context)
-        diagnostic = _one_line(_reason_in(context), DIAGNOSTIC_MAX)
-        kind = classify(status, context, delayed=delayed)
+        kind = classify(status, reason, delayed=delayed)
+        diagnostic = mime.one_line(reason, DIAGNOSTIC_MAX)
         yield _report(kind, _normalised(address), status, diagnostic, original, identity)
 
 
+def _for_detectors(raw: bytes, message: Message) -> Message:
+    """The message as flufl.bounce's detectors can read it. all_failures() gives up at the
+    first detector that raises, and some call str methods on headers (compat32 gives a
+    Header object where 8-bit bytes are) or take From's first address unguarded. So: 8-bit
+    bytes as "?" (a detector reports ASCII addresses only), and one plain From."""
+    ascii_only = message_from_bytes(raw.translate(_EIGHT_BIT_AS_ASK), policy=compat32)
+    sender = parseaddr(mime.header(message, "from"))[1]
+    del ascii_only["from"]
+    ascii_only["From"] = sender.encode("ascii", "replace").decode() or "MAILER-DAEMON"
+    return ascii_only
+
+
 def _complaints(message: Message, identity: str) -> Iterator[Report]:
-    fields: Fields = {}
-    for part in _parts_of_type(message, _FEEDBACK_TYPES):
-        for block in _field_blocks(part):
+    fields: mime.Fields = {}
+    for part in mime.parts_of_type(message, _FEEDBACK_TYPES):
+        for block in mime.field_blocks(part):
             fields |= block
     if not fields:  # broken MIME: the report's fields are somewhere in the text
-        for block in _blocks_in_text(_body_text(message)):
+        for block in mime.blocks_in_text(mime.body_text(message)):
             if "feedback-type" in block:
                 fields |= block
-    feedback_type = _first_word(_first(fields, "feedback-type"))
+    feedback_type = _first_word(mime.first(fields, "feedback-type"))
     if feedback_type not in _COMPLAINT_TYPES:  # not-spam, auth-failure, none
         return
     original = _original(message, {})
-    return_path = _path(_first(fields, "original-mail-from")) or original.return_path
+    return_path = _path(mime.first(fields, "original-mail-from")) or original.return_path
     original = _Original(original.message_id, return_path, original.to)
     named = [*fields.get("original-rcpt-to", []), *fields.get("removal-recipient", [])]
     recipients = _unique(_normalised(value) for value in named) or list(original.to) or [None]
-    agent = _first(fields, "user-agent")
+    agent = mime.first(fields, "user-agent")
     reason = f"{feedback_type} report" + (f" from {agent}" if agent else "")
-    diagnostic = _one_line(reason, DIAGNOSTIC_MAX)
+    diagnostic = mime.one_line(reason, DIAGNOSTIC_MAX)
     for recipient in recipients:
         yield _report(ReportKind.COMPLAINT, recipient, None, diagnostic, original, identity)
 
@@ -288,205 +308,41 @@ def _report(
 def _looks_like_failure_notice(message: Message) -> bool:
     """Whether mail without a DSN part is worth handing to the bounce detectors: people's
     replies and vacation notices are not, whatever their text looks like."""
-    if _header(message, "x-failed-recipients"):
+    if mime.header(message, "x-failed-recipients"):
         return True
-    sender = parseaddr(_header(message, "from"))[1].partition("@")[0].lower()
+    sender = parseaddr(mime.header(message, "from"))[1].partition("@")[0].lower()
     if sender in _DAEMONS:
         return True
-    return bool(_FAILURE_SUBJECT.search(_decode_words(_header(message, "subject"))))
+    return bool(_FAILURE_SUBJECT.search(mime.decode_words(mime.header(message, "subject"))))
 
 
-def _original(message: Message, per_message: Fields) -> _Original:
+def _original(message: Message, per_message: mime.Fields) -> _Original:
     """The quoted original's Message-ID, envelope sender and To: from its attached copy or
     headers, else from the DSN's own fields, else from a copy inline in the text."""
-    quoted: Fields = {}
-    for part in _parts_of_type(message, _QUOTED_TYPES):
+    quoted: mime.Fields = {}
+    for part in mime.parts_of_type(message, _QUOTED_TYPES):
         payload = part.get_payload()
         if not isinstance(payload, list):  # text/rfc822-headers
-            quoted = next(iter(_blocks_in_text(_text(part))), {})
+            quoted = next(iter(mime.blocks_in_text(mime.text_of(part))), {})
         elif payload and isinstance(payload[0], Message):
-            quoted = _fields(payload[0].raw_items())
+            quoted = mime.fields_of(payload[0].raw_items())
         break
-    body = _body_text(message) if not quoted else ""
+    body = mime.body_text(message) if not quoted else ""
     message_id = (
-        _message_id(_first(quoted, "message-id"))
-        or _message_id(_first(per_message, "x-original-message-id"))
+        _message_id(mime.first(quoted, "message-id"))
+        or _message_id(mime.first(per_message, "x-original-message-id"))
         or _message_id(_search(_INLINE_MESSAGE_ID, body))
     )
     return_path = (
-        _path(_first(quoted, "return-path"))
-        or _dsn_path(_first(per_message, "x-postfix-sender"))
+        _path(mime.first(quoted, "return-path"))
+        or _dsn_path(mime.first(per_message, "x-postfix-sender"))
         or _path(_search(_INLINE_RETURN_PATH, body))
     )
     to = _unique(_normalised(address) for _, address in getaddresses(quoted.get("to", [])))
     return _Original(message_id, return_path, tuple(address for address in to if address))
 
 
-# -- reading MIME leniently ----------------------------------------------------------
-
-#: Parts looked at: a message of more is hostile, and its first parts say what it is.
-_PARTS_MAX = 200
-
-
-def _parts(message: Message) -> Iterator[Message]:
-    """The message and its parts, depth first, without recursion and without entering a
-    quoted message (message/rfc822): its parts are the original's, not the report's."""
-    stack = [message]
-    for _ in range(_PARTS_MAX):
-        if not stack:
-            return
-        part = stack.pop()
-        yield part
-        payload = part.get_payload()
-        if part.get_content_maintype() == "multipart" and isinstance(payload, list):
-            stack.extend(sub for sub in reversed(payload) if isinstance(sub, Message))
-
-
-def _parts_of_type(message: Message, types: frozenset[str]) -> list[Message]:
-    return [part for part in _parts(message) if part.get_content_type() in types]
-
-
-def _report_type(message: Message) -> str:
-    value = message.get_param("report-type", "")
-    return value.strip().lower() if isinstance(value, str) else ""
-
-
-def _field_blocks(part: Message) -> list[Fields]:
-    """A message/delivery-status or /feedback-report part's blocks of fields."""
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return [_fields(block.raw_items()) for block in payload if isinstance(block, Message)]
-    return _blocks_in_text(_text(part))
-
-
-def _blocks_in_text(text: str) -> list[Fields]:
-    paragraphs = re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n").replace("\r", "\n"))
-    return [fields for fields in map(_fields, map(_field_lines, paragraphs)) if fields]
-
-
-def _field_lines(text: str) -> Iterator[tuple[str, str]]:
-    """`Name: value` lines with their continuations, as a header block has them."""
-    name, value = "", ""
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if line[:1] in {" ", "\t"} and name:
-            value += " " + line.strip()
-            continue
-        if name:
-            yield name, value
-        head, colon, rest = line.partition(":")
-        name, value = (head, rest.strip()) if colon and _FIELD_NAME.fullmatch(head) else ("", "")
-    if name:
-        yield name, value
-
-
-def _fields(items: Iterable[tuple[str, str]]) -> Fields:
-    fields: Fields = {}
-    for name, value in items:
-        fields.setdefault(name.strip().lower(), []).append(_unescape(value))
-    return fields
-
-
-def _first(fields: Fields, name: str) -> str:
-    values = fields.get(name)
-    return values[0] if values else ""
-
-
-def _header(message: Message, name: str) -> str:
-    """The first `name` header as text: unfolded, 8-bit bytes read as UTF-8 (or Latin-1),
-    RFC 2047 words left encoded; cut at 16 KiB (nothing we read is longer)."""
-    for key, value in message.raw_items():
-        if key.strip().lower() == name:
-            return _unescape(value[:16384])
-    return ""
-
-
-def _unescape(value: str) -> str:
-    """Header text as the parser left it (raw 8-bit bytes as lone surrogates) -> text."""
-    data = value.encode("utf-8", "surrogateescape") if _has_surrogates(value) else None
-    text = value if data is None else _decode(data, "utf-8")
-    return " ".join(text.split())
-
-
-def _has_surrogates(text: str) -> bool:
-    return any("\udc80" <= char <= "\udcff" for char in text)
-
-
-def _text(part: Message) -> str:
-    """A part's content, transfer decoding undone, as text in its declared charset."""
-    data = part.get_payload(decode=True)
-    return _decode(data, part.get_content_charset()) if isinstance(data, bytes) else ""
-
-
-def _body_text(message: Message) -> str:
-    """The text of the message's own parts (not of a quoted message's), one after another."""
-    texts = []
-    for part in _parts(message):
-        if part.get_content_maintype() == "multipart" and part.is_multipart():
-            continue  # its parts come next; a multipart without them is text (no boundary)
-        if part.get_content_maintype() in {"text", "multipart"}:
-            texts.append(_text(part))
-    return "\n".join(texts)
-
-
-def _decode(data: bytes, charset: str | None) -> str:
-    for name in (charset, "utf-8"):
-        if name:
-            try:
-                return data.decode(name)
-            except (LookupError, UnicodeError, ValueError):
-                # An unknown charset, bytes not in it, or a codec that is no text encoding.
-                pass
-    return data.decode("latin-1")  # every byte is a character: something readable
-
-
-def _decode_words(text: str) -> str:
-    """RFC 2047 encoded words -> text; a charset we do not know is read as UTF-8."""
-    text = _BETWEEN_WORDS.sub("?==?", text)  # RFC 2047 6.2: that space is not text
-    return _ENCODED_WORD.sub(_decode_word, text)
-
-
-def _decode_word(match: re.Match[str]) -> str:
-    charset, encoding, encoded = match.groups()
-    if encoding in "bB":
-        try:
-            data = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
-        except (binascii.Error, ValueError):
-            return match.group()
-    else:
-        data = _QP_ESCAPE.sub(
-            lambda hex_pair: bytes.fromhex(hex_pair.group(1).decode()),
-            encoded.replace("_", " ").encode("ascii", "replace"),
-        )
-    return _decode(data, charset.partition("*")[0])  # RFC 2231: charset*language
-
-
-def _identity(message: Message) -> str:
-    """A hash of what a relay leaves alone: Date, From, Subject and the decoded content of
-    every part; not Received, Delivered-To or the transfer encoding, which relays change."""
-    digest = hashlib.sha256()
-    for name in ("date", "from", "subject"):
-        digest.update(_header(message, name).encode("utf-8", "surrogatepass") + b"\0")
-    for part in _parts(message):
-        payload = part.get_payload()
-        if isinstance(payload, list):
-            if part.get_content_maintype() != "multipart":  # message/*: its header blocks
-                for block in payload:
-                    for name, value in block.raw_items() if isinstance(block, Message) else []:
-                        line = f"{name}: {' '.join(value.split())}\n"
-                        digest.update(line.encode("utf-8", "surrogatepass"))
-        else:
-            data = part.get_payload(decode=True)
-            if isinstance(data, bytes):
-                digest.update(b" ".join(data.split()) + b"\0")
-    return digest.hexdigest()
-
-
 # -- values ----------------------------------------------------------------------------
-
-
-def _one_line(text: str, limit: int) -> str:
-    line = " ".join(_CONTROL.sub(" ", text).split())
-    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
 def _first_word(value: str) -> str:
@@ -497,7 +353,7 @@ def _first_word(value: str) -> str:
 def _drop_type(diagnostic: str) -> str:
     """`smtp; 550 ...` -> `550 ...`: the diagnostic type (RFC 3464 2.3.6) is no reason."""
     kind, semicolon, rest = diagnostic.partition(";")
-    return rest.strip() if semicolon and _FIELD_NAME.fullmatch(kind.strip()) else diagnostic
+    return rest.strip() if semicolon and mime.FIELD_NAME.fullmatch(kind.strip()) else diagnostic
 
 
 def _dsn_address(value: str) -> str | None:
@@ -530,7 +386,7 @@ def _path(value: str) -> str | None:
     """A Return-Path as written, without its angle brackets; None for the null path <>."""
     match = re.search(r"<([^<>\s]*)>", value)
     path = match.group(1) if match else value.strip()
-    return path if "@" in path and len(path) <= 320 and not _CONTROL.search(path) else None
+    return path if "@" in path and len(path) <= 320 and not mime.CONTROL.search(path) else None
 
 
 def _message_id(value: str) -> str | None:
@@ -589,6 +445,7 @@ _QUOTED_TYPES = frozenset(
     }
 )
 _COMPLAINT_TYPES = frozenset({"abuse", "fraud", "virus", "other"})
+_EIGHT_BIT_AS_ASK = bytes(range(128)) + b"?" * 128
 _DAEMONS = frozenset({"mailer-daemon", "mailerdaemon", "mail-daemon", "postmaster"})
 _NO = frozenset({"no", "false", "0"})
 #: Headers that vacation programs and autoresponders add; present means automatic.
@@ -635,18 +492,10 @@ _UNKNOWN_WORDS = re.compile(
     r"|account (has been )?(closed|removed|deleted)",
     re.IGNORECASE,
 )
+_ADDRESS = re.compile(r"\S+@\S+")
 _STATUS = re.compile(r"(?<![\d.])([45]\.\d{1,3}\.\d{1,3})(?!\.?\d)")
 _REPLY_AND_STATUS = re.compile(r"(?<![\d.])[45]\d\d[ -]([45]\.\d{1,3}\.\d{1,3})(?!\.?\d)")
 _SMTP_REPLY = re.compile(r"(?<![\d.])[45]\d\d(?=[ -])")
-_FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext
 _INLINE_MESSAGE_ID = re.compile(r"^[ \t>]*message-id:[ \t]*(\S[^\n]{0,300})", re.I | re.M)
 _INLINE_RETURN_PATH = re.compile(r"^[ \t>]*return-path:[ \t]*(<[^<>\n]{0,320}>)", re.I | re.M)
 _UNSUBSCRIBE_TOKEN = re.compile(r"\bunsubscribe(?:\s|%20)+([A-Za-z0-9._-]{8,200})(?![\w.-])", re.I)
-_ENCODED_WORD = re.compile(r"=\?([^?\s]{1,75})\?([bBqQ])\?([^?\s]*)\?=")
-_BETWEEN_WORDS = re.compile(r"\?=\s+=\?")
-_QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
-# C0 and C1 controls, lone surrogates, line separators and bidi controls, which would
-# reorder the line an admin reads.
-_CONTROL = re.compile(
-    r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-)
