@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import REPO
 from tests.e2e.conftest import ok
 from tests.e2e.test_crash import free_port, wait_until
-from tests.fixtures.inbound import fixture
+from tests.fixtures.inbound import crlf, fixture
 
 COURSE = "leg-weakness-after-microdiscectomy"
 RETURN_PATH = {"NEWSLETTER_BOUNCES__RETURN_PATH": "bounces@example.org"}
@@ -80,7 +80,7 @@ def test_the_receiver_takes_a_bounce_over_smtp_and_stops_on_sigterm(admin, tmp_p
         "postfix-user-unknown", return_path=verp, recipient="ann@example.com", message_id=message_id
     )
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-        assert client.sendmail("", [verp], bounce) == {}
+        assert client.sendmail("", [verp], crlf(bounce)) == {}
 
     receiver.send_signal(signal.SIGTERM)
     _, stderr = receiver.communicate(timeout=30)
