@@ -346,7 +346,7 @@ def _key_strength(path: str, pem: bytes) -> tuple[Finding, bool]:
 def _dkim_record(ours: DnsRecord, records: Records | None) -> Finding:
     if records is None:
         return Finding(Status.TODO, "DKIM record", "publish our public key:", ours)
-    published = [r for r in records.get(ours.name, []) if "p" in _tags(r)]
+    published = [r for r in _published(records, ours.name) if "p" in _tags(r)]
     if not published:
         sentence = f"nothing at {ours.name}: receivers cannot check a signature."
         return Finding(Status.FAIL, "DKIM record", sentence, ours)
@@ -389,7 +389,7 @@ def _spf(settings: Settings, records: Records | None) -> Finding:
         record = DnsRecord(domain, "TXT", f"v=spf1 a:{host} ~all")
     if records is None:
         return Finding(Status.TODO, "SPF record", todo, record)
-    published = [r for r in records.get(domain, []) if re.match(r"v=spf1(\s|$)", r, re.I)]
+    published = [r for r in _published(records, domain) if re.match(r"v=spf1(\s|$)", r, re.I)]
     if not published:
         return Finding(Status.FAIL, "SPF record", f"none published: {todo}", record)
     if len(published) > 1:
@@ -420,7 +420,9 @@ def _dmarc_of(organisation: str, records: Records | None) -> Finding:
             "it); once they show all your mail passing, move to p=quarantine."
         )
         return Finding(Status.TODO, "DMARC record", sentence, start)
-    published = [r for r in records.get(name, []) if re.match(r"v\s*=\s*DMARC1\s*(;|$)", r, re.I)]
+    published = [
+        r for r in _published(records, name) if re.match(r"v\s*=\s*DMARC1\s*(;|$)", r, re.I)
+    ]
     if not published:
         sentence = f"nothing at {name}: Gmail and Yahoo refuse bulk mail without DMARC."
         return Finding(Status.FAIL, "DMARC record", sentence, start)
@@ -435,6 +437,11 @@ def _dmarc_of(organisation: str, records: Records | None) -> Finding:
     if policy == "none":
         sentence += ", reports only: tighten it once they show all your mail passing"
     return Finding(Status.OK, "DMARC record", f"{sentence}.")
+
+
+def _published(records: Records, name: str) -> list[str]:
+    # DNS names match without regard to case; the records come keyed in lower case.
+    return records.get(name.lower().rstrip("."), [])
 
 
 def _tags(record: str) -> dict[str, str]:

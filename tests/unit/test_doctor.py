@@ -366,6 +366,15 @@ def test_a_dkim_record_missing_revoked_or_doubled_fails(published: list[str], wo
     assert words in finding.sentence
 
 
+def test_records_are_found_whatever_the_case_of_the_configured_names():
+    settings = settings_with(dkim={"domain": "SpineNotes.net", "selector": "S1"})
+
+    found = findings(settings, PUBLISHED)
+
+    assert names_to_look_up(settings)[-1] == DKIM_NAME
+    assert found["DKIM record"].status is Status.OK
+
+
 def test_our_key_published_with_spaces_in_p_still_matches():
     value = dns_record_value(KEY)
     spaced = value[:100] + " " + value[100:200] + "\t" + value[200:]
