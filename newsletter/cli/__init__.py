@@ -1,6 +1,17 @@
 """The `newsletter` command: builds the parts from config, calls them, prints the outcome."""
 
-from newsletter.cli import admin, content, inbound, running, sending, sendtest, web
+from newsletter.cli import admin, content, doctor, inbound, running, sending, sendtest, web
 from newsletter.cli.app import app, main
 
-__all__ = ["admin", "app", "content", "inbound", "main", "running", "sending", "sendtest", "web"]
+__all__ = [
+    "admin",
+    "app",
+    "content",
+    "doctor",
+    "inbound",
+    "main",
+    "running",
+    "sending",
+    "sendtest",
+    "web",
+]
