@@ -65,8 +65,7 @@ def _report(name: str, data: dict[str, Any]) -> Report | None:
         kind = ReportKind.HARD_BOUNCE if data.get("severity") == "permanent" else ReportKind.DELAYED
     else:
         return None
-    status_data = data.get("delivery-status")
-    status_data = status_data if isinstance(status_data, dict) else {}
+    status_data = _object(data, "delivery-status")
     diagnostic = " ".join(
         str(status_data.get(key) or "") for key in ("code", "message", "description")
     ).strip()
@@ -74,11 +73,9 @@ def _report(name: str, data: dict[str, Any]) -> Report | None:
     status = found.group(1) if found else None
     if kind == ReportKind.HARD_BOUNCE and status is not None and status.split(".")[1] == "7":
         kind = ReportKind.POLICY_BOUNCE  # about our mail, not the address
-    message = data.get("message")
-    headers = message.get("headers") if isinstance(message, dict) else None
-    headers = headers if isinstance(headers, dict) else {}
+    headers = _object(_object(data, "message"), "headers")
     message_id = str(headers.get("message-id") or "").strip().strip("<>")
-    envelope = data.get("envelope") if isinstance(data.get("envelope"), dict) else {}
+    envelope = _object(data, "envelope")
     # Mailgun's event id; failing that, the event itself, so that a repeat is still one.
     event_id = str(data.get("id") or json.dumps(data, sort_keys=True))
     return Report(
@@ -90,3 +87,9 @@ def _report(name: str, data: dict[str, Any]) -> Report | None:
         original_return_path=str(envelope.get("sender") or "") or None,
         fingerprint=hashlib.sha256(f"mailgun:{event_id}:{name}".encode()).hexdigest(),
     )
+
+
+def _object(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """data[key] if it is a JSON object, else an empty one: the payload is not ours."""
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
