@@ -49,14 +49,14 @@ def keygen(
     ],
     domain: Annotated[
         str | None,
-        typer.Option(help="The signing domain (d=) [default: the domain of sender.address]"),
+        typer.Option(help="The signing domain (d=); by default the domain of sender.address"),
     ] = None,
     bits: Annotated[
         int, typer.Option(min=MIN_KEY_BITS, max=MAX_KEY_BITS, help="RSA key size")
     ] = 2048,
     out_path: Annotated[
         Path | None,
-        typer.Option("--out", help="Where to write the key [default: var/dkim/<selector>.pem]"),
+        typer.Option("--out", help="Where to write the key; by default var/dkim/<selector>.pem"),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace a key already at that path")] = False,
 ) -> None:
