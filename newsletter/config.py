@@ -301,7 +301,7 @@ class InboundSettings(_Section):
 
 
 class DkimSettings(_Section):
-    """DKIM signing of every message (docs/bounces.md). Empty domain: no signature."""
+    """DKIM signing of every message (docs/dkim.md). Empty domain: no signature."""
 
     #: The signing domain (d=): sender.address's domain, or one it belongs to (DMARC).
     domain: str = ""
@@ -310,6 +310,13 @@ class DkimSettings(_Section):
     key_path: Path | None = None
     #: Feedback-ID header's sender id (Gmail's feedback loop); empty: no header.
     feedback_id: str = ""
+
+    @field_validator("feedback_id")
+    @classmethod
+    def _gmail_sender_id(cls, value: str) -> str:
+        if value and not 5 <= len(value) <= 15:
+            raise ValueError("must be 5 to 15 characters long (Gmail's rule for a sender id)")
+        return value
 
     @field_validator("key_path", mode="before")
     @classmethod

@@ -89,9 +89,10 @@ async def build_test_email(
     )
     if problems := await emails.prepare(session, [delivery]):
         raise NewsletterError(problems[delivery.id])
-    envelope = emails.envelope(delivery, now)
+    # Marked before it is signed: the signature covers the subject as sent.
+    envelope = emails.unsigned_envelope(delivery, now)
     return EmailForTest(
-        dataclasses.replace(envelope, data=mark_as_test(envelope.data)),
+        dataclasses.replace(envelope, data=emails.sign(mark_as_test(envelope.data))),
         emails.describe(delivery),
         version.number,
     )

@@ -1,12 +1,13 @@
 """The `newsletter` command: builds the parts from config, calls them, prints the outcome."""
 
-from newsletter.cli import admin, content, doctor, inbound, running, sending, sendtest, web
+from newsletter.cli import admin, content, dkim, doctor, inbound, running, sending, sendtest, web
 from newsletter.cli.app import app, main
 
 __all__ = [
     "admin",
     "app",
     "content",
+    "dkim",
     "doctor",
     "inbound",
     "main",

@@ -32,11 +32,13 @@ db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 subscribers_app = typer.Typer(help="Add, list, import, export, remove.", no_args_is_help=True)
 sequences_app = typer.Typer(help="Queue courses and control their sending.", no_args_is_help=True)
 sending_app = typer.Typer(help="Pause or resume all sending.", no_args_is_help=True)
+dkim_app = typer.Typer(help="DKIM keys and the DNS record to publish.", no_args_is_help=True)
 app.add_typer(course_app, name="course")
 app.add_typer(db_app, name="db")
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(sequences_app, name="sequences")
 app.add_typer(sending_app, name="sending")
+app.add_typer(dkim_app, name="dkim")
 
 # Both print other people's text only through literal() or LiteralTable (cli/terminal.py):
 # markup in an f-string is for our own words.
@@ -81,8 +83,12 @@ def _global_options(
     _config_path = config
 
 
+def config_file() -> Path:
+    return _config_path or default_config_path()
+
+
 def settings() -> Settings:
-    return load_settings(_config_path or default_config_path())
+    return load_settings(config_file())
 
 
 def run(coroutine: Callable[[], Awaitable[T]]) -> T:

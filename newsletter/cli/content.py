@@ -206,10 +206,16 @@ def _preview(
             if fmt is not PreviewFormat.EML:
                 raise NewsletterError("the confirmation email previews as eml only")
             url = links.confirm_url(PREVIEW_SUBSCRIBER_ID, now)
-            return ConfirmationEmail(env, config.sender, course).render(
-                to, url, message_id=message_id, date=now
-            )
-        email = LessonEmail(env, config.sender, course, course.lesson(reference))
+            return ConfirmationEmail(
+                env, config.sender, course, feedback_id=config.dkim.feedback_id
+            ).render(to, url, message_id=message_id, date=now)
+        email = LessonEmail(
+            env,
+            config.sender,
+            course,
+            course.lesson(reference),
+            feedback_id=config.dkim.feedback_id,
+        )
         personal = links.personal_links(PREVIEW_SUBSCRIBER_ID, now)
         if fmt is PreviewFormat.HTML:
             return email.html(recipient, personal).encode("utf-8")

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from newsletter.cli.admin import database, parse_when
 from newsletter.cli.app import Fail, JsonOption, app, err, out, run, settings
 from newsletter.cli.content import print_problems
+from newsletter.cli.dkim import check_dkim
 from newsletter.cli.lifecycle import StopSignals, configure_logging
 from newsletter.cli.sending import sending_blocked
 from newsletter.cli.terminal import LiteralTable, print_json
@@ -247,6 +248,7 @@ def serve(
 ) -> None:
     """Run the service: the scheduler and the signup web app, on the configured database."""
     config = settings()
+    check_dkim(config)
     service = run_service(config, _clock(speed), starting_courses=True, web_address=(host, port))
     if not run(lambda: service).repeats_nothing:
         raise Fail
@@ -256,6 +258,7 @@ def serve(
 def worker(speed: SpeedOption = 1.0) -> None:
     """Run the scheduler alone (one of several workers on a shared database)."""
     config = settings()
+    check_dkim(config)
     if not run(lambda: run_service(config, _clock(speed), starting_courses=False)).repeats_nothing:
         raise Fail
 
@@ -269,6 +272,7 @@ def tick(
     """One planner pass and dispatcher passes until nothing due is left, then exit (for cron,
     tests and demos). Exits non-zero when sending is paused or the relay is unavailable."""
     config = settings()
+    check_dkim(config)
     clock = FrozenClock(parse_when(at))
 
     async def work() -> tuple[PassReport, PassReport, str, Stopped | None]:

@@ -12,6 +12,7 @@ from rich.text import Text
 from newsletter.cli.admin import database
 from newsletter.cli.app import Fail, app, err, out, run, settings
 from newsletter.cli.content import print_problems
+from newsletter.cli.dkim import check_dkim
 from newsletter.cli.running import build_links, build_transport
 from newsletter.content.check import check_course
 from newsletter.content.course import Course
@@ -52,6 +53,7 @@ def send_test(
     subject. Built as the worker builds it; never recorded as a delivery, and its links act
     on no subscriber."""
     config = settings()
+    check_dkim(config)
     person = NewSubscriber.parse(to, name)
     recipient = Recipient(person.email, person.first_name)
     folder = Path(course_ref) if Path(course_ref).is_dir() else None

@@ -3,6 +3,7 @@ snapshots never change once queued, so the cache is safe in every process."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime
 
@@ -15,6 +16,7 @@ from newsletter.db import queries
 from newsletter.db.models import DeliveryKind, LessonSnapshot, Sequence, SequenceVersion
 from newsletter.db.session import database_unavailable
 from newsletter.delivery.transport import Envelope
+from newsletter.dkim import DkimSigner
 from newsletter.inbound.verp import ReturnPath
 from newsletter.logs import log_event
 from newsletter.render import ConfirmationEmail, LessonEmail, Recipient
@@ -40,6 +42,8 @@ class CompiledEmails:
         #: By sequence version; and the version each sequence's confirmations use now.
         self._confirmations: dict[int, ConfirmationEmail] = {}
         self._confirmation_versions: dict[int, int] = {}
+        #: Signs every message once it is built; None when [dkim] names no domain.
+        self.signer = DkimSigner.from_settings(settings.dkim) if settings.dkim.enabled else None
 
     async def prepare(
         self, session: AsyncSession, deliveries: list[queries.ClaimedDelivery]
@@ -69,6 +73,15 @@ class CompiledEmails:
         return problems
 
     def envelope(self, delivery: queries.ClaimedDelivery, now: datetime) -> Envelope:
+        """The message for one recipient as it is sent: DKIM-signed when [dkim] says so."""
+        unsigned = self.unsigned_envelope(delivery, now)
+        return dataclasses.replace(unsigned, data=self.sign(unsigned.data))
+
+    def sign(self, message: bytes) -> bytes:
+        """`message` with its DKIM signature in front; as it is when DKIM is off."""
+        return self.signer.sign(message) if self.signer is not None else message
+
+    def unsigned_envelope(self, delivery: queries.ClaimedDelivery, now: datetime) -> Envelope:
         """The message for one recipient; `now` (wall clock) dates it and its links."""
         if delivery.kind == DeliveryKind.CONFIRMATION:
             assert delivery.sequence_id is not None
@@ -117,7 +130,7 @@ class CompiledEmails:
             slug = await self._slug_of(session, version.id)
             course = await load_snapshot(session, version.id, slug)
             self._confirmations[version.id] = ConfirmationEmail(
-                self.env, self.settings.sender, course
+                self.env, self.settings.sender, course, feedback_id=self.settings.dkim.feedback_id
             )
         # Only once it compiled: until then, confirmations keep the version they had.
         self._confirmation_versions[delivery.sequence_id] = version.id
@@ -133,7 +146,11 @@ class CompiledEmails:
         course = await load_snapshot(session, snapshot.version_id, slug)
         lesson = next(item for item in course.lessons if item.key == snapshot.key)
         self._lessons[delivery.lesson_id] = LessonEmail(
-            self.env, self.settings.sender, course, lesson
+            self.env,
+            self.settings.sender,
+            course,
+            lesson,
+            feedback_id=self.settings.dkim.feedback_id,
         )
 
     @staticmethod

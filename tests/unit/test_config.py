@@ -415,6 +415,13 @@ def test_the_dkim_key_path_is_taken_from_the_config_folder(tmp_path: Path) -> No
     assert load_settings(path).dkim.key_path == tmp_path / "keys/s1.pem"
 
 
+@pytest.mark.parametrize("sender_id", ["spin", "a-sender-id-too-long"])
+def test_a_feedback_id_sender_id_has_5_to_15_characters(tmp_path: Path, sender_id: str) -> None:
+    path = write_config(tmp_path, f'[dkim]\nfeedback_id = "{sender_id}"\n')
+
+    assert "dkim.feedback_id: must be 5 to 15 characters long" in config_error(path)
+
+
 def test_the_return_path_must_leave_room_for_verp(tmp_path: Path) -> None:
     path = write_config(tmp_path, '[bounces]\nreturn_path = "bounces+x@example.org"\n')
 

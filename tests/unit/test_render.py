@@ -394,3 +394,44 @@ def test_the_plain_text_underline_matches_a_wide_subject(env, settings, links):
         Recipient("a@example.com"), links.personal_links(1, NOW)
     )
     assert "腰痛の基礎\n==========\n" in text
+
+
+def test_a_feedback_id_names_the_course_and_the_kind_of_email(env, settings, course, links):
+    lesson = LessonEmail(env, settings.sender, course, course.lesson("2"), feedback_id="spine")
+    confirmation = ConfirmationEmail(env, settings.sender, course, feedback_id="spine")
+
+    sent = parse(
+        lesson.render(ANA, links.personal_links(7, NOW), message_id="<m@example.org>", date=NOW)
+    )
+    confirm = parse(
+        confirmation.render(ANA.email, "https://x.example/c", message_id="<c@x>", date=NOW)
+    )
+
+    slug = "leg-weakness-after-microdiscectomy"
+    assert sent["Feedback-ID"] == f"{slug}:lesson:newsletter:spine"
+    assert confirm["Feedback-ID"] == f"{slug}:confirmation:newsletter:spine"
+
+
+def test_without_a_sender_id_there_is_no_feedback_id(env, settings, course, links):
+    message = render(env, settings, course, links)
+    assert message["Feedback-ID"] is None
+
+
+def test_a_course_named_in_another_script_has_an_ascii_feedback_id(env, settings):
+    lesson = Lesson(
+        path=Path("demo/01-a.md"),
+        key="a",
+        subject="腰痛の基礎",
+        preheader="はじめに",
+        delay=timedelta(0),
+        send_at=None,
+        body="こんにちは\n",
+        body_line=6,
+    )
+    course = Course("腰痛の基礎", Path("demo"), "講座", "説明", (lesson,))
+    email = ConfirmationEmail(env, settings.sender, course, feedback_id="spine")
+
+    raw = email.render("a@example.com", "https://x.example/c", message_id="<c@x>", date=NOW)
+
+    assert b"\r\nFeedback-ID: xn--" in raw
+    assert parse(raw)["Feedback-ID"].endswith(":confirmation:newsletter:spine")
