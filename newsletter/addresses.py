@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from email_validator import EmailNotValidError, validate_email
+from publicsuffixlist import PublicSuffixList
 
 from newsletter.errors import NewsletterError
 
@@ -50,3 +53,20 @@ def normalize_address(raw: str) -> str:
             f"an address allows at most {MAX_LOCAL_PART_LENGTH}"
         )
     return valid.ascii_email.lower()
+
+
+def organisational_domain(domain: str) -> str:
+    """The registrable domain DMARC aligns by (RFC 7489, 3.2), from the Public Suffix List."""
+    domain = domain.lower().rstrip(".")
+    found = _public_suffixes().privatesuffix(domain)
+    return found if isinstance(found, str) else domain
+
+
+def dmarc_aligned(domain: str, from_domain: str) -> bool:
+    """DMARC's relaxed alignment: the same organisational domain as the From address's."""
+    return organisational_domain(domain) == organisational_domain(from_domain)
+
+
+@cache
+def _public_suffixes() -> PublicSuffixList:
+    return PublicSuffixList()

@@ -8,13 +8,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cache
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from publicsuffixlist import PublicSuffixList
 
+from newsletter.addresses import dmarc_aligned, organisational_domain
 from newsletter.config import Settings
 from newsletter.dkim import dns_record_name, dns_record_value
 
@@ -89,18 +88,6 @@ def names_to_look_up(settings: Settings) -> list[str]:
     if settings.dkim.enabled:
         names.append(dns_record_name(settings.dkim.selector, settings.dkim.domain))
     return list(dict.fromkeys(name.lower() for name in names))
-
-
-def organisational_domain(domain: str) -> str:
-    """The registrable domain DMARC aligns by (RFC 7489, 3.2), from the Public Suffix List."""
-    domain = domain.lower().rstrip(".")
-    found = _public_suffixes().privatesuffix(domain)
-    return found if isinstance(found, str) else domain
-
-
-@cache
-def _public_suffixes() -> PublicSuffixList:
-    return PublicSuffixList()
 
 
 def envelope_domain(settings: Settings) -> str:
@@ -262,7 +249,7 @@ def _alignment(settings: Settings) -> list[Finding]:
     from_domains = _from_domains(settings)
     froms = f"From {_with_organisations(from_domains)}"
     dkim_domain = settings.dkim.domain.lower()
-    dkim_misses = [d for d in from_domains if not _aligned(dkim_domain, d)]
+    dkim_misses = [d for d in from_domains if not dmarc_aligned(dkim_domain, d)]
     findings = []
     if settings.dkim.enabled:
         signer = f"d={_with_organisations([dkim_domain])}"
@@ -275,7 +262,7 @@ def _alignment(settings: Settings) -> list[Finding]:
         else:
             findings.append(Finding(Status.OK, "DKIM alignment", f"{signer} aligns with {froms}."))
     envelope = f"the return path's {_with_organisations([envelope_domain(settings)])}"
-    spf_misses = [d for d in from_domains if not _aligned(envelope_domain(settings), d)]
+    spf_misses = [d for d in from_domains if not dmarc_aligned(envelope_domain(settings), d)]
     misaligned = f"{envelope} is not of the organisation of From {_with_organisations(spf_misses)}"
     if not spf_misses:
         findings.append(Finding(Status.OK, "SPF alignment", f"{envelope} aligns with {froms}."))
@@ -286,10 +273,6 @@ def _alignment(settings: Settings) -> list[Finding]:
         sentence = f"{misaligned}, nor is a DKIM d=: DMARC fails."
         findings.append(Finding(Status.FAIL, "SPF alignment", sentence))
     return findings
-
-
-def _aligned(domain: str, from_domain: str) -> bool:
-    return organisational_domain(domain) == organisational_domain(from_domain)
 
 
 def _with_organisations(domains: list[str]) -> str:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from newsletter.addresses import dmarc_aligned
 from newsletter.cli.app import config_file, dkim_app, err, out, settings
 from newsletter.config import DkimSettings, Settings
 from newsletter.dkim import (
@@ -18,7 +19,6 @@ from newsletter.dkim import (
     dns_record_name,
     dns_record_value,
     generate_private_key,
-    is_aligned,
     txt_strings,
 )
 from newsletter.errors import NewsletterError
@@ -31,7 +31,7 @@ def check_dkim(config: Settings) -> None:
     if not config.dkim.enabled:
         return
     DkimSigner.from_settings(config.dkim)
-    if not is_aligned(config.dkim.domain, config.sender.domain):
+    if not dmarc_aligned(config.dkim.domain, config.sender.domain):
         err.print(
             f"warning: dkim.domain {config.dkim.domain} is neither sender.address's domain "
             f"({config.sender.domain}) nor a parent of it, so DMARC may not count the "
@@ -89,7 +89,7 @@ def keygen(
         f'   selector = "{wanted.selector}"',
         f'   key_path = "{_as_configured(path)}"',
     ]
-    if not is_aligned(wanted.domain, config.sender.domain):
+    if not dmarc_aligned(wanted.domain, config.sender.domain):
         lines += [
             "",
             f"Note: {wanted.domain} is neither {config.sender.domain} (sender.address) nor a "

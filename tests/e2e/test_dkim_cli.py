@@ -77,7 +77,9 @@ def test_a_test_send_with_the_printed_config_is_signed_over_its_marked_subject(a
 
     [entry] = list_outbox(tmp_path / "var" / "outbox")
     assert entry.subject.startswith("[test] ")
-    message = entry.path.read_bytes()
+    # As a mailbox gets it: the Return-Path its delivery added, then the signed message.
+    return_path, _, message = entry.path.read_bytes().partition(b"\r\n")
+    assert return_path.startswith(b"Return-Path: ")
     assert message.startswith(b"DKIM-Signature: ")
     assert dkimpy_verifies(message, key, "s2026", "example.org")
     assert mail_dkim_result(message, key, "s2026", "example.org") == "pass"

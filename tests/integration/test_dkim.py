@@ -70,7 +70,7 @@ def test_a_lesson_and_a_confirmation_arrive_signed_and_both_verifiers_accept_the
     lesson, confirmation = received_bytes(signing(settings, tmp_path, key), smtp_server)
 
     for message in (lesson, confirmation):
-        assert message.startswith(b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed;")
+        assert message.startswith(b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/simple;")
         assert message.count(b"DKIM-Signature:") == 1  # signed once, after rendering
         assert dkimpy_verifies(message, key, SELECTOR, DOMAIN)
         assert mail_dkim_result(message, key, SELECTOR, DOMAIN) == "pass"

@@ -20,7 +20,6 @@ from newsletter.dkim import (
     dns_record_name,
     dns_record_value,
     generate_private_key,
-    is_aligned,
     load_private_key,
     signed_header_names,
     txt_strings,
@@ -224,7 +223,7 @@ def test_the_headers_that_matter_are_signed_and_from_once_more_than_it_appears(
         "feedback-id",
         "from",
     ]
-    assert (tags["v"], tags["a"], tags["c"]) == ("1", "rsa-sha256", "relaxed/relaxed")
+    assert (tags["v"], tags["a"], tags["c"]) == ("1", "rsa-sha256", "relaxed/simple")
     assert (tags["d"], tags["s"]) == (DOMAIN, SELECTOR)
 
 
@@ -268,16 +267,16 @@ def test_a_message_without_from_is_refused() -> None:
         signed_header_names([b"To", b"Subject"])
 
 
-def test_a_relay_refolding_headers_and_re_spacing_the_body_keeps_it_valid(
+def test_a_relay_refolding_headers_or_adding_blank_lines_at_the_end_keeps_it_valid(
     signer: DkimSigner, key: bytes, lesson: bytes
 ) -> None:
     signed = signer.sign(lesson)
     head, _, body = signed.partition(b"\r\n\r\n")
-    # Relaxed canonicalisation: unfolded headers, runs of spaces, trailing blanks.
+    # Relaxed headers: unfolded, runs of spaces. Simple body: only empty lines at its end
+    # may change; our quoted-printable body has nothing else a relay rewrites.
     refolded = head.replace(b"\r\n <mailto:", b" <mailto:").replace(b": ", b":  ")
-    respaced = body.replace(b" ", b"  ").replace(b"\r\n", b" \r\n") + b"\r\n\r\n"
 
-    assert verifies(refolded + b"\r\n\r\n" + respaced, key)
+    assert verifies(refolded + b"\r\n\r\n" + body + b"\r\n\r\n", key)
 
 
 @pytest.mark.parametrize(
@@ -312,20 +311,3 @@ def test_another_key_does_not_verify(signer: DkimSigner, lesson: bytes) -> None:
 
 
 # --- alignment ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("signing", "sender", "aligned"),
-    [
-        ("example.org", "example.org", True),
-        ("Example.ORG", "example.org.", True),
-        ("example.org", "news.example.org", True),
-        ("news.example.org", "example.org", False),
-        ("example.org", "badexample.org", False),
-        ("example.net", "example.org", False),
-    ],
-)
-def test_the_signing_domain_aligns_with_the_from_domain_or_a_parent_of_it(
-    signing: str, sender: str, aligned: bool
-) -> None:
-    assert is_aligned(signing, sender) is aligned

@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from newsletter.addresses import dmarc_aligned, organisational_domain
 from newsletter.config import Settings
 from newsletter.dkim import dns_record_value, generate_private_key
 from newsletter.doctor import (
@@ -19,7 +20,6 @@ from newsletter.doctor import (
     Status,
     diagnose,
     names_to_look_up,
-    organisational_domain,
 )
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "dkim"
@@ -492,3 +492,20 @@ def test_names_to_look_up_are_those_diagnose_compares():
 )
 def test_organisational_domains_come_from_the_public_suffix_list(domain: str, organisation: str):
     assert organisational_domain(domain) == organisation
+
+
+@pytest.mark.parametrize(
+    ("signing", "sender", "aligned"),
+    [
+        ("example.org", "example.org", True),
+        ("Example.ORG", "example.org.", True),
+        ("example.org", "news.example.org", True),
+        ("news.example.org", "example.org", True),
+        ("example.org", "badexample.org", False),
+        ("example.net", "example.org", False),
+        ("a.example.co.uk", "b.example.co.uk", True),
+        ("example.co.uk", "other.co.uk", False),
+    ],
+)
+def test_alignment_is_by_organisational_domain(signing: str, sender: str, aligned: bool) -> None:
+    assert dmarc_aligned(signing, sender) is aligned
