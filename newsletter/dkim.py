@@ -50,7 +50,7 @@ _HEADER_NAME = b"DKIM-Signature"
 #: Relaxed headers: relays refold them. Simple body: ours is 7-bit quoted-printable with
 #: CRLF line ends and no trailing white space, which relays carry untouched, and relaxed
 #: body canonicalisation (dkimpy's, in Python) costs a millisecond for each lesson.
-_CANONICALIZATION = b"relaxed/simple"
+CANONICALIZATION = b"relaxed/simple"
 _SIGNATURE_LINE = 72
 
 
@@ -106,7 +106,7 @@ class DkimSigner:
         self._key = _parse_rsa_key(private_key_pem, "the DKIM key")
         self._domain = domain.encode("ascii")
         self._selector = selector.encode("ascii")
-        self._policy = CanonicalizationPolicy.from_c_value(_CANONICALIZATION)
+        self._policy = CanonicalizationPolicy.from_c_value(CANONICALIZATION)
 
     @classmethod
     def from_settings(cls, settings: DkimSettings) -> DkimSigner:
@@ -129,7 +129,7 @@ class DkimSigner:
         tags = [
             b"v=1",
             b"a=rsa-sha256",
-            b"c=" + _CANONICALIZATION,
+            b"c=" + CANONICALIZATION,
             b"d=" + self._domain,
             b"s=" + self._selector,
             # Spaces around the colons are folding white space: where the line may break.
