@@ -99,3 +99,38 @@ def listening(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_serve_runs_the_receiver_when_inbound_is_enabled(admin, tmp_path: Path):
+    verp, message_id = lesson_out(admin, tmp_path, "ann@example.com")
+    port = free_port()
+    log = tmp_path / "serve.log"
+    enabled = RETURN_PATH | {
+        "NEWSLETTER_INBOUND__ENABLED": "true",
+        "NEWSLETTER_INBOUND__PORT": str(port),
+    }
+    with log.open("w") as output:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "serve", "--port", str(free_port())],
+            cwd=REPO,
+            env=admin.env | enabled,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: f"smtp://127.0.0.1:{port}" in log.read_text() or service.poll())
+        bounce = fixture(
+            "postfix-user-unknown",
+            return_path=verp,
+            recipient="ann@example.com",
+            message_id=message_id,
+        )
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            assert client.sendmail("", [verp], crlf(bounce)) == {}
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.wait(timeout=30)
+
+    assert service.returncode == 0, log.read_text()
+    shown = json.loads(ok(admin("subscribers", "show", "ann@example.com", "--json")))
+    assert shown["status"] == "bounced"
