@@ -97,6 +97,13 @@ async def lessons_out(stack: Stack, emails: list[str]) -> dict[str, int]:
     return ids
 
 
+async def lesson_to_ann(stack: Stack) -> tuple[dict[str, int], Delivery, str]:
+    """Ann's welcome lesson, sent: the subscriber ids, its delivery and its return path."""
+    ids = await lessons_out(stack, ["ann@example.com"])
+    delivery = await welcome(stack, ids["ann@example.com"])
+    return ids, delivery, stack.server.messages[0].mail_from
+
+
 async def welcome(stack: Stack, subscriber_id: int) -> Delivery:
     return (await stack.deliveries(subscriber_id))[0]
 
@@ -185,9 +192,7 @@ def test_the_same_bounce_twice_counts_once(settings, tmp_path, smtp_server):
         config = config_for(settings, tmp_path, soft_limit=2)
         async with running(config, smtp_server) as receiver:
             stack = receiver.stack
-            ids = await lessons_out(stack, ["ann@example.com"])
-            delivery = await welcome(stack, ids["ann@example.com"])
-            verp = smtp_server.messages[0].mail_from
+            _ids, delivery, verp = await lesson_to_ann(stack)
             bounce = report_about("mailbox-full", delivery, "ann@example.com", return_path=verp)
 
             assert (await receiver.deliver(bounce, verp))[0] == 250
@@ -244,9 +249,7 @@ def test_a_policy_bounce_never_counts_against_the_subscriber(settings, tmp_path,
         config = config_for(settings, tmp_path, soft_limit=1)
         async with running(config, smtp_server) as receiver:
             stack = receiver.stack
-            ids = await lessons_out(stack, ["ann@example.com"])
-            delivery = await welcome(stack, ids["ann@example.com"])
-            verp = smtp_server.messages[0].mail_from
+            ids, delivery, verp = await lesson_to_ann(stack)
 
             await receiver.deliver(
                 report_about("dmarc-reject", delivery, "ann@example.com", return_path=verp), verp
@@ -310,9 +313,7 @@ def test_an_out_of_office_reply_changes_nothing(settings, tmp_path, smtp_server)
     async def scenario() -> None:
         async with running(config_for(settings, tmp_path), smtp_server) as receiver:
             stack = receiver.stack
-            ids = await lessons_out(stack, ["ann@example.com"])
-            delivery = await welcome(stack, ids["ann@example.com"])
-            verp = smtp_server.messages[0].mail_from
+            _ids, delivery, verp = await lesson_to_ann(stack)
             reply = report_about(
                 "vacation-auto-reply", delivery, "ann@example.com", return_path=verp
             )
