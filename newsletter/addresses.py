@@ -70,3 +70,11 @@ def dmarc_aligned(domain: str, from_domain: str) -> bool:
 @cache
 def _public_suffixes() -> PublicSuffixList:
     return PublicSuffixList()
+
+
+def address_parts(address: str) -> tuple[str, str, str]:
+    """An envelope address as (local part before any '+', the tag after it, domain), lower
+    case, without the angle brackets SMTP puts around it."""
+    local, _, domain = address.strip().strip("<>").lower().rpartition("@")
+    base, _, tag = local.partition("+")
+    return base, tag, domain

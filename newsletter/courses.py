@@ -189,7 +189,7 @@ async def set_sequence_status(
     Catch-up rule on resume: every waiting step of the sequence moves later by the length
     of the pause, so resuming sends nothing in a burst that would not have gone out anyway
     (docs/delivery.md)."""
-    held = await queries.flag(session, queries.COURSE_HELD + sequence.slug)
+    held = await queries.flag(session, queries.course_held(sequence.id))
     if held is not None and held.until is None and status != SequenceStatus.PAUSED:
         # Its bounces and complaints so far were dealt with: count afresh from now.
         await queries.set_flag(session, held.name, until=now, reason=held.reason, now=now)

@@ -229,7 +229,14 @@ def _return_path(settings: Settings) -> Finding:
 def _inbound(settings: Settings) -> Finding:
     inbound = settings.inbound
     if inbound.enabled:
-        local, _, domain = (settings.bounces.return_path or settings.sender.address).rpartition("@")
+        if not settings.bounces.return_path:
+            return Finding(
+                Status.WARN,
+                "bounces in",
+                f"serve receives on {inbound.host}:{inbound.port}, but without "
+                "bounces.return_path it takes only unsubscribes by mail; set it to read bounces.",
+            )
+        local, _, domain = settings.bounces.return_path.rpartition("@")
         return Finding(
             Status.OK,
             "bounces in",

@@ -24,6 +24,7 @@ from newsletter.db.models import (
     DeliveryStatus,
     Enrollment,
     EnrollmentStatus,
+    MailEvent,
     Sequence,
     SequenceStatus,
     SequenceVersion,
@@ -676,6 +677,9 @@ async def export_data(
     deliveries = await session.scalars(
         select(Delivery).where(Delivery.subscriber_id == subscriber_id).order_by(Delivery.id)
     )
+    came_back = await session.scalars(
+        select(MailEvent).where(MailEvent.subscriber_id == subscriber_id).order_by(MailEvent.id)
+    )
     return {
         "exported_at": now.isoformat(),
         "subscriber": {
@@ -711,6 +715,17 @@ async def export_data(
                 "last_error": row.last_error,
             }
             for row in deliveries
+        ],
+        # Bounces, complaints and unsubscribes by mail, with the remote servers' words.
+        "came_back": [
+            {
+                "kind": row.kind,
+                "received_at": _iso(row.received_at),
+                "status": row.status,
+                "reason": row.reason,
+                "outcome": row.outcome,
+            }
+            for row in came_back
         ],
     }
 

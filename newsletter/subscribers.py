@@ -17,6 +17,7 @@ from newsletter.db import queries
 from newsletter.db.models import (
     Delivery,
     Enrollment,
+    MailEvent,
     Sequence,
     Subscriber,
     SubscriberStatus,
@@ -224,8 +225,14 @@ async def unsubscribe(session: AsyncSession, subscriber: Subscriber, now: dateti
 
 
 async def forget(session: AsyncSession, subscriber: Subscriber) -> None:
-    """Delete the person and their history. A suppression entry, if any, stays: it only
-    holds the address, so a bounced or complaining address is never mailed again."""
+    """Delete the person and their history, what came back about them included. A
+    suppression entry, if any, stays: it only holds the address, so a bounced or
+    complaining address is never mailed again."""
+    await session.execute(
+        delete(MailEvent).where(
+            (MailEvent.subscriber_id == subscriber.id) | (MailEvent.email == subscriber.email)
+        )
+    )
     await session.execute(delete(Delivery).where(Delivery.subscriber_id == subscriber.id))
     await session.execute(delete(Enrollment).where(Enrollment.subscriber_id == subscriber.id))
     await session.delete(subscriber)

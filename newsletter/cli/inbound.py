@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from newsletter.cli.admin import database, event_fields
 from newsletter.cli.app import Fail, JsonOption, app, err, out, run, settings
 from newsletter.cli.lifecycle import StopSignals, configure_logging
-from newsletter.cli.running import build_links, build_return_path
+from newsletter.cli.running import build_links
 from newsletter.cli.terminal import LiteralTable, literal, print_json
 from newsletter.clock import SystemClock
 from newsletter.config import Settings
@@ -24,6 +24,7 @@ from newsletter.db.models import MailEvent
 from newsletter.db.session import database_unavailable
 from newsletter.inbound.inbox import Inbox
 from newsletter.inbound.receiver import start_receiver
+from newsletter.inbound.verp import return_path_for
 
 inbound_app = typer.Typer(
     help="Bounces, complaints and mailto unsubscribes (docs/bounces.md).", no_args_is_help=True
@@ -39,7 +40,7 @@ def build_inbox(config: Settings, sessions: async_sessionmaker[AsyncSession]) ->
         config,
         sessions,
         tokens=build_links(config).tokens,
-        return_path=build_return_path(config),
+        return_path=return_path_for(config),
         wall=SystemClock(),
     )
 
@@ -177,7 +178,7 @@ def _addressed_to(raw: bytes) -> list[str]:
 def _warn_without_return_path(config: Settings) -> None:
     if not config.bounces.return_path:
         err.print(
-            "warning: bounces.return_path is not set, so bounces go to sender.address and "
-            "cannot be matched to their message; only complaints and unsubscribes will be read.",
+            "warning: bounces.return_path is not set, so bounces go to sender.address unread "
+            "and this receiver takes only mail to the unsubscribe address.",
             markup=False,
         )

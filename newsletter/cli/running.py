@@ -29,7 +29,7 @@ from newsletter.db.models import Sequence, SequenceStatus
 from newsletter.db.session import prompt_writes
 from newsletter.delivery.transport import OutboxTransport, SmtpTransport, Transport, list_outbox
 from newsletter.errors import NewsletterError, errors_among
-from newsletter.inbound.verp import ReturnPath
+from newsletter.inbound.verp import return_path_for
 from newsletter.logs import log_event
 from newsletter.render import make_environment
 from newsletter.scheduling.jobs import build_scheduler
@@ -71,13 +71,6 @@ def build_transport(config: Settings) -> Transport:
     )
 
 
-def build_return_path(config: Settings) -> ReturnPath | None:
-    """VERP envelope senders, when bounces.return_path is set."""
-    if not config.bounces.return_path:
-        return None
-    return ReturnPath(config.bounces.return_path, load_secret_key(config))
-
-
 def build_links(config: Settings) -> LinkMaker:
     tokens = Tokens(load_secret_key(config))
     return LinkMaker(tokens, config.site.base, config.sender.unsubscribe_address)
@@ -97,7 +90,7 @@ def build_worker(
         env,
         build_links(config),
         clock=clock,
-        return_path=build_return_path(config),
+        return_path=return_path_for(config),
     )
 
 

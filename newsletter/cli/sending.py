@@ -7,13 +7,14 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from newsletter.cli.admin import database, now
 from newsletter.cli.app import Fail, JsonOption, out, run, sending_app, settings
 from newsletter.cli.terminal import print_json
 from newsletter.db import queries
-from newsletter.db.models import SystemFlag
+from newsletter.db.models import Sequence, SystemFlag
 from newsletter.words import plural
 
 
@@ -84,11 +85,7 @@ def sending_status(as_json: JsonOption = False) -> None:
                 "blocked": await sending_blocked(session, wall_now),
                 "paused": _flag(switches.get(queries.SENDING_PAUSED), wall_now),
                 "relay_circuit": _flag(switches.get(queries.RELAY_CIRCUIT), wall_now),
-                "held_courses": {
-                    name.removeprefix(queries.COURSE_HELD): row.reason
-                    for name, row in switches.items()
-                    if name.startswith(queries.COURSE_HELD) and row.until is None
-                },
+                "held_courses": await _held_courses(session, switches),
                 "queue": {"queued": counts.queued, "due": counts.due, "sending": counts.sending},
                 "last_hour": {
                     "sent": counts.sent_last_hour,
@@ -110,6 +107,17 @@ def sending_status(as_json: JsonOption = False) -> None:
         _print_status(state)
     if state["blocked"]:
         raise Fail
+
+
+async def _held_courses(session: AsyncSession, switches: dict[str, SystemFlag]) -> dict[str, str]:
+    """Courses paused for their bounce or complaint rate, by slug: why."""
+    held = {
+        int(name.removeprefix(queries.COURSE_HELD)): row.reason
+        for name, row in switches.items()
+        if name.startswith(queries.COURSE_HELD) and row.until is None
+    }
+    rows = await session.execute(select(Sequence.id, Sequence.slug).where(Sequence.id.in_(held)))
+    return {slug: held[sequence_id] for sequence_id, slug in rows}
 
 
 def _flag(row: SystemFlag | None, wall_now: datetime) -> dict[str, Any] | None:

@@ -231,6 +231,9 @@ class Delivery(Base):
         Index("ix_deliveries_last_attempt_at", "last_attempt_at"),
         #: A complaint names the message it is about by its Message-ID.
         Index("ix_deliveries_message_id", "message_id"),
+        # Ids are never reused, also on SQLite once the newest rows were deleted (an erased
+        # subscriber): a late bounce names its delivery by id (VERP).
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

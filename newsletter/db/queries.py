@@ -40,9 +40,13 @@ from newsletter.db.models import (
 #: circuit open (no connection until `until`).
 SENDING_PAUSED = "sending_paused"
 RELAY_CIRCUIT = "relay_circuit"
-#: + a course's slug: the course paused for its bounce or complaint rate. `until` is None
+#: + a sequence's id: the course paused for its bounce or complaint rate. `until` is None
 #: while it is held; once resumed, the instant its rates start counting afresh.
 COURSE_HELD = "course_held:"
+
+
+def course_held(sequence_id: int) -> str:
+    return f"{COURSE_HELD}{sequence_id}"
 
 
 def insert_ignoring_duplicates(session: AsyncSession | str, model: Any) -> Any:

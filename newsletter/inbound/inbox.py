@@ -10,14 +10,15 @@ suppress anyone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import distinct, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from newsletter import signup
+from newsletter.addresses import address_parts
 from newsletter.clock import Clock
 from newsletter.config import Settings
 from newsletter.courses import set_sequence_status
@@ -41,7 +42,7 @@ from newsletter.inbound.reports import (
 )
 from newsletter.inbound.verp import ReturnPath
 from newsletter.logs import log_event
-from newsletter.tokens import Purpose, TokenInvalid, Tokens
+from newsletter.tokens import LinkTarget, Purpose, TokenInvalid, Tokens
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +83,15 @@ class Inbox:
         self.tokens = tokens
         self.return_path = return_path
         self.wall = wall
-        local, _, domain = settings.sender.unsubscribe_address.lower().rpartition("@")
-        self._unsubscribe_local, self._unsubscribe_domain = local, domain
+        base, _, domain = address_parts(settings.sender.unsubscribe_address)
+        self._unsubscribe_address = (base, domain)
 
     # --- which addresses are ours ---------------------------------------------------------
 
     def is_unsubscribe_address(self, address: str) -> bool:
-        local, _, domain = address.strip().strip("<>").lower().rpartition("@")
-        return domain == self._unsubscribe_domain and (
-            local.partition("+")[0] == self._unsubscribe_local
-        )
+        """The unsubscribe address, or a tagged form of it naming a course (+<slug>)."""
+        base, _, domain = address_parts(address)
+        return (base, domain) == self._unsubscribe_address
 
     def refusal(self, address: str) -> str:
         """Why the receiver refuses mail to this address at RCPT; "" when it takes it."""
@@ -109,8 +109,9 @@ class Inbox:
     async def receive(self, raw: bytes, recipients: Sequence[str], source: str) -> list[str]:
         """Record one inbound message and act on it; what happened, one line per finding.
         Raises only when the database cannot take it now (the sender should try again)."""
-        if any(self.is_unsubscribe_address(address) for address in recipients):
-            return [await self._unsubscribe(raw, source)]
+        for address in recipients:
+            if self.is_unsubscribe_address(address):
+                return [await self._unsubscribe(raw, source, course=address_parts(address)[1])]
         # Before any auto-reply test: bounces are auto-submitted too (RFC 3464).
         reports = read_reports(raw)
         if not reports:
@@ -144,21 +145,14 @@ class Inbox:
                 "outcome": "",
                 "received_at": now,
             }
-            inserted = await session.execute(
-                queries.insert_ignoring_duplicates(session, MailEvent)
-                .values(**event)
-                .returning(MailEvent.id)
-            )
-            event_id = inserted.scalar()
+            event_id = await _new_event(session, event)
             if event_id is None:
                 return f"{_describe(kind, report)}: already recorded, nothing more to do"
             if target is None:
                 outcome = "not acted on: it names no message we sent"
             else:
                 outcome = await self._act(session, kind, report, target, now)
-            await session.execute(
-                update(MailEvent).where(MailEvent.id == event_id).values(outcome=outcome)
-            )
+            await _settle_event(session, event_id, outcome)
         line = f"{_describe(kind, report)}: {outcome}"
         log_event(log, logging.INFO, line, "inbound_" + kind)
         return line
@@ -170,19 +164,25 @@ class Inbox:
         if delivery_id is None and report.original_return_path and self.return_path:
             delivery_id = self.return_path.delivery_of(report.original_return_path)
         query = select(
-            Delivery.id, Delivery.subscriber_id, Delivery.sequence_id, Subscriber.email
+            Delivery.id,
+            Delivery.subscriber_id,
+            Delivery.sequence_id,
+            Subscriber.email,
+            Delivery.message_id,
         ).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         if delivery_id is not None:
-            row = (await session.execute(query.where(Delivery.id == delivery_id))).first()
+            query = query.where(Delivery.id == delivery_id)
         elif report.original_message_id:
-            row = (
-                await session.execute(
-                    query.where(Delivery.message_id == report.original_message_id).limit(1)
-                )
-            ).first()
+            query = query.where(Delivery.message_id == report.original_message_id).limit(1)
         else:
-            row = None
-        return Target(*row) if row is not None else None
+            return None
+        row = (await session.execute(query)).first()
+        if row is None:
+            return None
+        quoted = report.original_message_id
+        if quoted is not None and quoted != row.message_id:
+            return None  # it quotes another message than the one its return path names
+        return Target(row.id, row.subscriber_id, row.sequence_id, row.email)
 
     async def _act(
         self,
@@ -196,7 +196,7 @@ class Inbox:
         soft = 0
         if kind == MailEventKind.SOFT_BOUNCE:
             since = now - timedelta(days=bounces.soft_window_days)
-            soft = await _count_events(session, MailEvent.email == target.email, kind, since)
+            soft = await _soft_bounced_deliveries(session, target.subscriber_id, since)
         decided = verdict(kind, soft, bounces)
         if decided is Verdict.SUPPRESS:
             await self._suppress(session, kind, report, target, now)
@@ -246,7 +246,7 @@ class Inbox:
         if sequence is None or sequence.status != SequenceStatus.LIVE:
             return
         since = now - timedelta(days=bounces.rate_window_days)
-        held = await queries.flag(session, queries.COURSE_HELD + sequence.slug)
+        held = await queries.flag(session, queries.course_held(sequence.id))
         if held is not None and held.until is not None:
             since = max(since, held.until)  # resumed since: what came before was dealt with
         in_course = MailEvent.sequence_id == sequence_id
@@ -268,7 +268,7 @@ class Inbox:
         await set_sequence_status(session, sequence, SequenceStatus.PAUSED, now)
         reason = f"paused: {why}"
         await queries.set_flag(
-            session, queries.COURSE_HELD + sequence.slug, until=None, reason=reason, now=now
+            session, queries.course_held(sequence.id), until=None, reason=reason, now=now
         )
         log_event(
             log,
@@ -280,57 +280,92 @@ class Inbox:
 
     # --- mailto unsubscribes ----------------------------------------------------------------
 
-    async def _unsubscribe(self, raw: bytes, source: str) -> str:
+    async def _unsubscribe(self, raw: bytes, source: str, *, course: str) -> str:
         """RFC 2369 / 8058 mailto: the token of our List-Unsubscribe subject says who and
-        which course; without one, the sender's address leaves everything. Nobody is sent a
-        reply: an answer to a forged sender would be mail to someone who asked for none."""
+        which course. Without one, the sender's address leaves the course the address names
+        (unsubscribe+<slug>@) or everything, but only when the receiving server vouches for
+        that address (DMARC passed): anyone can write any From. Nobody is sent a reply: an
+        answer to a forged sender would be mail to someone who asked for none."""
         request = read_unsubscribe_request(raw)
         now = self.wall.now()
         async with self.sessions.begin() as session:
-            target = None
-            if request.token:
-                try:
-                    target = self.tokens.read_target(Purpose.UNSUBSCRIBE, request.token, now)
-                except TokenInvalid:
-                    target = None
+            target = self._token_target(request.token, now)
+            sequence_id = target.sequence_id if target else None
             subscriber = None
             if target is not None:
                 subscriber = await session.get(Subscriber, target.subscriber_id)
-            elif request.sender:
+            elif request.sender and request.sender_authenticated:
                 subscriber = await queries.subscriber_by_email(session, request.sender)
-            inserted = await session.execute(
-                queries.insert_ignoring_duplicates(session, MailEvent)
-                .values(
-                    fingerprint=request.fingerprint,
-                    kind=MailEventKind.UNSUBSCRIBE,
-                    source=source,
-                    email=subscriber.email if subscriber else request.sender,
-                    subscriber_id=subscriber.id if subscriber else None,
-                    sequence_id=target.sequence_id if target else None,
-                    status="",
-                    reason=request.subject,
-                    outcome="",
-                    received_at=now,
-                )
-                .returning(MailEvent.id)
+                named = await queries.sequence_by_slug(session, course) if course else None
+                sequence_id = named.id if named else None
+            event_id = await _new_event(
+                session,
+                {
+                    "fingerprint": request.fingerprint,
+                    "kind": MailEventKind.UNSUBSCRIBE,
+                    "source": source,
+                    "email": subscriber.email if subscriber else request.sender,
+                    "subscriber_id": subscriber.id if subscriber else None,
+                    "sequence_id": sequence_id,
+                    "status": "",
+                    "reason": request.subject,
+                    "outcome": "",
+                    "received_at": now,
+                },
             )
-            event_id = inserted.scalar()
             if event_id is None:
-                return "an unsubscribe request: already done"
-            if subscriber is None:
-                outcome = "not acted on: neither its token nor its sender is a subscriber"
-            elif target is not None and target.sequence_id is not None:
-                await signup.leave_course(session, subscriber.id, target.sequence_id)
+                return "an unsubscribe request by mail: already done"
+            if subscriber is not None and sequence_id is not None:
+                await signup.leave_course(session, subscriber.id, sequence_id)
                 outcome = "left the course"
-            else:
+            elif subscriber is not None:
                 await signup.leave(session, subscriber.id, now)
                 outcome = "unsubscribed from everything"
-            await session.execute(
-                update(MailEvent).where(MailEvent.id == event_id).values(outcome=outcome)
-            )
+            elif target is None and request.sender and not request.sender_authenticated:
+                outcome = "not acted on: no token, and no proof the sender is who it says"
+            else:
+                outcome = "not acted on: neither its token nor its sender is a subscriber"
+            await _settle_event(session, event_id, outcome)
         line = f"an unsubscribe request by mail: {outcome}"
         log_event(log, logging.INFO, line, "inbound_unsubscribe")
         return line
+
+    def _token_target(self, token: str | None, now: datetime) -> LinkTarget | None:
+        if token is None:
+            return None
+        try:
+            return self.tokens.read_target(Purpose.UNSUBSCRIBE, token, now)
+        except TokenInvalid:
+            return None
+
+
+async def _new_event(session: AsyncSession, values: Mapping[str, object]) -> int | None:
+    """Insert an event; None when one with its fingerprint is already there."""
+    inserted = await session.execute(
+        queries.insert_ignoring_duplicates(session, MailEvent)
+        .values(**values)
+        .returning(MailEvent.id)
+    )
+    return inserted.scalar()
+
+
+async def _settle_event(session: AsyncSession, event_id: int, outcome: str) -> None:
+    await session.execute(update(MailEvent).where(MailEvent.id == event_id).values(outcome=outcome))
+
+
+async def _soft_bounced_deliveries(
+    session: AsyncSession, subscriber_id: int, since: datetime
+) -> int:
+    """Soft bounces of the subscriber's own messages since then, one per message: what
+    names none of them (recorded, not acted on) or a report of one again counts nothing."""
+    count = await session.scalar(
+        select(func.count(distinct(MailEvent.delivery_id)))
+        .where(MailEvent.subscriber_id == subscriber_id)
+        .where(MailEvent.delivery_id.is_not(None))
+        .where(MailEvent.kind == MailEventKind.SOFT_BOUNCE)
+        .where(MailEvent.received_at >= since)
+    )
+    return int(count or 0)
 
 
 async def _count_events(

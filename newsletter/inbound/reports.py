@@ -70,6 +70,9 @@ class UnsubscribeRequest:
     #: The decoded Subject: one line, at most 200 characters.
     subject: str
     fingerprint: str
+    #: Whether the receiving server vouches for the sender's address: its own (topmost)
+    #: Authentication-Results says DMARC passed for the From domain.
+    sender_authenticated: bool = False
 
 
 def read_reports(raw: bytes) -> list[Report]:
@@ -98,9 +101,20 @@ def read_unsubscribe_request(raw: bytes) -> UnsubscribeRequest:
             token=token if token and any(char.isdigit() for char in token) else None,
             subject=mime.one_line(subject, SUBJECT_MAX),
             fingerprint=mime.content_hash(message),
+            sender_authenticated=_dmarc_passed(message),
         )
     except Exception:  # as in read_reports
         return UnsubscribeRequest(None, None, "", hashlib.sha256(raw).hexdigest())
+
+
+def _dmarc_passed(message: Message) -> bool:
+    """The topmost Authentication-Results (RFC 8601) is the one the receiving server added
+    itself; those below it came with the message and may be forged. It must say that DMARC
+    passed for the domain of the From address."""
+    results = mime.header(message, "authentication-results")
+    sender = _single_address(mime.header(message, "from"))
+    found = _DMARC_PASS.search(results)
+    return bool(sender and found and found.group(1).lower() == sender.rpartition("@")[2])
 
 
 def is_auto_reply(raw: bytes) -> bool:
@@ -498,4 +512,6 @@ _REPLY_AND_STATUS = re.compile(r"(?<![\d.])[45]\d\d[ -]([45]\.\d{1,3}\.\d{1,3})(
 _SMTP_REPLY = re.compile(r"(?<![\d.])[45]\d\d(?=[ -])")
 _INLINE_MESSAGE_ID = re.compile(r"^[ \t>]*message-id:[ \t]*(\S[^\n]{0,300})", re.I | re.M)
 _INLINE_RETURN_PATH = re.compile(r"^[ \t>]*return-path:[ \t]*(<[^<>\n]{0,320}>)", re.I | re.M)
+#: "dmarc=pass (p=none dis=none) header.from=example.com" in an Authentication-Results.
+_DMARC_PASS = re.compile(r"\bdmarc\s*=\s*pass\b[^;]*?\bheader\.from\s*=\s*\"?([a-z0-9.-]+)", re.I)
 _UNSUBSCRIBE_TOKEN = re.compile(r"\bunsubscribe(?:\s|%20)+([A-Za-z0-9._-]{8,200})(?![\w.-])", re.I)

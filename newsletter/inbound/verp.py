@@ -13,6 +13,9 @@ import hashlib
 import hmac
 import re
 
+from newsletter.addresses import address_parts
+from newsletter.config import Settings, load_secret_key
+
 #: 10 base32 characters: 50 bits, against guesses made one SMTP transaction at a time.
 SIGNATURE_CHARS = 10
 _VERP = re.compile(r"(?P<delivery>[0-9]{1,18})-(?P<signature>[a-z2-7]+)")
@@ -30,9 +33,8 @@ class ReturnPath:
     def delivery_of(self, address: str) -> int | None:
         """The delivery a VERP address names; None when it is not one of ours or its
         signature is wrong."""
-        local, _, domain = address.strip().strip("<>").lower().rpartition("@")
-        base, plus, tag = local.partition("+")
-        if not plus or base != self.local or domain != self.domain:
+        base, tag, domain = address_parts(address)
+        if not tag or base != self.local or domain != self.domain:
             return None
         match = _VERP.fullmatch(tag)
         if match is None:
@@ -44,9 +46,15 @@ class ReturnPath:
 
     def is_ours(self, address: str) -> bool:
         """The return path itself or any tagged form of it, signed or not."""
-        local, _, domain = address.strip().strip("<>").lower().rpartition("@")
-        return domain == self.domain and local.partition("+")[0] == self.local
+        base, _, domain = address_parts(address)
+        return (base, domain) == (self.local, self.domain)
 
     def _signature(self, delivery_id: int) -> str:
         digest = hmac.new(self._key, str(delivery_id).encode(), hashlib.sha256).digest()
         return base64.b32encode(digest).decode("ascii").lower()[:SIGNATURE_CHARS]
+
+
+def return_path_for(settings: Settings) -> ReturnPath | None:
+    """The VERP return path bounces.return_path asks for, signed with the links' secret."""
+    address = settings.bounces.return_path
+    return ReturnPath(address, load_secret_key(settings)) if address else None

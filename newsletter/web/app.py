@@ -170,7 +170,7 @@ def create_app(
     app = Starlette(
         routes=[
             *pages.routes(),
-            *_webhook_routes(settings, sessions, links, pages.secret),
+            *_webhook_routes(settings, sessions, links),
             Mount("/static", StaticFiles(directory=folder / "static"), name="static"),
         ],
         middleware=[
@@ -196,22 +196,21 @@ def create_app(
 
 
 def _webhook_routes(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], links: LinkMaker, secret: str
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], links: LinkMaker
 ) -> list[Route]:
     """Mailgun's event webhook, when its signing key is set (docs/bounces.md)."""
     key = settings.inbound.mailgun_signing_key
     if key is None:
         return []
     from newsletter.inbound.inbox import Inbox
-    from newsletter.inbound.verp import ReturnPath
+    from newsletter.inbound.verp import return_path_for
     from newsletter.web.webhooks import Webhooks
 
-    return_path = settings.bounces.return_path
     inbox = Inbox(
         settings,
         sessions,
         tokens=links.tokens,
-        return_path=ReturnPath(return_path, secret) if return_path else None,
+        return_path=return_path_for(settings),
         wall=SystemClock(),
     )
     return Webhooks(inbox, key.get_secret_value()).routes()

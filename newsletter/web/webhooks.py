@@ -1,6 +1,6 @@
 """Webhooks of sending providers: their bounces and complaints, into the inbox
-(docs/bounces.md). Answers are for a machine: plain text, and a status it acts on (2xx:
-done; 4xx: do not send this again; 503: try again later)."""
+(docs/bounces.md). Answers are for a machine: plain text and a status (200: taken; 403:
+not signed by the provider; 503: busy, try again later, which Mailgun does for hours)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiosmtplib
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from newsletter.config import Settings
 from newsletter.db import queries
@@ -27,6 +27,7 @@ from newsletter.db.models import (
 )
 from newsletter.inbound.inbox import Inbox
 from newsletter.inbound.receiver import start_receiver
+from newsletter.subscribers import forget
 from newsletter.tokens import Purpose, Tokens
 from tests.conftest import REPO
 from tests.fixtures.inbound import fixture
@@ -244,6 +245,61 @@ def test_soft_bounces_suppress_at_the_limit_within_the_window(settings, tmp_path
     run(scenario())
 
 
+def test_soft_bounces_naming_no_message_of_ours_count_nothing(settings, tmp_path, smtp_server):
+    async def scenario() -> None:
+        config = config_for(settings, tmp_path, soft_limit=2)
+        async with running(config, smtp_server) as receiver:
+            stack = receiver.stack
+            _, delivery, verp = await lesson_to_ann(stack)
+            for n in range(3):  # forged "mailbox full" reports to the bare return path
+                forged = fixture(
+                    "mailbox-full",
+                    recipient="ann@example.com",
+                    return_path=RETURN_PATH,
+                    message_id=f"<forged-{n}@elsewhere.example>",
+                )
+                await receiver.deliver(forged, RETURN_PATH)
+            genuine = report_about("mailbox-full", delivery, "ann@example.com", return_path=verp)
+
+            assert (await receiver.deliver(genuine, verp))[0] == 250
+
+            async with stack.sessions() as session:
+                assert not await queries.is_suppressed(session, "ann@example.com")
+            assert (await events(stack))[-1].outcome.startswith("counted (1 of 2")
+
+    run(scenario())
+
+
+def test_a_late_bounce_for_an_erased_subscriber_never_reaches_someone_else(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        async with running(config_for(settings, tmp_path), smtp_server) as receiver:
+            stack = receiver.stack
+            ids, delivery, verp = await lesson_to_ann(stack)
+            async with stack.sessions.begin() as session:
+                ann = await session.get(Subscriber, ids["ann@example.com"])
+                assert ann is not None
+                await forget(session, ann)
+            assert delivery.sequence_id is not None
+            bob = await stack.subscribe("bob@example.com", sequence_id=delivery.sequence_id)
+            await stack.run()
+            [bobs] = await stack.deliveries(bob)
+            assert bobs.id != delivery.id  # ids are never given again, on SQLite too
+
+            bounce = report_about(
+                "postfix-user-unknown", delivery, "ann@example.com", return_path=verp
+            )
+            assert (await receiver.deliver(bounce, verp))[0] == 250
+
+            async with stack.sessions() as session:
+                assert not await queries.is_suppressed(session, "bob@example.com")
+            [event] = await events(stack)
+            assert event.outcome == "not acted on: it names no message we sent"
+
+    run(scenario())
+
+
 def test_a_policy_bounce_never_counts_against_the_subscriber(settings, tmp_path, smtp_server):
     async def scenario() -> None:
         config = config_for(settings, tmp_path, soft_limit=1)
@@ -368,7 +424,7 @@ def test_a_course_pauses_when_its_complaints_pass_the_threshold(settings, tmp_pa
                 sequence = await session.scalar(select(Sequence))
                 assert sequence is not None
                 assert sequence.status == SequenceStatus.PAUSED
-                held = await queries.flag(session, queries.COURSE_HELD + sequence.slug)
+                held = await queries.flag(session, queries.course_held(sequence.id))
                 assert held is not None
                 assert "reported as spam" in held.reason
 
@@ -405,20 +461,102 @@ def test_the_mailto_unsubscribe_of_a_lesson_leaves_its_course(settings, tmp_path
     run(scenario())
 
 
-def test_unsubscribe_written_by_hand_leaves_everything(settings, tmp_path, smtp_server):
+#: What the receiving server (ours) adds on top of a message whose From passed DMARC.
+VOUCHED = b"Authentication-Results: mx.example.org; dmarc=pass header.from=example.com\r\n"
+
+
+def test_unsubscribe_written_by_hand_leaves_everything_once_the_sender_is_vouched_for(
+    settings, tmp_path, smtp_server
+):
     async def scenario() -> None:
         async with running(config_for(settings, tmp_path), smtp_server) as receiver:
             stack = receiver.stack
             ids = await lessons_out(stack, ["ann@example.com"])
-            request = fixture("unsubscribe-by-hand", recipient="ann@example.com")
+            request = VOUCHED + fixture("unsubscribe-by-hand", recipient="ann@example.com")
+            address = settings.sender.unsubscribe_address
 
-            assert (await receiver.deliver(request, settings.sender.unsubscribe_address))[0] == 250
-            assert (await receiver.deliver(request, settings.sender.unsubscribe_address))[0] == 250
+            assert (await receiver.deliver(request, address))[0] == 250
+            assert (await receiver.deliver(request, address))[0] == 250
 
             ann = await stack.subscriber(ids["ann@example.com"])
             assert ann.status == SubscriberStatus.UNSUBSCRIBED
+            [event] = await events(stack)
+            assert event.outcome == "unsubscribed from everything"
+
+    run(scenario())
+
+
+def test_a_tokenless_unsubscribe_from_an_unproven_sender_changes_nothing(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        async with running(config_for(settings, tmp_path), smtp_server) as receiver:
+            stack = receiver.stack
+            ids = await lessons_out(stack, ["ann@example.com"])
+            # Anyone can write From: ann@...; a header below the receiving server's own
+            # came with the message and proves nothing.
+            forged = (
+                b"Authentication-Results: mx.example.org; dmarc=fail header.from=example.com\r\n"
+                + VOUCHED
+                + fixture("unsubscribe-by-hand", recipient="ann@example.com")
+            )
+
+            code, _ = await receiver.deliver(forged, settings.sender.unsubscribe_address)
+
+            assert code == 250
+            ann = await stack.subscriber(ids["ann@example.com"])
+            assert ann.status == SubscriberStatus.CONFIRMED
+            [event] = await events(stack)
+            assert event.outcome.startswith("not acted on: no token")
+
+    run(scenario())
+
+
+def test_an_unsubscribe_address_naming_a_course_leaves_only_that_course(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        async with running(config_for(settings, tmp_path), smtp_server) as receiver:
+            stack = receiver.stack
+            ids = await lessons_out(stack, ["ann@example.com"])
+            local, _, domain = settings.sender.unsubscribe_address.partition("@")
+            slug = shipped_course(REPO).slug
+            request = VOUCHED + fixture("unsubscribe-by-hand", recipient="ann@example.com")
+
+            assert (await receiver.deliver(request, f"{local}+{slug}@{domain}"))[0] == 250
+
+            ann = await stack.subscriber(ids["ann@example.com"])
+            assert ann.status == SubscriberStatus.CONFIRMED
             async with stack.sessions() as session:
-                count = await session.scalar(select(func.count()).select_from(MailEvent))
-            assert count == 1
+                enrollment = await session.scalar(
+                    select(Enrollment).where(Enrollment.subscriber_id == ann.id)
+                )
+            assert enrollment is not None
+            assert enrollment.status == EnrollmentStatus.LEFT
+
+    run(scenario())
+
+
+def test_erasing_someone_erases_what_came_back_about_them_but_keeps_the_suppression(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        async with running(config_for(settings, tmp_path), smtp_server) as receiver:
+            stack = receiver.stack
+            ids, delivery, verp = await lesson_to_ann(stack)
+            bounce = report_about(
+                "postfix-user-unknown", delivery, "ann@example.com", return_path=verp
+            )
+            await receiver.deliver(bounce, verp)
+            assert len(await events(stack)) == 1
+
+            async with stack.sessions.begin() as session:
+                ann = await session.get(Subscriber, ids["ann@example.com"])
+                assert ann is not None
+                await forget(session, ann)
+
+            assert await events(stack) == []
+            async with stack.sessions() as session:
+                assert await queries.is_suppressed(session, "ann@example.com")
 
     run(scenario())

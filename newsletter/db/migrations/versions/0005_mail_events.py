@@ -1,5 +1,5 @@
 """Bounces, complaints and mailto unsubscribes as they come back; deliveries findable by
-their Message-ID
+their Message-ID, and their ids never reused on SQLite
 
 Revision ID: 0005
 Revises: 0004
@@ -42,7 +42,14 @@ def upgrade() -> None:
         "ix_mail_events_sequence_kind", "mail_events", ["sequence_id", "kind", "received_at"]
     )
     op.create_index(op.f("ix_mail_events_subscriber_id"), "mail_events", ["subscriber_id"])
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+    # On SQLite the table is rebuilt with AUTOINCREMENT, so that the id of a deleted
+    # delivery is never given to another: a late bounce names its delivery by id (VERP).
+    with op.batch_alter_table(
+        "deliveries",
+        schema=None,
+        recreate="always" if op.get_bind().dialect.name == "sqlite" else "auto",
+        table_kwargs={"sqlite_autoincrement": True},
+    ) as batch_op:
         batch_op.create_index("ix_deliveries_message_id", ["message_id"], unique=False)
 
 
