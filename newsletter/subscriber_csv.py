@@ -155,7 +155,7 @@ def _read_row(
         return None, None, str(exc)
     name = next((cell(column) for column in NAME_COLUMNS if cell(column)), "")
     try:
-        person = NewSubscriber.parse(address, name, cell("timezone").strip() or None)
+        person = NewSubscriber.parse(address, name, cell("timezone").strip() or None, cell("tags"))
     except NewsletterError as exc:
         return address, None, str(exc)
     return address, person, None

@@ -21,11 +21,13 @@ from newsletter.db.models import (
     Sequence,
     Subscriber,
     SubscriberStatus,
+    SubscriberTag,
     enrollments_table,
     subscribers_table,
 )
 from newsletter.errors import NewsletterError
 from newsletter.render import clean_name
+from newsletter.segments import normalize_tag
 
 #: The longest first name kept: the column's size, and the signup form's limit.
 MAX_NAME_LENGTH = 100
@@ -39,9 +41,12 @@ class NewSubscriber:
     email: str
     first_name: str = ""
     timezone: str | None = None
+    tags: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, email: str, first_name: str = "", timezone: str | None = None) -> NewSubscriber:
+    def parse(
+        cls, email: str, first_name: str = "", timezone: str | None = None, tags: str = ""
+    ) -> NewSubscriber:
         """Validate what an admin or a CSV gave us; NewsletterError says what is wrong."""
         address = normalize_address(email)
         name = first_name.strip()
@@ -60,7 +65,9 @@ class NewSubscriber:
                 ZoneInfo(timezone)
             except (ZoneInfoNotFoundError, ValueError):
                 raise NewsletterError(f"{timezone!r} is not a known time zone") from None
-        return cls(address, clean_name(name), timezone or None)
+        # "baker, vip" or "baker vip": as a spreadsheet column is likely to hold them.
+        labels = tuple(dict.fromkeys(normalize_tag(t) for t in re.split(r"[\s,;]+", tags) if t))
+        return cls(address, clean_name(name), timezone or None, labels)
 
 
 async def add_subscriber(
@@ -114,10 +121,18 @@ async def import_subscribers(
     before = await session.scalar(select(func.count()).select_from(Subscriber))
     await session.execute(queries.insert_ignoring_duplicates(session, Subscriber), rows)
     after = await session.scalar(select(func.count()).select_from(Subscriber))
+    # Tags are added to those already there too: an import is how a list is labelled.
+    tagged = {person.email: person.tags for person in people if person.tags}
+    if tagged:
+        ids = await session.execute(
+            select(Subscriber.email, Subscriber.id).where(Subscriber.email.in_(tagged))
+        )
+        await add_tags(session, [(i, tag) for email, i in ids for tag in tagged[email]], now)
     return int(after or 0) - int(before or 0)
 
 
-#: The columns of `subscribers export`. An import reads the first three and ignores the rest.
+#: The columns of `subscribers export`. An import reads the first three (and a `tags`
+#: column, which an export does not write yet) and ignores the rest.
 EXPORT_COLUMNS = (
     "email",
     "first_name",
@@ -236,3 +251,29 @@ async def forget(session: AsyncSession, subscriber: Subscriber) -> None:
     await session.execute(delete(Delivery).where(Delivery.subscriber_id == subscriber.id))
     await session.execute(delete(Enrollment).where(Enrollment.subscriber_id == subscriber.id))
     await session.delete(subscriber)
+
+
+async def add_tags(session: AsyncSession, pairs: list[tuple[int, str]], now: datetime) -> None:
+    """(subscriber id, tag) pairs; a tag a subscriber has already is left as it is."""
+    if pairs:
+        await session.execute(
+            queries.insert_ignoring_duplicates(session, SubscriberTag),
+            [{"subscriber_id": s, "tag": tag, "created_at": now} for s, tag in pairs],
+        )
+
+
+async def remove_tags(session: AsyncSession, subscriber_id: int, tags: list[str]) -> None:
+    await session.execute(
+        delete(SubscriberTag)
+        .where(SubscriberTag.subscriber_id == subscriber_id)
+        .where(SubscriberTag.tag.in_(tags))
+    )
+
+
+async def tags_of(session: AsyncSession, subscriber_id: int) -> list[str]:
+    rows = await session.scalars(
+        select(SubscriberTag.tag)
+        .where(SubscriberTag.subscriber_id == subscriber_id)
+        .order_by(SubscriberTag.tag)
+    )
+    return list(rows)

@@ -14,9 +14,10 @@ from typing import Annotated, Any, TextIO
 import typer
 from rich.progress import Progress
 from rich.text import Text
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from newsletter import segments
 from newsletter.cli.app import (
     Fail,
     JsonOption,
@@ -57,10 +58,13 @@ from newsletter.subscribers import (
     EXPORT_COLUMNS,
     NewSubscriber,
     add_subscriber,
+    add_tags,
     enroll_confirmed,
     export_rows,
     forget,
     import_subscribers,
+    remove_tags,
+    tags_of,
     unsubscribe,
 )
 from newsletter.words import plural
@@ -212,19 +216,28 @@ def event_fields(event: MailEvent) -> dict[str, Any]:
 @subscribers_app.command("list")
 def subscribers_list(
     status: Annotated[SubscriberStatus | None, typer.Option(help="Only this status")] = None,
+    segment: Annotated[
+        str | None,
+        typer.Option(help="Only those it matches, e.g. 'tag:baker and not course:bread:active'"),
+    ] = None,
     limit: Annotated[int, typer.Option(help="At most this many rows")] = 50,
     as_json: JsonOption = False,
 ) -> None:
-    """List subscribers, newest first."""
+    """List subscribers, newest first; `in all` counts every match, not only those shown."""
     config = settings()
+    parsed = segments.parse(segment) if segment is not None else segments.Everyone()
 
     async def work() -> None:
         async with database(config, read_only=True) as sessions, sessions() as session:
-            query = select(Subscriber).order_by(Subscriber.id.desc()).limit(limit)
+            await _check_courses_exist(session, segments.courses_named(parsed))
+            matching = segments.where_clause(parsed, config.schedule.timezone)
             if status is not None:
-                query = query.where(Subscriber.status == status)
-            rows = list(await session.scalars(query))
-            total = await session.scalar(select(func.count()).select_from(Subscriber))
+                matching = and_(matching, Subscriber.status == status)
+            query = select(Subscriber).where(matching)
+            rows = list(await session.scalars(query.order_by(Subscriber.id.desc()).limit(limit)))
+            total = await session.scalar(
+                select(func.count()).select_from(Subscriber).where(matching)
+            )
         if as_json:
             print_json({"total": total, "subscribers": [_subscriber_fields(r) for r in rows]})
             return
@@ -242,6 +255,38 @@ def subscribers_list(
         out.print(f"{plural(total or 0, 'subscriber')} in all")
 
     run(work)
+
+
+async def _check_courses_exist(session: AsyncSession, slugs: set[str]) -> None:
+    """A segment naming a course that does not exist is a typo, not an empty match."""
+    known = set(await session.scalars(select(Sequence.slug).where(Sequence.slug.in_(slugs))))
+    if missing := sorted(slugs - known):
+        raise NewsletterError(
+            f"the segment names no course called {', '.join(missing)} (see `sequences list`)"
+        )
+
+
+@subscribers_app.command("tag")
+def subscribers_tag(
+    email: str,
+    tags: Annotated[list[str], typer.Argument(help="Tags to add (lower-case words)")],
+    remove: Annotated[bool, typer.Option("--remove", help="Take these tags off instead")] = False,
+) -> None:
+    """Add tags to a subscriber, or take them off (segments match on them)."""
+    config = settings()
+    wanted = [segments.normalize_tag(tag) for tag in tags]
+
+    async def work() -> list[str]:
+        async with database(config) as sessions, sessions.begin() as session:
+            subscriber = await _subscriber(session, email)
+            if remove:
+                await remove_tags(session, subscriber.id, wanted)
+            else:
+                await add_tags(session, [(subscriber.id, tag) for tag in wanted], now())
+            return await tags_of(session, subscriber.id)
+
+    held = run(work)
+    out.print(Text.assemble(literal(email), ": ", literal(" ".join(held) or "(no tags)")))
 
 
 @subscribers_app.command("show")
@@ -278,11 +323,13 @@ def subscribers_show(email: str, as_json: JsonOption = False) -> None:
                     .order_by(MailEvent.id)
                 )
             )
+            tags = await tags_of(session, subscriber.id)
         if as_json:
             print_json(
                 _subscriber_fields(subscriber)
                 | {
                     "updated_at": subscriber.updated_at,
+                    "tags": tags,
                     "consent": subscriber.consent,
                     "enrollments": [
                         {
@@ -326,6 +373,7 @@ def subscribers_show(email: str, as_json: JsonOption = False) -> None:
                 literal(subscriber.timezone or "(default)"),
             )
         )
+        out.print(Text.assemble("tags: ", literal(" ".join(tags) or "-")))
         out.print("consent:")
         for key, value in (subscriber.consent or {}).items():
             out.print(Text.assemble(f"  {neutralise(str(key))}: ", literal(value)))

@@ -121,6 +121,22 @@ class Subscriber(Base):
     updated_at: Mapped[datetime]
 
 
+class SubscriberTag(Base):
+    """A label on a subscriber (newsletter.segments): set by an admin, an import or a
+    course's signup form, and read by segments."""
+
+    __tablename__ = "subscriber_tags"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "tag"),
+        Index("ix_subscriber_tags_tag", "tag"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    tag: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
 class Suppression(Base):
     """Addresses never to be mailed again, whatever else the database says."""
 
