@@ -20,9 +20,8 @@ from sqlalchemy import and_, exists, false, func, not_, or_, select, true
 
 from newsletter.db.models import Enrollment, EnrollmentStatus, Sequence, Subscriber, SubscriberTag
 from newsletter.errors import NewsletterError
+from newsletter.tags import TagInvalid, normalize_tag
 
-#: Tags are lower-case words: letters, digits, '-' and '_', at most 64 characters.
-TAG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 #: course:<slug>:<state>, by the state of the subscriber's enrollment.
 COURSE_STATES: dict[str, tuple[EnrollmentStatus, ...]] = {
     "any": tuple(EnrollmentStatus),
@@ -81,16 +80,6 @@ class Any_:
 
 
 Segment = Tag | Course | SignedUp | TimeZone | Everyone | Not | All | Any_
-
-
-def normalize_tag(text: str) -> str:
-    tag = text.strip().lower()
-    if not TAG.fullmatch(tag):
-        raise SegmentInvalid(
-            f"{text!r} is not a tag: use lower-case letters, digits, '-' and '_' "
-            "(at most 64 characters, starting with a letter or digit)"
-        )
-    return tag
 
 
 def parse(text: str) -> Segment:
@@ -174,7 +163,7 @@ class _Parser:
             case "tag":
                 try:
                     return Tag(normalize_tag(rest))
-                except SegmentInvalid as exc:
+                except TagInvalid as exc:
                     self.position -= 1
                     self.fail(f"a tag ({exc})")
             case "course":

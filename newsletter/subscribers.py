@@ -27,7 +27,7 @@ from newsletter.db.models import (
 )
 from newsletter.errors import NewsletterError
 from newsletter.render import clean_name
-from newsletter.segments import normalize_tag
+from newsletter.tags import normalize_tag
 
 #: The longest first name kept: the column's size, and the signup form's limit.
 MAX_NAME_LENGTH = 100

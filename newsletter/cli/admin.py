@@ -67,6 +67,7 @@ from newsletter.subscribers import (
     tags_of,
     unsubscribe,
 )
+from newsletter.tags import normalize_tag
 from newsletter.words import plural
 
 IMPORT_BATCH = 1000
@@ -274,7 +275,7 @@ def subscribers_tag(
 ) -> None:
     """Add tags to a subscriber, or take them off (segments match on them)."""
     config = settings()
-    wanted = [segments.normalize_tag(tag) for tag in tags]
+    wanted = [normalize_tag(tag) for tag in tags]
 
     async def work() -> list[str]:
         async with database(config) as sessions, sessions.begin() as session:

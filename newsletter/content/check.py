@@ -14,7 +14,7 @@ from jinja2 import Environment
 
 from newsletter.config import SenderSettings
 from newsletter.content import markdown
-from newsletter.content.course import Course, is_slug, read_course
+from newsletter.content.course import MANIFEST, Course, is_slug, line_of, read_course, read_manifest
 from newsletter.content.lessons import Lesson, LessonBody
 from newsletter.content.template import compile_body
 from newsletter.errors import ContentError, Problem, Severity
@@ -44,6 +44,33 @@ _REFUSED_SCHEMES = {
 }
 
 
+def _check_flow(course: Course) -> list[Problem]:
+    """[on_finish] start names a course beside this one, and following each course's
+    start from there never comes back: a loop would move people round for ever."""
+    first = course.identity.next_course
+    if first is None:
+        return []
+    manifest = course.path / MANIFEST
+    line = line_of(manifest.read_text(encoding="utf-8"), "on_finish", "start")
+    seen = [course.slug]
+    slug: str | None = first
+    while slug is not None:
+        if slug in seen:
+            chain = " -> ".join([*seen, slug])
+            return [Problem(manifest, line, f"on_finish.start: {chain} comes back round: a loop")]
+        folder = course.path.parent / slug
+        if not (folder / MANIFEST).is_file():
+            if slug != first:
+                return []  # that course's own check names what is wrong with it
+            return [Problem(manifest, line, f"on_finish.start: no course {slug!r} beside this one")]
+        seen.append(slug)
+        try:
+            slug = read_manifest(folder / MANIFEST)[2].next_course
+        except ContentError:
+            return []  # as above
+    return []
+
+
 def check_course(
     path: Path, env: Environment, sender: SenderSettings
 ) -> tuple[Course | None, list[Problem]]:
@@ -60,6 +87,7 @@ def check_course(
     for body in reading.bodies:
         problems += _check_links(body)
         problems += _check_template(body)
+    problems += _check_flow(course)
     # A folder name that cannot be an id fails every render (List-Id): said once is enough.
     renders = is_slug(course.slug)
     template_links: dict[str, Path] = {}

@@ -143,7 +143,7 @@ def read_course(path: Path) -> CourseReading:
         )
     title, description, identity = "", "", CourseIdentity()
     try:
-        title, description, identity = _read_manifest(path / MANIFEST)
+        title, description, identity = read_manifest(path / MANIFEST)
     except ContentError as exc:
         problems += exc.problems
     templates: dict[str, str] = {}
@@ -181,7 +181,7 @@ def read_course(path: Path) -> CourseReading:
     return CourseReading(course, problems, tuple(bodies))
 
 
-def _read_manifest(path: Path) -> tuple[str, str, CourseIdentity]:
+def read_manifest(path: Path) -> tuple[str, str, CourseIdentity]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -198,7 +198,7 @@ def _read_manifest(path: Path) -> tuple[str, str, CourseIdentity]:
     problems = [
         Problem(
             path,
-            _line_of(text, key),
+            line_of(text, key),
             f"unknown key '{key}' (expected one of: {', '.join(MANIFEST_KEYS)})",
         )
         for key in data
@@ -208,16 +208,16 @@ def _read_manifest(path: Path) -> tuple[str, str, CourseIdentity]:
         value = data.get(key)
         if not isinstance(value, str) or not value.strip():
             message = f"'{key}' must be a non-empty string"
-            problems.append(Problem(path, _line_of(text, key), message))
+            problems.append(Problem(path, line_of(text, key), message))
         # The title goes into headers (List-Id, the confirmation's preheader) and must be
         # one line; the description is body text, where line breaks are only spacing.
         elif found := control_character(value, line_breaks=key == "description"):
             problems.append(
-                Problem(path, _line_of(text, key), f"{key}: contains a control character ({found})")
+                Problem(path, line_of(text, key), f"{key}: contains a control character ({found})")
             )
     identity = read_identity(_identity_values(data))
     if isinstance(identity, list):
-        problems += [Problem(path, _line_of(text, *key), message) for key, message in identity]
+        problems += [Problem(path, line_of(text, *key), message) for key, message in identity]
     if problems or isinstance(identity, list):
         raise ContentError(problems)
     return " ".join(data["title"].split()), " ".join(data["description"].split()), identity
@@ -230,7 +230,7 @@ def _identity_values(data: dict[str, Any]) -> dict[str, Any]:
 _TABLE = re.compile(r"""\s*\[\s*([^\]]+?)\s*\]\s*(?:#.*)?$""")
 
 
-def _line_of(text: str, *key: str) -> int:
+def line_of(text: str, *key: str) -> int:
     """The line that sets a key (`title`, or `sender`, `name` for name in [sender]), for an
     editor's jump-to-line; the table's line when the key is not written; 0 if not found."""
     *tables, name = key

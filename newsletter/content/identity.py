@@ -1,5 +1,6 @@
 """Who a course speaks as: its sender, footer note, consent sentence, list name and
-language, read from course.toml and kept with each queued version of the course.
+language, and what follows it ([on_finish]); read from course.toml and kept with each
+queued version of the course.
 
 Pure: validation turns the manifest's tables into a CourseIdentity or messages naming the
 key; course.py adds the file and line."""
@@ -15,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
 
 from newsletter.headers import control_character
+from newsletter.tags import TagInvalid, normalize_tag
 
 #: What a course without a `consent` key asks people to agree to.
 DEFAULT_CONSENT = (
@@ -53,6 +55,11 @@ class CourseIdentity:
     list_name: str | None = None
     list_id: str | None = None
     language: str = DEFAULT_LANGUAGE
+    #: When someone finishes the course ([on_finish]): a tag for them, and another course
+    #: they start that many days later. None: nothing.
+    finish_tag: str | None = None
+    next_course: str | None = None
+    next_after_days: int = 0
 
     @property
     def footer_paragraphs(self) -> list[str]:
@@ -119,6 +126,20 @@ class _ListTable(_Table):
         return value
 
 
+class _FinishTable(_Table):
+    tag: str | None = None
+    start: str | None = Field(default=None, min_length=1, max_length=100)
+    start_after_days: int = Field(default=0, ge=0, le=365)
+
+    @field_validator("tag")
+    @classmethod
+    def _a_tag(cls, value: str | None) -> str | None:
+        try:
+            return normalize_tag(value) if value is not None else None
+        except TagInvalid as exc:
+            raise ValueError(str(exc)) from None
+
+
 class IdentityManifest(_Table):
     """The identity keys of course.toml; title and description are checked by course.py."""
 
@@ -127,6 +148,7 @@ class IdentityManifest(_Table):
     footer_note: str = Field(default="", max_length=FOOTER_MAX_CHARS)
     sender: _SenderTable = _SenderTable()
     list: _ListTable = _ListTable()
+    on_finish: _FinishTable = _FinishTable()
 
     @field_validator("language")
     @classmethod
@@ -162,6 +184,9 @@ class IdentityManifest(_Table):
             list_name=self.list.name,
             list_id=self.list.id,
             language=self.language,
+            finish_tag=self.on_finish.tag,
+            next_course=self.on_finish.start,
+            next_after_days=self.on_finish.start_after_days,
         )
 
 

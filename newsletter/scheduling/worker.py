@@ -23,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from newsletter.clock import Clock, MonotonicClock, SystemClock
 from newsletter.config import Settings
+from newsletter.content.identity import CourseIdentity
 from newsletter.db import queries
-from newsletter.db.models import EnrollmentStatus
+from newsletter.db.models import EnrollmentStatus, SequenceStatus, SequenceVersion
 from newsletter.db.session import database_unavailable, read_only
 from newsletter.delivery.circuit import Circuit, CircuitPolicy, CircuitState
 from newsletter.delivery.retry import PolicyWatch, RetryPolicy
@@ -44,6 +45,7 @@ from newsletter.scheduling.planner import (
     next_look,
     next_step,
 )
+from newsletter.subscribers import add_tags
 from newsletter.tokens import LinkMaker
 from newsletter.words import plural
 
@@ -157,6 +159,7 @@ class Worker:
         )
         # Snapshots never change once queued, so caching them is safe in every process.
         self._plans: dict[int, list[PlannedLesson]] = {}
+        self._identities: dict[int, CourseIdentity] = {}
         #: Set by stop(): no new claims, no new sends, no new planner passes.
         self.stopping = False
         #: Set when the grace period is over: sends in flight are cut off.
@@ -196,6 +199,7 @@ class Worker:
             due = await queries.due_enrollments(session, now, self.settings.schedule.planner_batch)
             handled = await queries.handled_lessons(session, due)
             new_deliveries, checks = [], []
+            finished: list[tuple[int, int]] = []  #: (subscriber, course version)
             for enrollment in due:
                 lessons = await self._lesson_plan(session, enrollment.version_id)
                 done = handled[enrollment.subscriber_id, enrollment.sequence_id]
@@ -234,13 +238,46 @@ class Worker:
                         report.counts["in_flight"] += 1  # its outcome asks for a look
                     case Complete():
                         status = EnrollmentStatus.COMPLETED
+                        finished.append((enrollment.subscriber_id, enrollment.version_id))
                         report.counts["completed"] += 1
                 checks.append(
                     {"enrollment_id": enrollment.id, "next_check": next_check, "new_status": status}
                 )
             await queries.create_lesson_deliveries(session, new_deliveries)
             await queries.set_next_checks(session, checks)
+            if started := await self._what_follows(session, finished, now):
+                report.counts["started_next"] += started
         return report
+
+    async def _what_follows(
+        self, session: AsyncSession, finished: list[tuple[int, int]], now: datetime
+    ) -> int:
+        """What each finished course's [on_finish] says: a tag, and the next course some
+        days later (once: someone who was ever on it is not started again). Returns how
+        many were started on a next course."""
+        tags: list[tuple[int, str]] = []
+        started = 0
+        for subscriber_id, version_id in finished:
+            flow = await self._identity(session, version_id)
+            if flow.finish_tag:
+                tags.append((subscriber_id, flow.finish_tag))
+            if flow.next_course is None:
+                continue
+            following = await queries.sequence_by_slug(session, flow.next_course)
+            if following is None or following.status != SequenceStatus.LIVE:
+                continue  # not queued, or paused: nobody is started on it
+            starts_at = now + timedelta(days=flow.next_after_days)
+            started += await queries.enroll(session, subscriber_id, following.id, starts_at)
+        await add_tags(session, tags, now)
+        return started
+
+    async def _identity(self, session: AsyncSession, version_id: int) -> CourseIdentity:
+        if version_id not in self._identities:
+            version = await session.get(SequenceVersion, version_id)
+            self._identities[version_id] = CourseIdentity.from_json(
+                version.identity if version is not None else None
+            )
+        return self._identities[version_id]
 
     async def _lesson_plan(self, session: AsyncSession, version_id: int) -> list[PlannedLesson]:
         if version_id not in self._plans:
