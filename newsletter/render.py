@@ -360,8 +360,10 @@ class LessonEmail:
         lesson: Lesson,
         *,
         feedback_id: str = "",
+        kind: str = "lesson",
     ) -> None:
-        """`feedback_id`: the sender id of a Feedback-ID header; empty, no header."""
+        """`feedback_id`: the sender id of a Feedback-ID header; empty, no header. `kind`:
+        "lesson", or "newsletter" for an issue of the newsletter (its own templates)."""
         self.lesson = lesson
         self.number = course.number_of(lesson)
         env = course_environment(env, course)
@@ -385,10 +387,10 @@ class LessonEmail:
                 _list_id(course, identity),
                 # RFC 8058: mailbox providers unsubscribe with one POST, no page visit.
                 "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
-                *_feedback_id(course, "lesson", feedback_id),
+                *_feedback_id(course, kind, feedback_id),
             ],
-            text=env.get_template("lesson.txt").render(context),
-            html=env.get_template("lesson.html").render(context),
+            text=env.get_template(f"{kind}.txt").render(context),
+            html=env.get_template(f"{kind}.html").render(context),
         )
 
     def render(

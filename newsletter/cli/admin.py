@@ -230,7 +230,7 @@ def subscribers_list(
 
     async def work() -> None:
         async with database(config, read_only=True) as sessions, sessions() as session:
-            await _check_courses_exist(session, segments.courses_named(parsed))
+            await check_courses_exist(session, segments.courses_named(parsed))
             matching = segments.where_clause(parsed, config.schedule.timezone)
             if status is not None:
                 matching = and_(matching, Subscriber.status == status)
@@ -258,7 +258,7 @@ def subscribers_list(
     run(work)
 
 
-async def _check_courses_exist(session: AsyncSession, slugs: set[str]) -> None:
+async def check_courses_exist(session: AsyncSession, slugs: set[str]) -> None:
     """A segment naming a course that does not exist is a typo, not an empty match."""
     known = set(await session.scalars(select(Sequence.slug).where(Sequence.slug.in_(slugs))))
     if missing := sorted(slugs - known):

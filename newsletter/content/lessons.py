@@ -115,7 +115,7 @@ def parse_lesson(path: Path, text: str) -> Lesson:
     except StopIteration:
         raise ContentError([Problem(path, 1, "front matter is never closed by '---'")]) from None
 
-    fields, problems = _read_front_matter(path, "\n".join(lines[1:end]))
+    fields, problems = read_front_matter(path, "\n".join(lines[1:end]))
     if problems and not fields:
         raise ContentError(problems)  # unreadable YAML: the keys' absence says nothing more
     values: dict[str, object] = {}
@@ -125,7 +125,7 @@ def parse_lesson(path: Path, text: str) -> Lesson:
             problems.append(Problem(path, line, f"unknown key '{key}' (expected one of: {known})"))
             continue
         try:
-            values[key] = _convert(key, raw)
+            values[key] = convert(key, raw)
         except ValueError as exc:
             problems.append(Problem(path, line, f"{key}: {exc}"))
     missing = [key for key in REQUIRED_KEYS if key not in fields]
@@ -147,7 +147,7 @@ def parse_lesson(path: Path, text: str) -> Lesson:
     )
 
 
-def _convert(key: str, raw: str) -> object:
+def convert(key: str, raw: str) -> object:
     if key == "delay":
         return parse_duration(raw)
     if key == "send_at":
@@ -166,7 +166,7 @@ def _convert(key: str, raw: str) -> object:
     return text
 
 
-def _read_front_matter(path: Path, source: str) -> tuple[dict[str, tuple[str, int]], list[Problem]]:
+def read_front_matter(path: Path, source: str) -> tuple[dict[str, tuple[str, int]], list[Problem]]:
     """Key -> (raw string, file line). Every scalar stays a string: no YAML 1.1 surprises
     such as 09:30 read as a number of minutes or 'no' as False."""
     try:

@@ -94,6 +94,14 @@ class DeliveryKind(StrEnum):
     LESSON = "lesson"
     #: The double opt-in email: transactional, sent while the subscriber is still pending.
     CONFIRMATION = "confirmation"
+    BROADCAST = "broadcast"  #: an issue of the newsletter (a broadcast)
+
+
+class BroadcastStatus(StrEnum):
+    ENQUEUEING = "enqueueing"  #: its audience is being queued (a crash here: send it again)
+    SENDING = "sending"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"  #: what was not sent yet never will be
 
 
 class Priority:
@@ -242,6 +250,8 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("subscriber_id", "sequence_id", "lesson_key"),
+        #: One delivery per broadcast and subscriber, whatever is run again or crashes.
+        UniqueConstraint("broadcast_id", "subscriber_id"),
         Index("ix_deliveries_claim", "status", "priority", "due_at"),
         Index("ix_deliveries_sent_at", "sent_at"),
         Index("ix_deliveries_last_attempt_at", "last_attempt_at"),
@@ -256,6 +266,7 @@ class Delivery(Base):
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id"))
     sequence_id: Mapped[int | None] = mapped_column(ForeignKey("sequences.id"))
     lesson_id: Mapped[int | None] = mapped_column(ForeignKey("lessons.id"))
+    broadcast_id: Mapped[int | None] = mapped_column(ForeignKey("broadcasts.id"))
     lesson_key: Mapped[str | None] = mapped_column(String(100))
     kind: Mapped[str] = mapped_column(String(16), default=DeliveryKind.LESSON)
     priority: Mapped[int] = mapped_column(Integer, default=Priority.BULK)
@@ -273,6 +284,29 @@ class Delivery(Base):
     last_attempt_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+
+
+class Broadcast(Base):
+    """One newsletter issue and who it goes to. Its audience is fixed when the send starts:
+    subscribers who joined later never get it (started_at is the cut)."""
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: The file name without ".md": sending that file again resumes this send.
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    #: Of the file as sent: a different file of the same name is refused.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(200))
+    preheader: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    body_line: Mapped[int]
+    source: Mapped[str] = mapped_column(Text)
+    segment: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=BroadcastStatus.ENQUEUEING)
+    due_at: Mapped[datetime]
+    started_at: Mapped[datetime]
+    audience: Mapped[int] = mapped_column(default=0)  #: queued once enqueueing ended
 
 
 class SystemFlag(Base):

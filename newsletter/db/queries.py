@@ -11,11 +11,25 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from newsletter.db.models import (
+    Broadcast,
+    BroadcastStatus,
     Delivery,
     DeliveryKind,
     DeliveryStatus,
@@ -40,6 +54,8 @@ from newsletter.db.models import (
 #: circuit open (no connection until `until`).
 SENDING_PAUSED = "sending_paused"
 RELAY_CIRCUIT = "relay_circuit"
+#: Broadcasts whose mail may go out.
+BROADCAST_SENDING = (BroadcastStatus.ENQUEUEING, BroadcastStatus.SENDING)
 #: + a sequence's id: the course paused for its bounce or complaint rate. `until` is None
 #: while it is held; once resumed, the instant its rates start counting afresh.
 COURSE_HELD = "course_held:"
@@ -329,6 +345,7 @@ class ClaimedDelivery:
     subscriber_id: int
     email: str
     first_name: str
+    broadcast_id: int | None = None
 
 
 #: Of each claim, confirmations may take this share while lessons are due too, so that a
@@ -378,7 +395,10 @@ async def claim_due_deliveries(
         (queued(Priority.BULK), limit),
         (queued(Priority.TRANSACTIONAL), limit),
     ]
-    live = or_(Delivery.sequence_id.is_(None), SequenceRow.status == SequenceStatus.LIVE)
+    live = and_(
+        or_(Delivery.sequence_id.is_(None), SequenceRow.status == SequenceStatus.LIVE),
+        or_(Delivery.broadcast_id.is_(None), Broadcast.status.in_(BROADCAST_SENDING)),
+    )
     ids: list[int] = []
     for candidates, cap in rounds:
         room = min(cap, limit - len(ids))
@@ -386,6 +406,7 @@ async def claim_due_deliveries(
             continue
         query = (
             candidates.outerjoin(SequenceRow, SequenceRow.id == Delivery.sequence_id)
+            .outerjoin(Broadcast, Broadcast.id == Delivery.broadcast_id)
             .where(live)
             .limit(room)
             .with_for_update(skip_locked=True, of=Delivery)
@@ -405,6 +426,7 @@ async def claim_due_deliveries(
             Subscriber.id,
             Subscriber.email,
             Subscriber.first_name,
+            Delivery.broadcast_id,
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .where(Delivery.id.in_(ids))
@@ -446,6 +468,7 @@ class HeldDelivery:
     #: subscriber's enrollment in it (None when there is none).
     sequence_status: str | None
     enrollment_status: str | None
+    broadcast_status: str | None = None  #: for an issue of the newsletter
 
 
 #: Built once: the check runs before every few messages, and building the statement costs
@@ -460,10 +483,12 @@ _HELD_DELIVERIES = (
         Suppression.id.is_not(None),
         SequenceRow.status,
         Enrollment.status,
+        Broadcast.status,
     )
     .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
     .outerjoin(Suppression, Suppression.email == Subscriber.email)
     .outerjoin(SequenceRow, SequenceRow.id == Delivery.sequence_id)
+    .outerjoin(Broadcast, Broadcast.id == Delivery.broadcast_id)
     .outerjoin(
         Enrollment,
         (Enrollment.subscriber_id == Delivery.subscriber_id)

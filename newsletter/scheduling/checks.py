@@ -7,13 +7,14 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 from newsletter.db.models import (
+    BroadcastStatus,
     DeliveryKind,
     DeliveryStatus,
     EnrollmentStatus,
     SequenceStatus,
     SubscriberStatus,
 )
-from newsletter.db.queries import HeldDelivery
+from newsletter.db.queries import BROADCAST_SENDING, HeldDelivery
 
 
 class Check(Enum):
@@ -26,7 +27,8 @@ class Check(Enum):
     LEASE_SHORT = "lease_short"  #: too little lease left to start an SMTP exchange safely
     LEFT = "cancelled"  #: the recipient can no longer receive it
     PAUSED = "paused_course"  #: the subscriber paused (or left) this course
-    HELD = "sequence_held"  #: the course is paused or archived
+    HELD = "sequence_held"  #: the course (or the newsletter issue) is paused or archived
+    WITHDRAWN = "issue_cancelled"  #: the newsletter issue was cancelled
 
 
 def check_before_send(
@@ -48,6 +50,10 @@ def check_before_send(
         return Check.LEFT
     if row.sequence_status not in (None, SequenceStatus.LIVE):
         return Check.HELD
+    if kind == DeliveryKind.BROADCAST:
+        if row.broadcast_status == BroadcastStatus.CANCELLED:
+            return Check.WITHDRAWN
+        return Check.SEND if row.broadcast_status in BROADCAST_SENDING else Check.HELD
     if not confirmation and row.enrollment_status != EnrollmentStatus.ACTIVE:
         return Check.PAUSED
     return Check.SEND

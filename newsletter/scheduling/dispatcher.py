@@ -258,8 +258,12 @@ class DispatchPass:
                 continue
             self.report.counts[check.value] += 1
             match check:
-                case Check.LEFT:
-                    reason = "not sent: the recipient left or is suppressed"
+                case Check.LEFT | Check.WITHDRAWN:
+                    reason = (
+                        "not sent: the recipient left or is suppressed"
+                        if check is Check.LEFT
+                        else "not sent: the issue was cancelled"
+                    )
                     self.outcomes.change(
                         delivery, DeliveryStatus.CANCELLED, wall_now=wall_now, last_error=reason
                     )

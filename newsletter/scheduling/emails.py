@@ -10,10 +10,17 @@ from datetime import datetime
 from jinja2 import Environment
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from newsletter.broadcasts import as_course
 from newsletter.config import Settings
 from newsletter.courses import load_snapshot
 from newsletter.db import queries
-from newsletter.db.models import DeliveryKind, LessonSnapshot, Sequence, SequenceVersion
+from newsletter.db.models import (
+    Broadcast,
+    DeliveryKind,
+    LessonSnapshot,
+    Sequence,
+    SequenceVersion,
+)
 from newsletter.db.session import database_unavailable
 from newsletter.delivery.transport import Envelope
 from newsletter.dkim import DkimSigner
@@ -39,6 +46,7 @@ class CompiledEmails:
         #: VERP: each message's envelope sender names its delivery (bounces.return_path).
         self.return_path = return_path
         self._lessons: dict[int, LessonEmail] = {}
+        self._broadcasts: dict[int, LessonEmail] = {}  #: newsletter issues, by broadcast id
         #: By sequence version; and the version each sequence's confirmations use now.
         self._confirmations: dict[int, ConfirmationEmail] = {}
         self._confirmation_versions: dict[int, int] = {}
@@ -57,6 +65,8 @@ class CompiledEmails:
             try:
                 if delivery.kind == DeliveryKind.CONFIRMATION:
                     await self._load_confirmation(session, delivery, looked_up)
+                elif delivery.kind == DeliveryKind.BROADCAST:
+                    await self._load_broadcast(session, delivery)
                 else:
                     await self._load_lesson(session, delivery)
             except Exception as exc:  # a template or content error, reported per delivery
@@ -96,8 +106,12 @@ class CompiledEmails:
             return Envelope(
                 self._sender(delivery, confirmation.envelope_from), delivery.email, data
             )
-        assert delivery.lesson_id is not None
-        lesson = self._lessons[delivery.lesson_id]
+        if delivery.kind == DeliveryKind.BROADCAST:
+            assert delivery.broadcast_id is not None
+            lesson = self._broadcasts[delivery.broadcast_id]
+        else:
+            assert delivery.lesson_id is not None
+            lesson = self._lessons[delivery.lesson_id]
         data = lesson.render(
             Recipient(delivery.email, delivery.first_name),
             self.links.personal_links(delivery.subscriber_id, now, delivery.sequence_id),
@@ -135,6 +149,24 @@ class CompiledEmails:
         # Only once it compiled: until then, confirmations keep the version they had.
         self._confirmation_versions[delivery.sequence_id] = version.id
         looked_up.add(delivery.sequence_id)
+
+    async def _load_broadcast(
+        self, session: AsyncSession, delivery: queries.ClaimedDelivery
+    ) -> None:
+        assert delivery.broadcast_id is not None
+        if delivery.broadcast_id in self._broadcasts:
+            return
+        broadcast = await session.get(Broadcast, delivery.broadcast_id)
+        assert broadcast is not None
+        course, issue = as_course(self.settings.sender, broadcast)
+        self._broadcasts[delivery.broadcast_id] = LessonEmail(
+            self.env,
+            self.settings.sender,
+            course,
+            issue,
+            feedback_id=self.settings.dkim.feedback_id,
+            kind="newsletter",
+        )
 
     async def _load_lesson(self, session: AsyncSession, delivery: queries.ClaimedDelivery) -> None:
         assert delivery.lesson_id is not None

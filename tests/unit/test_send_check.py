@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from newsletter.db.models import (
+    BroadcastStatus,
     DeliveryKind,
     DeliveryStatus,
     EnrollmentStatus,
@@ -76,5 +77,38 @@ def held(**changes: object) -> HeldDelivery:
 def test_check_before_send(row: HeldDelivery | None, kind: str, check: Check) -> None:
     assert (
         check_before_send(row, kind, token=TOKEN, wall_now=NOW, min_lease=timedelta(minutes=15))
+        is check
+    )
+
+
+def issue_row(**changes: object) -> HeldDelivery:
+    """A newsletter issue's delivery: no course, no enrollment."""
+    return held(sequence_status=None, enrollment_status=None, **changes)
+
+
+@pytest.mark.parametrize(
+    ("row", "check"),
+    [
+        (issue_row(broadcast_status=BroadcastStatus.SENDING), Check.SEND),
+        (issue_row(broadcast_status=BroadcastStatus.ENQUEUEING), Check.SEND),
+        (issue_row(broadcast_status=BroadcastStatus.PAUSED), Check.HELD),
+        (issue_row(broadcast_status=BroadcastStatus.CANCELLED), Check.WITHDRAWN),
+        (
+            issue_row(
+                broadcast_status=BroadcastStatus.SENDING,
+                subscriber_status=SubscriberStatus.UNSUBSCRIBED,
+            ),
+            Check.LEFT,
+        ),
+        (issue_row(broadcast_status=BroadcastStatus.SENDING, suppressed=True), Check.LEFT),
+    ],
+)
+def test_an_issue_goes_while_it_is_being_sent_to_someone_still_subscribed(
+    row: HeldDelivery, check: Check
+) -> None:
+    assert (
+        check_before_send(
+            row, DeliveryKind.BROADCAST, token=TOKEN, wall_now=NOW, min_lease=timedelta(minutes=15)
+        )
         is check
     )

@@ -1,0 +1,193 @@
+"""Newsletter issues (broadcasts): start a send, which fixes its audience; queue it in
+batches that a crash or a rerun repeats safely; pause, resume, cancel; how far it got.
+
+Once queued, an issue's deliveries go through the dispatcher like lessons: the same rate
+limits, retries, check before each send and crash bound (docs/newsletters.md). The database
+holds at most one delivery per issue and subscriber, so nobody gets an issue twice however
+often its send is run."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from newsletter.config import SenderSettings
+from newsletter.content.course import Course
+from newsletter.content.identity import CourseIdentity
+from newsletter.content.lessons import Lesson
+from newsletter.content.newsletters import Newsletter
+from newsletter.db import queries
+from newsletter.db.models import (
+    Broadcast,
+    BroadcastStatus,
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Priority,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+)
+from newsletter.errors import NewsletterError
+from newsletter.render import make_message_id
+from newsletter.segments import parse, where_clause
+
+#: Subscribers queued per transaction: short ones, so the web's writes never wait long.
+ENQUEUE_BATCH = 1000
+
+
+def fingerprint(issue: Newsletter) -> str:
+    parts = (issue.subject, issue.preheader, issue.segment, issue.body, str(issue.send_at))
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+def as_course(sender: SenderSettings, broadcast: Broadcast) -> tuple[Course, Lesson]:
+    """The issue as the renderer takes a course of one lesson: from config's sender, listed
+    as "<sender name> newsletter" (List-Id newsletter.<sender domain>)."""
+    lesson = Lesson(
+        Path(broadcast.source), broadcast.key, broadcast.subject, broadcast.preheader,
+        timedelta(0), None, broadcast.body, broadcast.body_line,
+    )  # fmt: skip
+    identity = CourseIdentity(
+        list_name=f"{sender.name} newsletter", list_id=f"newsletter.{sender.domain}"
+    )
+    course = Course("newsletter", lesson.path.parent, sender.name, "", (lesson,), identity)
+    return course, lesson
+
+
+async def start(
+    session: AsyncSession, issue: Newsletter, segment: str, due_at: datetime, now: datetime
+) -> tuple[Broadcast, bool]:
+    """The issue's send, and whether it was started before (then this resumes it: its
+    audience is the one fixed then). Another file of the same name is refused."""
+    broadcast = await session.scalar(select(Broadcast).where(Broadcast.key == issue.key))
+    if broadcast is not None:
+        if broadcast.fingerprint != fingerprint(issue) or broadcast.segment != segment:
+            raise NewsletterError(
+                f"an issue called {issue.key} was sent on {broadcast.started_at:%Y-%m-%d} with "
+                "other words or to other people; rename the file to send it as a new issue"
+            )
+        return broadcast, True
+    broadcast = Broadcast(
+        key=issue.key,
+        fingerprint=fingerprint(issue),
+        subject=issue.subject,
+        preheader=issue.preheader,
+        body=issue.body,
+        body_line=issue.body_line,
+        source=str(issue.path),
+        segment=segment,
+        status=BroadcastStatus.ENQUEUEING,
+        due_at=due_at,
+        started_at=now,
+    )
+    session.add(broadcast)
+    await session.flush()
+    return broadcast, False
+
+
+def audience(broadcast: Broadcast, default_timezone: str) -> object:
+    """Who the issue goes to: confirmed subscribers its segment matches who had joined when
+    its send started, and whose address is not suppressed."""
+    return (
+        where_clause(parse(broadcast.segment), default_timezone)
+        & (Subscriber.status == SubscriberStatus.CONFIRMED)
+        & (Subscriber.created_at <= broadcast.started_at)
+        & ~select(Suppression.id).where(Suppression.email == Subscriber.email).exists()
+    )
+
+
+async def enqueue_batch(
+    session: AsyncSession,
+    broadcast: Broadcast,
+    *,
+    default_timezone: str,
+    message_domain: str,
+    after: int,
+    now: datetime,
+) -> list[int]:
+    """Queue the next ENQUEUE_BATCH of the audience by subscriber id after `after`; the
+    ids taken (none: the audience is all queued). Someone queued already is skipped."""
+    ids = list(
+        await session.scalars(
+            select(Subscriber.id)
+            .where(audience(broadcast, default_timezone))  # type: ignore[arg-type]
+            .where(Subscriber.id > after)
+            .order_by(Subscriber.id)
+            .limit(ENQUEUE_BATCH)
+        )
+    )
+    if ids:
+        await session.execute(
+            queries.insert_ignoring_duplicates(session, Delivery),
+            [
+                {
+                    "subscriber_id": subscriber_id,
+                    "broadcast_id": broadcast.id,
+                    "kind": DeliveryKind.BROADCAST,
+                    "priority": Priority.BULK,
+                    "status": DeliveryStatus.QUEUED,
+                    "due_at": broadcast.due_at,
+                    "attempts": 0,
+                    "last_error": "",
+                    "message_id": make_message_id(message_domain),
+                    "created_at": now,
+                }
+                for subscriber_id in ids
+            ],
+        )
+    return ids
+
+
+async def finish_enqueueing(session: AsyncSession, broadcast_id: int) -> None:
+    queued = await session.scalar(
+        select(func.count()).select_from(Delivery).where(Delivery.broadcast_id == broadcast_id)
+    )
+    await session.execute(
+        update(Broadcast)
+        .where(Broadcast.id == broadcast_id)
+        .values(audience=queued or 0)
+        .values(status=BroadcastStatus.SENDING)
+        .where(Broadcast.status == BroadcastStatus.ENQUEUEING)
+    )
+
+
+async def set_status(
+    session: AsyncSession, key: str, status: BroadcastStatus, now: datetime
+) -> Broadcast:
+    """Pause, resume or cancel; a cancelled issue's mail not yet sent is cancelled too
+    (what is already being sent finishes)."""
+    broadcast = await by_key(session, key)
+    if broadcast.status == BroadcastStatus.CANCELLED:
+        raise NewsletterError(f"{key} was cancelled; it cannot be paused or resumed")
+    broadcast.status = status
+    if status == BroadcastStatus.CANCELLED:
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.broadcast_id == broadcast.id)
+            .where(Delivery.status == DeliveryStatus.QUEUED)
+            .values(status=DeliveryStatus.CANCELLED, last_error="not sent: the issue was cancelled")
+        )
+    return broadcast
+
+
+async def by_key(session: AsyncSession, key: str) -> Broadcast:
+    broadcast = await session.scalar(select(Broadcast).where(Broadcast.key == key))
+    if broadcast is None:
+        raise NewsletterError(f"no issue called {key} was sent (see `newsletter broadcast list`)")
+    return broadcast
+
+
+async def progress(session: AsyncSession, broadcast_id: int) -> Counter[str]:
+    """Its deliveries by status (queued, sending, sent, failed, cancelled)."""
+    rows = await session.execute(
+        select(Delivery.status, func.count())
+        .where(Delivery.broadcast_id == broadcast_id)
+        .group_by(Delivery.status)
+    )
+    return Counter({status: count for status, count in rows})

@@ -1,0 +1,246 @@
+"""`newsletter broadcast`: send an issue of the newsletter to a segment, once, and follow
+it (docs/newsletters.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+from sqlalchemy import func, select
+
+from newsletter import broadcasts
+from newsletter.cli.admin import check_courses_exist, database, now, parse_when
+from newsletter.cli.app import JsonOption, app, out, run, settings
+from newsletter.cli.terminal import LiteralTable, literal, print_json
+from newsletter.content.newsletters import read_newsletter
+from newsletter.db.models import Broadcast, BroadcastStatus, Delivery, DeliveryStatus, Subscriber
+from newsletter.render import LessonEmail, make_environment
+from newsletter.segments import courses_named, parse
+from newsletter.words import plural
+
+broadcast_app = typer.Typer(
+    help="Send newsletter issues to a segment, once (docs/newsletters.md).", no_args_is_help=True
+)
+app.add_typer(broadcast_app, name="broadcast")
+
+
+@broadcast_app.command("send")
+def broadcast_send(
+    file: Annotated[Path, typer.Argument(help="The issue: Markdown with front matter")],
+    to: Annotated[str | None, typer.Option(help="Segment, instead of the file's `to`")] = None,
+    at: Annotated[str | None, typer.Option(help="When (ISO time), instead of `send_at`")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Say who would get it; queue nothing")] = False,
+) -> None:
+    """Queue an issue for everyone its segment matches now. Run again, it resumes and
+    queues nobody twice; the workers send it."""
+    config = settings()
+    issue = read_newsletter(file)
+    segment = " ".join(to.split()) if to is not None else issue.segment
+    parse(segment)  # a mistake in --to is said before anything else happens
+    started = now()
+    due_at = parse_when(at) if at is not None else issue.send_at or started
+    _check_renders(config, issue, segment, due_at, started)
+
+    async def work() -> tuple[int, int, bool]:
+        async with database(config) as sessions:
+            async with sessions.begin() as session:
+                await check_courses_exist(session, courses_named(parse(segment)))
+                if dry_run:
+                    row = _unsaved(issue, segment, due_at, started)
+                    matched = await session.scalar(
+                        select(func.count())
+                        .select_from(Subscriber)
+                        .where(broadcasts.audience(row, config.schedule.timezone))  # type: ignore[arg-type]
+                    )
+                    return int(matched or 0), 0, False
+                broadcast, resumed = await broadcasts.start(
+                    session, issue, segment, due_at, started
+                )
+                broadcast_id = broadcast.id
+            queued, after = 0, 0
+            while True:
+                async with sessions.begin() as session:
+                    broadcast = await session.get_one(Broadcast, broadcast_id)
+                    taken = await broadcasts.enqueue_batch(
+                        session,
+                        broadcast,
+                        default_timezone=config.schedule.timezone,
+                        message_domain=config.sender.domain,
+                        after=after,
+                        now=now(),
+                    )
+                if not taken:
+                    break
+                queued, after = queued + len(taken), taken[-1]
+            async with sessions.begin() as session:
+                await broadcasts.finish_enqueueing(session, broadcast_id)
+                total = await session.scalar(
+                    select(func.count())
+                    .select_from(Delivery)
+                    .where(Delivery.broadcast_id == broadcast_id)
+                )
+            return queued, int(total or 0), resumed
+
+    matched, total, resumed = run(work)
+    if dry_run:
+        out.print(
+            Text.assemble(
+                "Would send ",
+                literal(issue.subject),
+                f" to {plural(matched, 'subscriber')} ({segment}) at {due_at:%Y-%m-%d %H:%M} UTC. "
+                "Nothing was queued.",
+            )
+        )
+        return
+    how = "Resumed" if resumed else "Started"
+    out.print(
+        f"{how} {issue.key}: {plural(total, 'subscriber')} in its audience, due "
+        f"{due_at:%Y-%m-%d %H:%M} UTC. `newsletter broadcast show {issue.key} --watch` follows it."
+    )
+
+
+def _unsaved(issue: Any, segment: str, due_at: datetime, started: datetime) -> Broadcast:
+    return Broadcast(
+        key=issue.key,
+        fingerprint=broadcasts.fingerprint(issue),
+        subject=issue.subject,
+        preheader=issue.preheader,
+        body=issue.body,
+        body_line=issue.body_line,
+        source=str(issue.path),
+        segment=segment,
+        status=BroadcastStatus.ENQUEUEING,
+        due_at=due_at,
+        started_at=started,
+    )
+
+
+def _check_renders(config: Any, issue: Any, segment: str, due_at: datetime, at: datetime) -> None:
+    """Compile the issue as the workers will, so a template mistake stops it here, at its
+    file and line, and not in every worker."""
+    course, lesson = broadcasts.as_course(config.sender, _unsaved(issue, segment, due_at, at))
+    LessonEmail(
+        make_environment(config.templates_dir), config.sender, course, lesson, kind="newsletter"
+    )
+
+
+@broadcast_app.command("list")
+def broadcast_list(as_json: JsonOption = False) -> None:
+    """Every issue sent, newest first."""
+    config = settings()
+
+    async def work() -> list[dict[str, Any]]:
+        async with database(config, read_only=True) as sessions, sessions() as session:
+            rows = list(await session.scalars(select(Broadcast).order_by(Broadcast.id.desc())))
+            return [_fields(row, await broadcasts.progress(session, row.id)) for row in rows]
+
+    issues = run(work)
+    if as_json:
+        print_json({"broadcasts": issues})
+        return
+    table = LiteralTable("issue", "status", "subject", "audience", "sent", "failed")
+    for item in issues:
+        table.add_row(
+            item["key"],
+            item["status"],
+            item["subject"],
+            str(item["audience"]),
+            str(item["counts"].get("sent", 0)),
+            str(item["counts"].get("failed", 0)),
+        )
+    out.print(table if issues else Text("No issue has been sent yet."))
+
+
+@broadcast_app.command("show")
+def broadcast_show(
+    key: str,
+    watch: Annotated[bool, typer.Option(help="Follow it until it is done (Ctrl-C stops)")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """How far an issue has got: sent, queued, failed, the rate and the time left."""
+    config = settings()
+
+    async def look() -> dict[str, Any]:
+        async with database(config, read_only=True) as sessions, sessions() as session:
+            broadcast = await broadcasts.by_key(session, key)
+            fields = _fields(broadcast, await broadcasts.progress(session, broadcast.id))
+            recent = await session.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(Delivery.broadcast_id == broadcast.id)
+                .where(Delivery.sent_at >= now() - timedelta(minutes=1))
+            )
+            return fields | {"per_minute": int(recent or 0)}
+
+    async def follow() -> dict[str, Any]:
+        while True:
+            state = await look()
+            out.print(_progress_line(state))
+            waiting = state["counts"].get("queued", 0) + state["counts"].get("sending", 0)
+            if not watch or not waiting or state["status"] != BroadcastStatus.SENDING:
+                return state
+            await asyncio.sleep(2)
+
+    if as_json:
+        print_json(run(look))
+        return
+    state = run(follow)
+    out.print(Text.assemble("subject: ", literal(state["subject"])))
+    out.print(Text.assemble("to: ", literal(state["segment"])))
+
+
+def _fields(broadcast: Broadcast, counts: Any) -> dict[str, Any]:
+    return {
+        "key": broadcast.key,
+        "subject": broadcast.subject,
+        "segment": broadcast.segment,
+        "status": broadcast.status,
+        "due_at": broadcast.due_at,
+        "started_at": broadcast.started_at,
+        "audience": broadcast.audience or sum(counts.values()),
+        "counts": dict(counts),
+    }
+
+
+def _progress_line(state: dict[str, Any]) -> str:
+    counts = state["counts"]
+    waiting = counts.get(DeliveryStatus.QUEUED, 0) + counts.get(DeliveryStatus.SENDING, 0)
+    rate = state["per_minute"]
+    left = f", about {waiting / rate:.0f} min left" if rate and waiting else ""
+    return (
+        f"{state['key']} ({state['status']}): {counts.get('sent', 0)} sent, {waiting} to go, "
+        f"{counts.get('failed', 0)} failed, {counts.get('cancelled', 0)} cancelled of "
+        f"{state['audience']}; {rate} in the last minute{left}"
+    )
+
+
+def _set(key: str, status: BroadcastStatus) -> None:
+    config = settings()
+
+    async def work() -> None:
+        async with database(config) as sessions, sessions.begin() as session:
+            await broadcasts.set_status(session, key, status, now())
+
+    run(work)
+    out.print(Text.assemble(literal(key), f" is {status}."))
+
+
+@broadcast_app.command("pause")
+def broadcast_pause(key: str) -> None:
+    """Hold an issue's mail not yet sent; `resume` sends it."""
+    _set(key, BroadcastStatus.PAUSED)
+
+
+@broadcast_app.command("resume")
+def broadcast_resume(key: str) -> None:
+    _set(key, BroadcastStatus.SENDING)
+
+
+@broadcast_app.command("cancel")
+def broadcast_cancel(key: str) -> None:
+    """Never send what of the issue is not sent yet."""
+    _set(key, BroadcastStatus.CANCELLED)

@@ -1,0 +1,109 @@
+"""A newsletter issue: one Markdown file with front matter, sent once to a segment.
+
+    ---
+    subject: What changed in the course this month
+    preheader: Two new lessons, and an answer to the question most of you asked
+    to: course:leg-weakness-after-microdiscectomy:finished or tag:newsletter
+    send_at: 2026-12-10T09:00+00:00
+    ---
+    Hello {{ first_name }}, ...
+
+`to` is a segment (docs/segments.md; everyone when left out) and `send_at` an ISO 8601
+instant with its offset (at once when left out). The body is Markdown in the lessons'
+sandbox, with the same personal variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from newsletter import segments
+from newsletter.content.lessons import (
+    FRONT_MATTER_FENCE,
+    Lesson,
+    convert,
+    lesson_body,
+    read_front_matter,
+)
+from newsletter.errors import ContentError, Problem
+
+REQUIRED_KEYS = ("subject", "preheader")
+OPTIONAL_KEYS = ("to", "send_at")
+
+
+@dataclass(frozen=True, slots=True)
+class Newsletter:
+    path: Path
+    #: Its identity: the file name without ".md". Sending a file of the same name again
+    #: resumes that send; it never starts a second one.
+    key: str
+    subject: str
+    preheader: str
+    segment: str
+    send_at: datetime | None
+    body: str
+    body_line: int
+
+    def as_lesson(self) -> Lesson:
+        """The issue as the renderer takes a lesson: one message, no delay."""
+        return Lesson(
+            self.path, self.key, self.subject, self.preheader, timedelta(0), None,
+            self.body, self.body_line,
+        )  # fmt: skip
+
+
+def read_newsletter(path: Path) -> Newsletter:
+    """Parse one issue, collecting every problem of its front matter before failing."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContentError([Problem(path, 0, f"not UTF-8 text ({exc.reason})")]) from None
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != FRONT_MATTER_FENCE:
+        raise ContentError([Problem(path, 1, "expected front matter starting with '---'")])
+    found = lesson_body(path, text)
+    if found is None:
+        raise ContentError([Problem(path, 1, "front matter is never closed by '---'")])
+    end = next(i for i in range(1, len(lines)) if lines[i].strip() == FRONT_MATTER_FENCE)
+    fields, problems = read_front_matter(path, "\n".join(lines[1:end]))
+    values: dict[str, object] = {}
+    for key, (raw, line) in fields.items():
+        if key not in REQUIRED_KEYS + OPTIONAL_KEYS:
+            known = ", ".join(REQUIRED_KEYS + OPTIONAL_KEYS)
+            problems.append(Problem(path, line, f"unknown key '{key}' (expected one of: {known})"))
+            continue
+        try:
+            values[key] = _value(key, raw)
+        except (ValueError, segments.SegmentInvalid) as exc:
+            problems.append(Problem(path, line, f"{key}: {exc}"))
+    problems += [
+        Problem(path, 1, f"front matter lacks '{key}'")
+        for key in REQUIRED_KEYS
+        if key not in fields
+    ]
+    if problems:
+        raise ContentError(problems)
+    send_at = values.get("send_at")
+    return Newsletter(
+        path=path,
+        key=path.stem,
+        subject=str(values["subject"]),
+        preheader=str(values["preheader"]),
+        segment=str(values.get("to", "all")),
+        send_at=send_at if isinstance(send_at, datetime) else None,
+        body=found.body,
+        body_line=found.body_line,
+    )
+
+
+def _value(key: str, raw: str) -> object:
+    if key == "to":
+        segments.parse(raw)  # refused here, at its line, rather than at send time
+        return " ".join(raw.split())
+    if key == "send_at":
+        moment = datetime.fromisoformat(raw.strip())
+        if moment.tzinfo is None:
+            raise ValueError(f"{raw!r} needs its offset from UTC, such as 2026-12-10T09:00+00:00")
+        return moment
+    return convert(key, raw)

@@ -1,0 +1,154 @@
+"""Newsletter issues sent to a segment through the real dispatcher, SMTP test server and
+SQLite file: once per subscriber, however often the send is run; nobody who joined after
+it started; nothing to anyone who left."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from newsletter import broadcasts
+from newsletter.content.newsletters import Newsletter, read_newsletter
+from newsletter.db.models import BroadcastStatus, DeliveryStatus, Subscriber
+from newsletter.subscribers import add_tags, unsubscribe
+from tests.conftest import REPO
+from tests.integration.harness import Stack, run, settings_for, shipped_course
+
+START = datetime(2026, 6, 9, 9, 0, tzinfo=UTC)
+
+
+def issue(tmp_path: Path, to: str = "all") -> Newsletter:
+    path = tmp_path / "2026-06.md"
+    path.write_text(
+        f"---\nsubject: June news\npreheader: What is new this month\nto: {to}\n---\n\n"
+        "Hello {{ first_name }},\n\nTwo new lessons are out.\n",
+        encoding="utf-8",
+    )
+    return read_newsletter(path)
+
+
+async def send(stack: Stack, newsletter: Newsletter) -> tuple[int, bool]:
+    """What `newsletter broadcast send` does: start (or resume), queue in batches, finish."""
+    async with stack.sessions.begin() as session:
+        broadcast, resumed = await broadcasts.start(
+            session, newsletter, newsletter.segment, stack.clock.now(), stack.clock.now()
+        )
+        broadcast_id = broadcast.id
+    queued, after = 0, 0
+    while True:
+        async with stack.sessions.begin() as session:
+            row = await session.get_one(broadcasts.Broadcast, broadcast_id)
+            taken = await broadcasts.enqueue_batch(
+                session,
+                row,
+                default_timezone="Europe/London",
+                message_domain="example.org",
+                after=after,
+                now=stack.clock.now(),
+            )
+        if not taken:
+            break
+        queued, after = queued + len(taken), taken[-1]
+    async with stack.sessions.begin() as session:
+        await broadcasts.finish_enqueueing(session, broadcast_id)
+    return queued, resumed
+
+
+def newsletter_recipients(stack: Stack) -> Counter[str]:
+    return Counter(
+        rcpt
+        for _, rcpts, data in stack.server.messages
+        if b"\r\nSubject: June news\r\n" in data
+        for rcpt in rcpts
+    )
+
+
+def test_an_issue_reaches_its_segment_once_and_a_rerun_sends_nothing(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        stack = await Stack.start(settings_for(settings, tmp_path), smtp_server, START)
+        try:
+            course = await stack.queue(shipped_course(REPO))
+            ids = {
+                name: await stack.subscribe(f"{name}@example.com", sequence_id=course)
+                for name in ("ann", "ben", "cy")
+            }
+            async with stack.sessions.begin() as session:
+                await add_tags(session, [(ids["ann"], "news"), (ids["ben"], "news")], START)
+            june = issue(tmp_path, to="tag:news")
+
+            queued, resumed = await send(stack, june)
+            await stack.run()
+            again, resumed_again = await send(stack, june)
+            await stack.run()
+
+            assert (queued, resumed) == (2, False)
+            assert (again, resumed_again) == (2, True)  # looked at again, queued nobody new
+            assert newsletter_recipients(stack) == Counter(
+                {"ann@example.com": 1, "ben@example.com": 1}
+            )
+            [message] = [
+                m for m in stack.received("ann@example.com") if m["Subject"] == "June news"
+            ]
+            text = message.get_body(("plain",)).get_content()
+            assert "Two new lessons are out." in text
+            assert "Unsubscribe: " in text
+            assert str(message["List-Id"]).endswith("<newsletter.example.org>")
+        finally:
+            await stack.close()
+
+    run(scenario())
+
+
+def test_the_audience_is_fixed_when_the_send_starts(settings, tmp_path, smtp_server):
+    async def scenario() -> None:
+        stack = await Stack.start(settings_for(settings, tmp_path), smtp_server, START)
+        try:
+            course = await stack.queue(shipped_course(REPO))
+            ann = await stack.subscribe("ann@example.com", sequence_id=course)
+            await stack.subscribe("ben@example.com", sequence_id=course)
+            june = issue(tmp_path)
+            await send(stack, june)  # queued for Ann and Ben, not sent yet
+
+            stack.clock.advance(timedelta(minutes=5))
+            await stack.subscribe("cy@example.com", sequence_id=course)  # joined later
+            async with stack.sessions.begin() as session:
+                person = await session.get_one(Subscriber, ann)
+                await unsubscribe(session, person, stack.clock.now())  # left meanwhile
+            await send(stack, june)  # a rerun adds nobody who joined since
+            await stack.run()
+
+            assert newsletter_recipients(stack) == Counter({"ben@example.com": 1})
+        finally:
+            await stack.close()
+
+    run(scenario())
+
+
+def test_a_paused_issue_waits_and_a_cancelled_one_never_goes(settings, tmp_path, smtp_server):
+    async def scenario() -> None:
+        stack = await Stack.start(settings_for(settings, tmp_path), smtp_server, START)
+        try:
+            course = await stack.queue(shipped_course(REPO))
+            await stack.subscribe("ann@example.com", sequence_id=course)
+            june = issue(tmp_path)
+            await send(stack, june)
+            async with stack.sessions.begin() as session:
+                await broadcasts.set_status(session, june.key, BroadcastStatus.PAUSED, START)
+            await stack.run()
+            assert newsletter_recipients(stack) == Counter()
+
+            async with stack.sessions.begin() as session:
+                await broadcasts.set_status(session, june.key, BroadcastStatus.CANCELLED, START)
+            await stack.run()
+            async with stack.sessions() as session:
+                broadcast = await broadcasts.by_key(session, june.key)
+                counts = await broadcasts.progress(session, broadcast.id)
+            assert newsletter_recipients(stack) == Counter()
+            assert counts == Counter({DeliveryStatus.CANCELLED: 1})
+        finally:
+            await stack.close()
+
+    run(scenario())
