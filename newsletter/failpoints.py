@@ -22,6 +22,7 @@ POINTS = {
     "dispatch.after_accept": "the relay answered 250 for a message, its outcome not yet recorded",
     "dispatch.after_record": "a chunk of outcomes has just been committed",
     "log.emit": "inside the log handler of serve, worker and tick, for newsletter's own lines",
+    "broadcast.after_batch": "a batch of a newsletter issue's audience was committed as queued",
 }
 _ACTIONS = ("kill", "term", "raise")
 

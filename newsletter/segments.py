@@ -30,6 +30,8 @@ COURSE_STATES: dict[str, tuple[EnrollmentStatus, ...]] = {
     "left": (EnrollmentStatus.LEFT,),
     "stopped": (EnrollmentStatus.STOPPED,),
 }
+#: course:*:active: on any course.
+ANY_COURSE = "*"
 _TOKEN = re.compile(r"\s*(?:(?P<paren>[()])|(?P<word>[^\s()]+))")
 
 
@@ -207,13 +209,13 @@ def where_clause(segment: Segment, default_timezone: str) -> Any:
                 .where(SubscriberTag.tag == name)
             )
         case Course(slug, state):
-            return exists(
+            enrolled = (
                 select(Enrollment.id)
                 .join(Sequence, Sequence.id == Enrollment.sequence_id)
                 .where(Enrollment.subscriber_id == Subscriber.id)
-                .where(Sequence.slug == slug)
                 .where(Enrollment.status.in_(COURSE_STATES[state]))
             )
+            return exists(enrolled if slug == ANY_COURSE else enrolled.where(Sequence.slug == slug))
         case SignedUp(before, day):
             midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
             return Subscriber.created_at < midnight if before else Subscriber.created_at >= midnight
@@ -232,7 +234,7 @@ def courses_named(segment: Segment) -> set[str]:
     """The course slugs a segment mentions, to check that they exist."""
     match segment:
         case Course(slug, _):
-            return {slug}
+            return {slug} - {ANY_COURSE}
         case Not(term):
             return courses_named(term)
         case All(terms) | Any_(terms):

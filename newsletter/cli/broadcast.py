@@ -12,7 +12,7 @@ import typer
 from rich.text import Text
 from sqlalchemy import func, select
 
-from newsletter import broadcasts
+from newsletter import broadcasts, failpoints
 from newsletter.cli.admin import check_courses_exist, database, now, parse_when
 from newsletter.cli.app import JsonOption, app, out, run, settings
 from newsletter.cli.terminal import LiteralTable, literal, print_json
@@ -33,6 +33,9 @@ def broadcast_send(
     file: Annotated[Path, typer.Argument(help="The issue: Markdown with front matter")],
     to: Annotated[str | None, typer.Option(help="Segment, instead of the file's `to`")] = None,
     at: Annotated[str | None, typer.Option(help="When (ISO time), instead of `send_at`")] = None,
+    skip_active_courses: Annotated[
+        bool, typer.Option(help="Leave out whoever is in the middle of a course")
+    ] = False,
     dry_run: Annotated[bool, typer.Option(help="Say who would get it; queue nothing")] = False,
 ) -> None:
     """Queue an issue for everyone its segment matches now. Run again, it resumes and
@@ -41,6 +44,8 @@ def broadcast_send(
     issue = read_newsletter(file)
     segment = " ".join(to.split()) if to is not None else issue.segment
     parse(segment)  # a mistake in --to is said before anything else happens
+    if skip_active_courses:
+        segment = f"({segment}) and not course:*:active"
     started = now()
     due_at = parse_when(at) if at is not None else issue.send_at or started
     _check_renders(config, issue, segment, due_at, started)
@@ -75,6 +80,7 @@ def broadcast_send(
                     )
                 if not taken:
                     break
+                failpoints.hit("broadcast.after_batch")
                 queued, after = queued + len(taken), taken[-1]
             async with sessions.begin() as session:
                 await broadcasts.finish_enqueueing(session, broadcast_id)

@@ -56,3 +56,41 @@ def test_a_changed_file_of_the_same_name_is_refused(admin, tmp_path: Path):
 
     assert refused.returncode == 1
     assert "rename the file to send it as a new issue" in refused.stderr
+
+
+def test_a_send_killed_while_queueing_10000_resumes_and_queues_each_once(admin, tmp_path: Path):
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "email\r\n" + "".join(f"reader{n}@example.com\r\n" for n in range(10_000)),
+        encoding="utf-8",
+    )
+    ok(admin("subscribers", "import", str(people)))
+    issue = tmp_path / "2026-07.md"
+    issue.write_text("---\nsubject: July news\npreheader: Summer\n---\nHello.\n", encoding="utf-8")
+
+    killed = admin(
+        "broadcast", "send", str(issue), NEWSLETTER_FAILPOINTS="broadcast.after_batch=kill@3"
+    )
+    half = json.loads(ok(admin("broadcast", "show", "2026-07", "--json")))
+    resumed = ok(admin("broadcast", "send", str(issue)))
+    done = json.loads(ok(admin("broadcast", "show", "2026-07", "--json")))
+
+    assert killed.returncode == -9  # SIGKILL, mid-send: no cleanup at all
+    assert half["status"] == "enqueueing"
+    assert half["counts"] == {"queued": 3000}
+    assert resumed.startswith("Resumed 2026-07: 10000 subscribers in its audience")
+    assert done["status"] == "sending"
+    assert done["counts"] == {"queued": 10_000}
+    assert done["audience"] == 10_000  # one delivery each: the database allows no more
+
+
+def test_skip_active_courses_leaves_out_whoever_is_mid_course(admin, tmp_path: Path):
+    ok(admin("sequences", "queue", f"lessons/{COURSE}"))
+    ok(admin("subscribers", "add", "ann@example.com", "--enroll", COURSE))
+    ok(admin("subscribers", "add", "ben@example.com"))
+    issue = tmp_path / "2026-08.md"
+    issue.write_text("---\nsubject: August\npreheader: News\n---\nHello.\n", encoding="utf-8")
+
+    dry = ok(admin("broadcast", "send", str(issue), "--skip-active-courses", "--dry-run"))
+
+    assert "to 1 subscriber ((all) and not course:*:active)" in dry
