@@ -35,7 +35,7 @@ from newsletter.db.models import (
 )
 from newsletter.db.web_models import SignupAttempt, signup_attempts_table
 from newsletter.render import clean_name, make_message_id
-from newsletter.subscribers import forget, unsubscribe
+from newsletter.subscribers import add_tags, forget, unsubscribe
 
 # Defaults of the [signup] settings in config.toml.
 #: At most one confirmation email per address in this window, however often it is typed
@@ -65,6 +65,9 @@ class SignupRequest:
     #: The version of the consent sentence the form showed; "" or unknown: the course's
     #: current one. Snippets pasted on other sites keep posting the version they showed.
     consent_version: str = ""
+    #: Tags from the form's hidden `tags` field (form-snippet --tag): what the visitor's
+    #: browser sent, so never anything a visitor must not be able to choose.
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +327,7 @@ async def subscribe(
         if not isinstance(outcome, int):
             return outcome
         subscriber_id = outcome
+    await add_tags(session, [(subscriber_id, tag) for tag in request.tags], now)
     await queries.queue_confirmation(
         session, subscriber_id, sequence_id, make_message_id(sender_domain), now
     )

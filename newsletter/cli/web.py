@@ -19,6 +19,7 @@ from newsletter.db.session import prompt_writes
 from newsletter.errors import NewsletterError
 from newsletter.logs import log_event
 from newsletter.signup import SignupCourse, live_courses
+from newsletter.tags import normalize_tag
 from newsletter.web.forms import HONEYPOT
 
 log = logging.getLogger(__name__)
@@ -76,10 +77,15 @@ def form_snippet(
         str | None,
         typer.Option(help="Slug of the live course it signs people up for [default: the oldest]"),
     ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(help="A tag for whoever signs up with it (docs/segments.md); repeatable"),
+    ] = None,
 ) -> None:
     """Print an HTML signup form for one course that another website can paste in; it posts
     here, with the course's consent sentence as queued."""
     config = settings()
+    tags = [normalize_tag(word) for word in tag or []]
 
     async def work() -> None:
         async with database(config, read_only=True) as sessions, sessions() as session:
@@ -91,7 +97,7 @@ def form_snippet(
         if not courses:
             raise NewsletterError("no live course; queue one first (newsletter sequences queue)")
         out.print(
-            signup_snippet(config, chosen or courses[0]),
+            signup_snippet(config, chosen or courses[0], tags),
             markup=False,
             highlight=False,
             soft_wrap=True,
@@ -100,7 +106,7 @@ def form_snippet(
     run(work)
 
 
-def signup_snippet(config: Settings, course: SignupCourse) -> str:
+def signup_snippet(config: Settings, course: SignupCourse, tags: list[str] | None = None) -> str:
     action = escape(f"{config.site.base}/subscribe")
     identity = course.identity
     return f"""<!-- Signup form for {escape(course.title)}: it posts to {action}.
@@ -126,6 +132,7 @@ def signup_snippet(config: Settings, course: SignupCourse) -> str:
   <input type="hidden" name="form" value="snippet">
   <input type="hidden" name="course" value="{escape(course.slug)}">
   <input type="hidden" name="consent_version" value="{escape(identity.consent_version)}">
+  <input type="hidden" name="tags" value="{escape(" ".join(tags or []))}">
   <p id="newsletter-consent">{escape(identity.consent_text)}</p>
   <button type="submit" aria-describedby="newsletter-consent">Subscribe</button>
 </form>

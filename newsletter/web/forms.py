@@ -16,6 +16,7 @@ from newsletter.addresses import MAX_ADDRESS_LENGTH, AddressInvalid, normalize_a
 from newsletter.content.course import is_slug
 from newsletter.render import clean_name
 from newsletter.signup import SignupRequest
+from newsletter.tags import TagInvalid, normalize_tag
 
 #: Bots fill every field they find; people never see this one (hidden, out of the tab order).
 HONEYPOT = "leave_empty"
@@ -128,7 +129,24 @@ def parse_signup(form: Mapping[str, str]) -> SignupRequest | Invalid | Trapped:
         timezone=parse_timezone(form.get("timezone", "")[:MAX_FIELD_LENGTH]),
         form=form_name if _FORM_NAME.fullmatch(form_name) else "signup-page",
         consent_version=form.get("consent_version", "").strip()[:40],
+        tags=parse_tags(form.get("tags", "")[:MAX_FIELD_LENGTH]),
     )
+
+
+#: Tags a signup form may set at once; more are ignored.
+MAX_FORM_TAGS = 5
+
+
+def parse_tags(raw: str) -> tuple[str, ...]:
+    """The tags of a form's hidden field; one that is no tag is left out silently, as the
+    person did not type it (a page's author did) and should not see a form fail for it."""
+    tags = []
+    for word in raw.split()[:MAX_FORM_TAGS]:
+        try:
+            tags.append(normalize_tag(word))
+        except TagInvalid:
+            continue
+    return tuple(dict.fromkeys(tags))
 
 
 def _email(raw: str) -> str:

@@ -9,6 +9,7 @@ from typer.testing import CliRunner, Result
 from newsletter.cli import app
 from newsletter.cli.web import signup_snippet
 from newsletter.signup import live_courses
+from newsletter.subscribers import tags_of
 from newsletter.web.forms import HONEYPOT
 from tests.conftest import COURSE_DIR, REPO
 from tests.web.site import CONSENT_TEXT, Site, with_site
@@ -80,6 +81,7 @@ def test_a_pasted_snippet_signs_someone_up(settings, tmp_path, smtp_server):
             "form",
             "course",
             "consent_version",
+            "tags",
         }
         fields = form.fields | {"email": "ana@example.com", "timezone": "Asia/Tokyo"}
         answer = await site.client.post(form.action.removeprefix(settings.site.base), data=fields)
@@ -89,5 +91,31 @@ def test_a_pasted_snippet_signs_someone_up(settings, tmp_path, smtp_server):
         assert ana.consent["form"] == "snippet"
         assert ana.consent["text"] == CONSENT_TEXT
         assert ana.timezone == "Asia/Tokyo"
+
+    with_site(settings, tmp_path, smtp_server, scenario)
+
+
+def test_a_snippet_with_tags_tags_whoever_signs_up_with_it(settings, tmp_path, smtp_server):
+    async def scenario(site: Site) -> None:
+        async with site.stack.sessions() as session:
+            [course] = await live_courses(session)
+        form = _Form()
+        form.feed(signup_snippet(settings, course, ["spring-fair", "print"]))
+        assert form.fields["tags"] == "spring-fair print"
+        path = form.action.removeprefix(settings.site.base)
+
+        tagged = form.fields | {"email": "ana@example.com"}
+        # Edited by hand: what is no tag is left out, and the signup still goes through.
+        edited = form.fields | {"email": "ben@example.com", "tags": "<b>bold</b> ok " + "x " * 50}
+        assert (await site.client.post(path, data=tagged)).status_code == 303
+        assert (await site.client.post(path, data=edited)).status_code == 303
+
+        async with site.stack.sessions() as session:
+            ana = await site.subscriber("ana@example.com")
+            ben = await site.subscriber("ben@example.com")
+            assert ana is not None
+            assert ben is not None
+            assert await tags_of(session, ana.id) == ["print", "spring-fair"]
+            assert await tags_of(session, ben.id) == ["ok", "x"]
 
     with_site(settings, tmp_path, smtp_server, scenario)
