@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select, update
@@ -60,20 +60,11 @@ def as_course(sender: SenderSettings, broadcast: Broadcast) -> tuple[Course, Les
     return course, lesson
 
 
-async def start(
-    session: AsyncSession, issue: Newsletter, segment: str, due_at: datetime, now: datetime
-) -> tuple[Broadcast, bool]:
-    """The issue's send, and whether it was started before (then this resumes it: its
-    audience is the one fixed then). Another file of the same name is refused."""
-    broadcast = await session.scalar(select(Broadcast).where(Broadcast.key == issue.key))
-    if broadcast is not None:
-        if broadcast.fingerprint != fingerprint(issue) or broadcast.segment != segment:
-            raise NewsletterError(
-                f"an issue called {issue.key} was sent on {broadcast.started_at:%Y-%m-%d} with "
-                "other words or to other people; rename the file to send it as a new issue"
-            )
-        return broadcast, True
-    broadcast = Broadcast(
+def new_broadcast(
+    issue: Newsletter, segment: str, due_at: datetime, started_at: datetime
+) -> Broadcast:
+    """The row of an issue whose send starts now (not yet in any session)."""
+    return Broadcast(
         key=issue.key,
         fingerprint=fingerprint(issue),
         subject=issue.subject,
@@ -83,21 +74,38 @@ async def start(
         source=str(issue.path),
         segment=segment,
         status=BroadcastStatus.ENQUEUEING,
-        due_at=due_at,
-        started_at=now,
+        due_at=due_at.astimezone(UTC),
+        started_at=started_at,
     )
+
+
+async def start(
+    session: AsyncSession, issue: Newsletter, segment: str, due_at: datetime, now: datetime
+) -> tuple[Broadcast, bool]:
+    """The issue's send, and whether it was started before (then this resumes it). Another
+    file of the same name, or the same file to other people, is refused."""
+    broadcast = await session.scalar(select(Broadcast).where(Broadcast.key == issue.key))
+    if broadcast is not None:
+        if broadcast.fingerprint != fingerprint(issue) or broadcast.segment != segment:
+            raise NewsletterError(
+                f"an issue called {issue.key} was sent on {broadcast.started_at:%Y-%m-%d} with "
+                "other words or to other people; rename the file to send it as a new issue"
+            )
+        return broadcast, True
+    broadcast = new_broadcast(issue, segment, due_at, now)
     session.add(broadcast)
     await session.flush()
     return broadcast, False
 
 
 def audience(broadcast: Broadcast, default_timezone: str) -> object:
-    """Who the issue goes to: confirmed subscribers its segment matches who had joined when
-    its send started, and whose address is not suppressed."""
+    """Who the issue goes to: subscribers its segment matches who had confirmed when its
+    send started, and whose address is not suppressed. (A send cut off half-way and run
+    again matches the rest as they are then: a tag added since counts.)"""
     return (
         where_clause(parse(broadcast.segment), default_timezone)
         & (Subscriber.status == SubscriberStatus.CONFIRMED)
-        & (Subscriber.created_at <= broadcast.started_at)
+        & (Subscriber.confirmed_at <= broadcast.started_at)
         & ~select(Suppression.id).where(Suppression.email == Subscriber.email).exists()
     )
 
@@ -144,27 +152,30 @@ async def enqueue_batch(
     return ids
 
 
-async def finish_enqueueing(session: AsyncSession, broadcast_id: int) -> None:
+async def finish_enqueueing(session: AsyncSession, broadcast: Broadcast, now: datetime) -> int:
+    """The whole audience is queued: how many it holds. A paused or cancelled issue stays so."""
     queued = await session.scalar(
-        select(func.count()).select_from(Delivery).where(Delivery.broadcast_id == broadcast_id)
+        select(func.count()).select_from(Delivery).where(Delivery.broadcast_id == broadcast.id)
     )
-    await session.execute(
-        update(Broadcast)
-        .where(Broadcast.id == broadcast_id)
-        .values(audience=queued or 0)
-        .values(status=BroadcastStatus.SENDING)
-        .where(Broadcast.status == BroadcastStatus.ENQUEUEING)
-    )
+    broadcast.audience = int(queued or 0)
+    broadcast.enqueued_at = now
+    if broadcast.status == BroadcastStatus.ENQUEUEING:
+        broadcast.status = BroadcastStatus.SENDING
+    return broadcast.audience
 
 
-async def set_status(
-    session: AsyncSession, key: str, status: BroadcastStatus, now: datetime
-) -> Broadcast:
-    """Pause, resume or cancel; a cancelled issue's mail not yet sent is cancelled too
-    (what is already being sent finishes)."""
+async def set_status(session: AsyncSession, key: str, status: BroadcastStatus) -> Broadcast:
+    """Pause, resume (SENDING) or cancel; a cancelled issue's mail not yet sent is cancelled
+    too (what is already being sent finishes). Resuming returns a paused issue to where it
+    was: sending, or queueing its audience if that was cut off."""
     broadcast = await by_key(session, key)
     if broadcast.status == BroadcastStatus.CANCELLED:
         raise NewsletterError(f"{key} was cancelled; it cannot be paused or resumed")
+    if status == BroadcastStatus.SENDING:
+        if broadcast.status != BroadcastStatus.PAUSED:
+            raise NewsletterError(f"{key} is not paused")
+        if broadcast.enqueued_at is None:
+            status = BroadcastStatus.ENQUEUEING
     broadcast.status = status
     if status == BroadcastStatus.CANCELLED:
         await session.execute(

@@ -315,7 +315,11 @@ async def subscribe(
     record = consent_record(request, visitor, now, course=course.slug, text=text, version=version)
     newcomer_consent = with_course_record(None, course.slug, record, latest=True)
     subscriber_id = await _insert_newcomer(session, request, newcomer_consent, now)
-    if subscriber_id is None:
+    if subscriber_id is not None:
+        # A newcomer's own form; someone known is not re-tagged by whoever types their
+        # address into a form.
+        await add_tags(session, [(subscriber_id, tag) for tag in request.tags], now)
+    else:
         outcome = await _sign_up_again(
             session,
             request,
@@ -327,7 +331,6 @@ async def subscribe(
         if not isinstance(outcome, int):
             return outcome
         subscriber_id = outcome
-    await add_tags(session, [(subscriber_id, tag) for tag in request.tags], now)
     await queries.queue_confirmation(
         session, subscriber_id, sequence_id, make_message_id(sender_domain), now
     )

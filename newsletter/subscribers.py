@@ -122,7 +122,10 @@ async def import_subscribers(
     await session.execute(queries.insert_ignoring_duplicates(session, Subscriber), rows)
     after = await session.scalar(select(func.count()).select_from(Subscriber))
     # Tags are added to those already there too: an import is how a list is labelled.
-    tagged = {person.email: person.tags for person in people if person.tags}
+    tagged: dict[str, tuple[str, ...]] = {}
+    for person in people:  # as for names: the first row of an address counts
+        if person.tags and person.email not in tagged:
+            tagged[person.email] = person.tags
     if tagged:
         ids = await session.execute(
             select(Subscriber.email, Subscriber.id).where(Subscriber.email.in_(tagged))

@@ -445,7 +445,7 @@ def subscribers_remove(
 @subscribers_app.command("import")
 def subscribers_import(
     csv_path: Annotated[
-        Path, typer.Argument(help="CSV with a header: email[,first_name][,timezone]")
+        Path, typer.Argument(help="CSV with a header: email[,first_name][,timezone][,tags]")
     ],
     enroll: EnrollOption = None,
 ) -> None:

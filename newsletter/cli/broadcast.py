@@ -4,7 +4,7 @@ it (docs/newsletters.md)."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,29 +47,37 @@ def broadcast_send(
     if skip_active_courses:
         segment = f"({segment}) and not course:*:active"
     started = now()
-    due_at = parse_when(at) if at is not None else issue.send_at or started
-    _check_renders(config, issue, segment, due_at, started)
+    due_at = (parse_when(at) if at is not None else issue.send_at or started).astimezone(UTC)
+    unsaved = broadcasts.new_broadcast(issue, segment, due_at, started)
+    # Compiled as the workers will: a template mistake stops it here, at its file and line.
+    course, lesson = broadcasts.as_course(config.sender, unsaved)
+    LessonEmail(
+        make_environment(config.templates_dir), config.sender, course, lesson, kind="newsletter"
+    )
 
-    async def work() -> tuple[int, int, bool]:
+    async def work() -> tuple[int, datetime, bool]:
         async with database(config) as sessions:
             async with sessions.begin() as session:
                 await check_courses_exist(session, courses_named(parse(segment)))
                 if dry_run:
-                    row = _unsaved(issue, segment, due_at, started)
                     matched = await session.scalar(
                         select(func.count())
                         .select_from(Subscriber)
-                        .where(broadcasts.audience(row, config.schedule.timezone))  # type: ignore[arg-type]
+                        .where(broadcasts.audience(unsaved, config.schedule.timezone))  # type: ignore[arg-type]
                     )
-                    return int(matched or 0), 0, False
+                    return int(matched or 0), due_at, False
                 broadcast, resumed = await broadcasts.start(
                     session, issue, segment, due_at, started
                 )
-                broadcast_id = broadcast.id
-            queued, after = 0, 0
+                broadcast_id, due = broadcast.id, broadcast.due_at
+                if broadcast.enqueued_at is not None:  # its audience was all queued before
+                    return broadcast.audience, due, resumed
+            after = 0
             while True:
                 async with sessions.begin() as session:
                     broadcast = await session.get_one(Broadcast, broadcast_id)
+                    if broadcast.status == BroadcastStatus.CANCELLED:
+                        return broadcast.audience, due, resumed
                     taken = await broadcasts.enqueue_batch(
                         session,
                         broadcast,
@@ -81,23 +89,18 @@ def broadcast_send(
                 if not taken:
                     break
                 failpoints.hit("broadcast.after_batch")
-                queued, after = queued + len(taken), taken[-1]
+                after = taken[-1]
             async with sessions.begin() as session:
-                await broadcasts.finish_enqueueing(session, broadcast_id)
-                total = await session.scalar(
-                    select(func.count())
-                    .select_from(Delivery)
-                    .where(Delivery.broadcast_id == broadcast_id)
-                )
-            return queued, int(total or 0), resumed
+                broadcast = await session.get_one(Broadcast, broadcast_id)
+                return await broadcasts.finish_enqueueing(session, broadcast, now()), due, resumed
 
-    matched, total, resumed = run(work)
+    total, due, resumed = run(work)
     if dry_run:
         out.print(
             Text.assemble(
                 "Would send ",
                 literal(issue.subject),
-                f" to {plural(matched, 'subscriber')} ({segment}) at {due_at:%Y-%m-%d %H:%M} UTC. "
+                f" to {plural(total, 'subscriber')} ({segment}) at {due:%Y-%m-%d %H:%M} UTC. "
                 "Nothing was queued.",
             )
         )
@@ -105,32 +108,7 @@ def broadcast_send(
     how = "Resumed" if resumed else "Started"
     out.print(
         f"{how} {issue.key}: {plural(total, 'subscriber')} in its audience, due "
-        f"{due_at:%Y-%m-%d %H:%M} UTC. `newsletter broadcast show {issue.key} --watch` follows it."
-    )
-
-
-def _unsaved(issue: Any, segment: str, due_at: datetime, started: datetime) -> Broadcast:
-    return Broadcast(
-        key=issue.key,
-        fingerprint=broadcasts.fingerprint(issue),
-        subject=issue.subject,
-        preheader=issue.preheader,
-        body=issue.body,
-        body_line=issue.body_line,
-        source=str(issue.path),
-        segment=segment,
-        status=BroadcastStatus.ENQUEUEING,
-        due_at=due_at,
-        started_at=started,
-    )
-
-
-def _check_renders(config: Any, issue: Any, segment: str, due_at: datetime, at: datetime) -> None:
-    """Compile the issue as the workers will, so a template mistake stops it here, at its
-    file and line, and not in every worker."""
-    course, lesson = broadcasts.as_course(config.sender, _unsaved(issue, segment, due_at, at))
-    LessonEmail(
-        make_environment(config.templates_dir), config.sender, course, lesson, kind="newsletter"
+        f"{due:%Y-%m-%d %H:%M} UTC. `newsletter broadcast show {issue.key} --watch` follows it."
     )
 
 
@@ -187,7 +165,9 @@ def broadcast_show(
             state = await look()
             out.print(_progress_line(state))
             waiting = state["counts"].get("queued", 0) + state["counts"].get("sending", 0)
-            if not watch or not waiting or state["status"] != BroadcastStatus.SENDING:
+            queueing = state["status"] == BroadcastStatus.ENQUEUEING
+            held = state["status"] in (BroadcastStatus.PAUSED, BroadcastStatus.CANCELLED)
+            if not watch or held or not (waiting or queueing):
                 return state
             await asyncio.sleep(2)
 
@@ -229,7 +209,7 @@ def _set(key: str, status: BroadcastStatus) -> None:
 
     async def work() -> None:
         async with database(config) as sessions, sessions.begin() as session:
-            await broadcasts.set_status(session, key, status, now())
+            await broadcasts.set_status(session, key, status)
 
     run(work)
     out.print(Text.assemble(literal(key), f" is {status}."))

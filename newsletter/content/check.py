@@ -52,6 +52,10 @@ def _check_flow(course: Course) -> list[Problem]:
         return []
     manifest = course.path / MANIFEST
     line = line_of(manifest.read_text(encoding="utf-8"), "on_finish", "start")
+    if not is_slug(first):
+        return [
+            Problem(manifest, line, f"on_finish.start: {first!r} is not a course's folder name")
+        ]
     seen = [course.slug]
     slug: str | None = first
     while slug is not None:
@@ -59,7 +63,7 @@ def _check_flow(course: Course) -> list[Problem]:
             chain = " -> ".join([*seen, slug])
             return [Problem(manifest, line, f"on_finish.start: {chain} comes back round: a loop")]
         folder = course.path.parent / slug
-        if not (folder / MANIFEST).is_file():
+        if not is_slug(slug) or not (folder / MANIFEST).is_file():
             if slug != first:
                 return []  # that course's own check names what is wrong with it
             return [Problem(manifest, line, f"on_finish.start: no course {slug!r} beside this one")]

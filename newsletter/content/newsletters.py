@@ -15,13 +15,12 @@ sandbox, with the same personal variables."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from newsletter import segments
 from newsletter.content.lessons import (
     FRONT_MATTER_FENCE,
-    Lesson,
     convert,
     lesson_body,
     read_front_matter,
@@ -44,13 +43,6 @@ class Newsletter:
     send_at: datetime | None
     body: str
     body_line: int
-
-    def as_lesson(self) -> Lesson:
-        """The issue as the renderer takes a lesson: one message, no delay."""
-        return Lesson(
-            self.path, self.key, self.subject, self.preheader, timedelta(0), None,
-            self.body, self.body_line,
-        )  # fmt: skip
 
 
 def read_newsletter(path: Path) -> Newsletter:

@@ -306,7 +306,9 @@ class Broadcast(Base):
     status: Mapped[str] = mapped_column(String(16), default=BroadcastStatus.ENQUEUEING)
     due_at: Mapped[datetime]
     started_at: Mapped[datetime]
-    audience: Mapped[int] = mapped_column(default=0)  #: queued once enqueueing ended
+    #: When its whole audience was queued; None while that is under way (or was cut off).
+    enqueued_at: Mapped[datetime | None]
+    audience: Mapped[int] = mapped_column(default=0)  #: how many were queued, in the end
 
 
 class SystemFlag(Base):

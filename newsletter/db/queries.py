@@ -397,7 +397,8 @@ async def claim_due_deliveries(
     ]
     live = and_(
         or_(Delivery.sequence_id.is_(None), SequenceRow.status == SequenceStatus.LIVE),
-        or_(Delivery.broadcast_id.is_(None), Broadcast.status.in_(BROADCAST_SENDING)),
+        # A cancelled issue's rows are claimed too: the check before sending cancels them.
+        or_(Delivery.broadcast_id.is_(None), Broadcast.status != BroadcastStatus.PAUSED),
     )
     ids: list[int] = []
     for candidates, cap in rounds:

@@ -8,9 +8,17 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import update
+
 from newsletter import broadcasts
 from newsletter.content.newsletters import Newsletter, read_newsletter
-from newsletter.db.models import BroadcastStatus, DeliveryStatus, Subscriber
+from newsletter.db.models import (
+    BroadcastStatus,
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Subscriber,
+)
 from newsletter.subscribers import add_tags, unsubscribe
 from tests.conftest import REPO
 from tests.integration.harness import Stack, run, settings_for, shipped_course
@@ -35,6 +43,8 @@ async def send(stack: Stack, newsletter: Newsletter) -> tuple[int, bool]:
             session, newsletter, newsletter.segment, stack.clock.now(), stack.clock.now()
         )
         broadcast_id = broadcast.id
+        if broadcast.enqueued_at is not None:
+            return 0, resumed  # all queued before: the command stops here too
     queued, after = 0, 0
     while True:
         async with stack.sessions.begin() as session:
@@ -51,7 +61,9 @@ async def send(stack: Stack, newsletter: Newsletter) -> tuple[int, bool]:
             break
         queued, after = queued + len(taken), taken[-1]
     async with stack.sessions.begin() as session:
-        await broadcasts.finish_enqueueing(session, broadcast_id)
+        row = await session.get_one(broadcasts.Broadcast, broadcast_id)
+        if row.enqueued_at is None:
+            await broadcasts.finish_enqueueing(session, row, stack.clock.now())
     return queued, resumed
 
 
@@ -85,7 +97,7 @@ def test_an_issue_reaches_its_segment_once_and_a_rerun_sends_nothing(
             await stack.run()
 
             assert (queued, resumed) == (2, False)
-            assert (again, resumed_again) == (2, True)  # looked at again, queued nobody new
+            assert (again, resumed_again) == (0, True)  # all queued before: nobody more
             assert newsletter_recipients(stack) == Counter(
                 {"ann@example.com": 1, "ben@example.com": 1}
             )
@@ -136,18 +148,76 @@ def test_a_paused_issue_waits_and_a_cancelled_one_never_goes(settings, tmp_path,
             june = issue(tmp_path)
             await send(stack, june)
             async with stack.sessions.begin() as session:
-                await broadcasts.set_status(session, june.key, BroadcastStatus.PAUSED, START)
+                await broadcasts.set_status(session, june.key, BroadcastStatus.PAUSED)
             await stack.run()
             assert newsletter_recipients(stack) == Counter()
 
             async with stack.sessions.begin() as session:
-                await broadcasts.set_status(session, june.key, BroadcastStatus.CANCELLED, START)
+                await broadcasts.set_status(session, june.key, BroadcastStatus.CANCELLED)
             await stack.run()
             async with stack.sessions() as session:
                 broadcast = await broadcasts.by_key(session, june.key)
                 counts = await broadcasts.progress(session, broadcast.id)
             assert newsletter_recipients(stack) == Counter()
             assert counts == Counter({DeliveryStatus.CANCELLED: 1})
+        finally:
+            await stack.close()
+
+    run(scenario())
+
+
+def test_a_rerun_after_the_audience_was_queued_adds_nobody_tagged_since(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        stack = await Stack.start(settings_for(settings, tmp_path), smtp_server, START)
+        try:
+            course = await stack.queue(shipped_course(REPO))
+            ann = await stack.subscribe("ann@example.com", sequence_id=course)
+            ben = await stack.subscribe("ben@example.com", sequence_id=course)
+            async with stack.sessions.begin() as session:
+                await add_tags(session, [(ann, "news")], START)
+            june = issue(tmp_path, to="tag:news")
+            await send(stack, june)
+            async with stack.sessions.begin() as session:
+                await add_tags(session, [(ben, "news")], START)  # tagged after the start
+
+            await send(stack, june)
+            await stack.run()
+
+            assert newsletter_recipients(stack) == Counter({"ann@example.com": 1})
+        finally:
+            await stack.close()
+
+    run(scenario())
+
+
+def test_mail_a_worker_held_when_its_issue_was_cancelled_is_cancelled_not_stuck(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        stack = await Stack.start(settings_for(settings, tmp_path), smtp_server, START)
+        try:
+            course = await stack.queue(shipped_course(REPO))
+            await stack.subscribe("ann@example.com", sequence_id=course)
+            june = issue(tmp_path)
+            await send(stack, june)
+            async with stack.sessions.begin() as session:
+                await broadcasts.set_status(session, june.key, BroadcastStatus.CANCELLED)
+                # A worker held it meanwhile, and its outcome (a retry) put it back in the
+                # queue after the cancel had cancelled everything queued.
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.kind == DeliveryKind.BROADCAST)
+                    .values(status=DeliveryStatus.QUEUED)
+                )
+            await stack.run()
+
+            async with stack.sessions() as session:
+                broadcast = await broadcasts.by_key(session, june.key)
+                counts = await broadcasts.progress(session, broadcast.id)
+            assert counts == Counter({DeliveryStatus.CANCELLED: 1})
+            assert newsletter_recipients(stack) == Counter()
         finally:
             await stack.close()
 

@@ -61,3 +61,12 @@ def test_the_next_course_must_be_beside_this_one(tmp_path: Path, env, settings):
     [problem] = flow_problems(first, env, settings)
 
     assert "on_finish.start: no course 'bread' beside this one" in problem
+
+
+def test_the_next_course_must_be_a_folder_name(tmp_path: Path, env, settings):
+    first, _ = beside_each_other(tmp_path)
+    then(first, 'start = "../sourdough"')
+
+    [problem] = flow_problems(first, env, settings)
+
+    assert "on_finish.start: '../sourdough' is not a course's folder name" in problem

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("due_at", newsletter.db.models.UtcDateTime(timezone=True), nullable=False),
         sa.Column("started_at", newsletter.db.models.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("enqueued_at", newsletter.db.models.UtcDateTime(timezone=True), nullable=True),
         sa.Column("audience", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_broadcasts")),
         sa.UniqueConstraint("key", name=op.f("uq_broadcasts_key")),
