@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import time, timedelta
 from pathlib import Path
@@ -107,6 +108,32 @@ def read_lesson(path: Path) -> Lesson:
 
 def parse_lesson(path: Path, text: str) -> Lesson:
     """Parse one lesson, collecting every problem of its front matter before failing."""
+    values, found = read_fields(
+        path, text, required=REQUIRED_KEYS, optional=OPTIONAL_KEYS, convert=convert
+    )
+    return Lesson(
+        path=path,
+        key=lesson_key(path),
+        subject=str(values["subject"]),
+        preheader=str(values["preheader"]),
+        delay=values["delay"],  # type: ignore[arg-type]
+        send_at=values.get("send_at"),  # type: ignore[arg-type]
+        body=found.body,
+        body_line=found.body_line,
+    )
+
+
+def read_fields(
+    path: Path,
+    text: str,
+    *,
+    required: tuple[str, ...],
+    optional: tuple[str, ...],
+    convert: Callable[[str, str], object],
+) -> tuple[dict[str, object], LessonBody]:
+    """A Markdown file's front matter, each key converted, and its body; ContentError
+    with every problem of the front matter at its line (as lessons and newsletter issues
+    have them)."""
     lines = text.splitlines()
     if not lines or lines[0].strip() != FRONT_MATTER_FENCE:
         raise ContentError([Problem(path, 1, "expected front matter starting with '---'")])
@@ -120,31 +147,21 @@ def parse_lesson(path: Path, text: str) -> Lesson:
         raise ContentError(problems)  # unreadable YAML: the keys' absence says nothing more
     values: dict[str, object] = {}
     for key, (raw, line) in fields.items():
-        if key not in REQUIRED_KEYS + OPTIONAL_KEYS:
-            known = ", ".join(REQUIRED_KEYS + OPTIONAL_KEYS)
+        if key not in required + optional:
+            known = ", ".join(required + optional)
             problems.append(Problem(path, line, f"unknown key '{key}' (expected one of: {known})"))
             continue
         try:
             values[key] = convert(key, raw)
         except ValueError as exc:
             problems.append(Problem(path, line, f"{key}: {exc}"))
-    missing = [key for key in REQUIRED_KEYS if key not in fields]
+    missing = [key for key in required if key not in fields]
     problems += [Problem(path, 1, f"front matter lacks '{key}'") for key in missing]
     if problems:
         raise ContentError(problems)
-
     found = lesson_body(path, text)
     assert found is not None  # the fences were found above
-    return Lesson(
-        path=path,
-        key=lesson_key(path),
-        subject=str(values["subject"]),
-        preheader=str(values["preheader"]),
-        delay=values["delay"],  # type: ignore[arg-type]
-        send_at=values.get("send_at"),  # type: ignore[arg-type]
-        body=found.body,
-        body_line=found.body_line,
-    )
+    return values, found
 
 
 def convert(key: str, raw: str) -> object:

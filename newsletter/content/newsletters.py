@@ -19,12 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from newsletter import segments
-from newsletter.content.lessons import (
-    FRONT_MATTER_FENCE,
-    convert,
-    lesson_body,
-    read_front_matter,
-)
+from newsletter.content.lessons import convert, read_fields
 from newsletter.errors import ContentError, Problem
 
 REQUIRED_KEYS = ("subject", "preheader")
@@ -51,31 +46,9 @@ def read_newsletter(path: Path) -> Newsletter:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ContentError([Problem(path, 0, f"not UTF-8 text ({exc.reason})")]) from None
-    lines = text.splitlines()
-    if not lines or lines[0].strip() != FRONT_MATTER_FENCE:
-        raise ContentError([Problem(path, 1, "expected front matter starting with '---'")])
-    found = lesson_body(path, text)
-    if found is None:
-        raise ContentError([Problem(path, 1, "front matter is never closed by '---'")])
-    end = next(i for i in range(1, len(lines)) if lines[i].strip() == FRONT_MATTER_FENCE)
-    fields, problems = read_front_matter(path, "\n".join(lines[1:end]))
-    values: dict[str, object] = {}
-    for key, (raw, line) in fields.items():
-        if key not in REQUIRED_KEYS + OPTIONAL_KEYS:
-            known = ", ".join(REQUIRED_KEYS + OPTIONAL_KEYS)
-            problems.append(Problem(path, line, f"unknown key '{key}' (expected one of: {known})"))
-            continue
-        try:
-            values[key] = _value(key, raw)
-        except (ValueError, segments.SegmentInvalid) as exc:
-            problems.append(Problem(path, line, f"{key}: {exc}"))
-    problems += [
-        Problem(path, 1, f"front matter lacks '{key}'")
-        for key in REQUIRED_KEYS
-        if key not in fields
-    ]
-    if problems:
-        raise ContentError(problems)
+    values, found = read_fields(
+        path, text, required=REQUIRED_KEYS, optional=OPTIONAL_KEYS, convert=_value
+    )
     send_at = values.get("send_at")
     return Newsletter(
         path=path,
@@ -91,7 +64,10 @@ def read_newsletter(path: Path) -> Newsletter:
 
 def _value(key: str, raw: str) -> object:
     if key == "to":
-        segments.parse(raw)  # refused here, at its line, rather than at send time
+        try:
+            segments.parse(raw)  # refused here, at its line, rather than at send time
+        except segments.SegmentInvalid as exc:
+            raise ValueError(str(exc)) from None
         return " ".join(raw.split())
     if key == "send_at":
         moment = datetime.fromisoformat(raw.strip())

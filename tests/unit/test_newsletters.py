@@ -1,0 +1,60 @@
+"""A newsletter issue's file: what it says, and its mistakes at their lines."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from newsletter.content.newsletters import read_newsletter
+from newsletter.errors import ContentError
+
+
+def write(tmp_path: Path, front: str, body: str = "Hello {{ first_name }}.\n") -> Path:
+    path = tmp_path / "2026-12.md"
+    path.write_text(f"---\n{front}---\n\n{body}", encoding="utf-8")
+    return path
+
+
+def test_an_issue_names_its_subject_audience_and_time(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "subject: December news\npreheader: Two new lessons\n"
+        "to: tag:news and  not course:*:active\nsend_at: 2026-12-10T10:00+01:00\n",
+    )
+
+    issue = read_newsletter(path)
+
+    assert (issue.key, issue.subject, issue.preheader) == (
+        "2026-12",
+        "December news",
+        "Two new lessons",
+    )
+    assert issue.segment == "tag:news and not course:*:active"
+    assert issue.send_at == datetime(2026, 12, 10, 9, 0, tzinfo=UTC)
+    assert issue.body == "Hello {{ first_name }}.\n"
+    assert issue.body_line == 8
+
+
+def test_without_to_an_issue_is_for_everyone(tmp_path: Path) -> None:
+    issue = read_newsletter(write(tmp_path, "subject: News\npreheader: All of it\n"))
+    assert (issue.segment, issue.send_at) == ("all", None)
+
+
+def test_every_mistake_is_named_at_its_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "subject: News\nto: tag:news and\nsend_at: 2026-12-10 09:00\ncolour: red\n",
+    )
+
+    with pytest.raises(ContentError) as raised:
+        read_newsletter(path)
+
+    messages = [(problem.line, problem.message) for problem in raised.value.problems]
+    assert (3, "to: segment 'tag:news and': at the end: expected a term such as tag:NAME") in (
+        messages
+    )
+    assert any(line == 4 and "needs its offset from UTC" in text for line, text in messages)
+    assert any(line == 5 and "unknown key 'colour'" in text for line, text in messages)
+    assert (1, "front matter lacks 'preheader'") in messages
