@@ -166,6 +166,9 @@ class SendingSettings(_Section):
     policy_refusal_window: int = Field(default=200, ge=1)
     #: On SIGTERM or Ctrl-C, sends already under way get this long to finish.
     shutdown_grace_s: float = Field(default=8, ge=0)
+    #: At most this many lessons and newsletter issues to one person a day, on their own
+    #: calendar; more wait for the next day's send window. 0: no cap.
+    max_per_subscriber_per_day: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _lease_outlasts_a_send(self) -> SendingSettings:

@@ -470,6 +470,8 @@ class HeldDelivery:
     sequence_status: str | None
     enrollment_status: str | None
     broadcast_status: str | None = None  #: for an issue of the newsletter
+    subscriber_id: int = 0
+    subscriber_timezone: str | None = None
 
 
 #: Built once: the check runs before every few messages, and building the statement costs
@@ -485,6 +487,8 @@ _HELD_DELIVERIES = (
         SequenceRow.status,
         Enrollment.status,
         Broadcast.status,
+        Subscriber.id,
+        Subscriber.timezone,
     )
     .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
     .outerjoin(Suppression, Suppression.email == Subscriber.email)
@@ -506,6 +510,23 @@ async def held_deliveries(
     query right before sending. A row that is missing was deleted (the person was erased)."""
     rows = await connection.execute(_HELD_DELIVERIES, {"ids": list(ids)})
     return {row[0]: HeldDelivery(*cast(tuple[Any, ...], row)) for row in rows}
+
+
+async def counted_sends(
+    connection: AsyncConnection | AsyncSession, subscriber_ids: Iterable[int], since: datetime
+) -> dict[int, list[tuple[int, datetime]]]:
+    """By subscriber, their lessons and newsletter issues sent since then: (id, sent at)."""
+    rows = await connection.execute(
+        select(Delivery.subscriber_id, Delivery.id, Delivery.sent_at)
+        .where(Delivery.subscriber_id.in_(list(subscriber_ids)))
+        .where(Delivery.sent_at >= since)
+        .where(Delivery.kind != DeliveryKind.CONFIRMATION)
+    )
+    sends: dict[int, list[tuple[int, datetime]]] = {}
+    for subscriber_id, delivery_id, sent_at in rows:
+        if sent_at is not None:  # as the query asked; said again for the type checker
+            sends.setdefault(subscriber_id, []).append((delivery_id, sent_at))
+    return sends
 
 
 def _held_by(token: str) -> Any:

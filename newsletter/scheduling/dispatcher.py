@@ -26,7 +26,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from newsletter import failpoints
@@ -42,6 +42,7 @@ from newsletter.delivery.retry import Decision, Verdict, decide
 from newsletter.delivery.throttle import capped
 from newsletter.delivery.transport import SendReport, Stage
 from newsletter.logs import log_event
+from newsletter.scheduling import cap
 from newsletter.scheduling.checks import Check, check_before_send
 from newsletter.scheduling.outcomes import Outcomes
 from newsletter.words import plural
@@ -97,6 +98,9 @@ class DispatchPass:
         #: What the pass opens as it goes and closes at its end.
         self.closing = contextlib.AsyncExitStack()
         self.check_connection: AsyncConnection | None = None  #: opened by the first check
+        #: Messages this pass let through, by subscriber and their local day: counted
+        #: towards the daily cap with those recorded as sent.
+        self.going_today: dict[tuple[int, date], set[int]] = {}
 
     # --- the pass ------------------------------------------------------------------------
 
@@ -238,6 +242,7 @@ class DispatchPass:
                     statement_reader(self.worker.sessions)
                 )
             rows = await queries.held_deliveries(self.check_connection, [d.id for d in group])
+            sends = await self._counted_sends(group, rows)
         except BaseException as exc:
             self.pending.extendleft(reversed(group))  # released with the rest at wind-down
             if not (isinstance(exc, Exception) and database_unavailable(exc)):
@@ -246,13 +251,21 @@ class DispatchPass:
             return
         wall_now = self.worker.wall.now()
         for delivery in group:
+            row = rows.get(delivery.id)
             check = check_before_send(
-                rows.get(delivery.id),
+                row,
                 delivery.kind,
                 token=self.token,
                 wall_now=wall_now,
                 min_lease=self.lease * LEASE_MARGIN,
             )
+            capped_until = None
+            if check is Check.SEND and row is not None and sends is not None:
+                capped_until = self._over_daily_cap(delivery, row, sends)
+            if capped_until is not None:
+                self.report.counts["per_person_cap"] += 1
+                self.outcomes.release([delivery], "waits: the daily cap per person", capped_until)
+                continue
             if check is Check.SEND:
                 self.checked.append((checked_at, delivery))
                 continue
@@ -282,6 +295,38 @@ class DispatchPass:
                 log_event(
                     log, logging.WARNING, f"Delivery {delivery.id} was not sent: {why}.", "claim"
                 )
+
+    async def _counted_sends(
+        self, group: list[queries.ClaimedDelivery], rows: dict[int, queries.HeldDelivery]
+    ) -> dict[int, list[tuple[int, datetime]]] | None:
+        """What counts towards the daily cap of the group's recipients; None without a cap."""
+        if not self.worker.settings.sending.max_per_subscriber_per_day:
+            return None
+        people = {d.subscriber_id for d in group if d.kind != DeliveryKind.CONFIRMATION}
+        if not people or self.check_connection is None:
+            return {}
+        # Two days back covers the local day of every time zone.
+        since = self.now - timedelta(days=2)
+        return await queries.counted_sends(self.check_connection, people, since)
+
+    def _over_daily_cap(
+        self,
+        delivery: queries.ClaimedDelivery,
+        row: queries.HeldDelivery,
+        sends: dict[int, list[tuple[int, datetime]]],
+    ) -> datetime | None:
+        """When this message may go instead, if it would pass the subscriber's daily cap:
+        the send window's start on their next day. None: it goes now (and counts)."""
+        if delivery.kind == DeliveryKind.CONFIRMATION:
+            return None
+        zone = self.worker.zone(row.subscriber_timezone)
+        day = cap.local_day(self.now, zone)
+        counted = cap.sent_on(day, zone, sends.get(delivery.subscriber_id, []))
+        going = self.going_today.setdefault((delivery.subscriber_id, day), set())
+        if len(counted | going) >= self.worker.settings.sending.max_per_subscriber_per_day:
+            return cap.next_day_at(self.now, zone, self.worker.window.start)
+        going.add(delivery.id)
+        return None
 
     def _halt_for_database(self, exc: BaseException) -> None:
         self.halted = True

@@ -208,7 +208,7 @@ class Worker:
                     done.keys,
                     last_sent_at=enrollment.last_sent_at,
                     now=now,
-                    zone=self._zone(enrollment.timezone),
+                    zone=self.zone(enrollment.timezone),
                     window=self.window,
                     welcome_at_once=self.settings.schedule.welcome_at_once,
                     in_flight=done.in_flight,
@@ -287,7 +287,7 @@ class Worker:
             ]
         return self._plans[version_id]
 
-    def _zone(self, name: str | None) -> ZoneInfo:
+    def zone(self, name: str | None) -> ZoneInfo:
         try:
             return ZoneInfo(name) if name else self.settings.schedule.zone
         except (ValueError, KeyError):

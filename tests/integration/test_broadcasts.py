@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from newsletter import broadcasts
 from newsletter.content.newsletters import Newsletter, read_newsletter
@@ -218,6 +218,42 @@ def test_mail_a_worker_held_when_its_issue_was_cancelled_is_cancelled_not_stuck(
                 counts = await broadcasts.progress(session, broadcast.id)
             assert counts == Counter({DeliveryStatus.CANCELLED: 1})
             assert newsletter_recipients(stack) == Counter()
+        finally:
+            await stack.close()
+
+    run(scenario())
+
+
+def test_the_daily_cap_holds_an_issue_back_to_the_persons_next_morning(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        capped = settings_for(settings, tmp_path, max_per_subscriber_per_day=1)
+        stack = await Stack.start(capped, smtp_server, START)
+        try:
+            course = await stack.queue(shipped_course(REPO))
+            # 05:00 in New York: the welcome lesson goes at once, and the issue is due too.
+            await stack.subscribe(
+                "ann@example.com", timezone="America/New_York", sequence_id=course
+            )
+            await send(stack, issue(tmp_path))
+            await stack.run()
+
+            assert len(stack.received("ann@example.com")) == 1
+            async with stack.sessions() as session:
+                rows = await session.scalars(
+                    select(Delivery).where(Delivery.status == DeliveryStatus.QUEUED)
+                )
+                waiting = list(rows)
+            # Held, not dropped: due at the send window's start on her next day (08:00 EDT).
+            assert [row.due_at for row in waiting] == [datetime(2026, 6, 10, 12, 0, tzinfo=UTC)]
+
+            stack.clock.advance(timedelta(hours=26, minutes=59))  # 07:59 her next day
+            await stack.run()
+            assert len(stack.received("ann@example.com")) == 1
+            stack.clock.advance(timedelta(minutes=1))
+            await stack.run()
+            assert len(stack.received("ann@example.com")) == 2
         finally:
             await stack.close()
 
