@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import message_from_bytes, policy
@@ -180,6 +182,16 @@ class Stack:
                 assert isinstance(message, EmailMessage)
                 messages.append(message)
         return messages
+
+
+@asynccontextmanager
+async def started(settings: Settings, server: SmtpServer, start: datetime) -> AsyncIterator[Stack]:
+    """A Stack for the length of a `with` block."""
+    stack = await Stack.start(settings, server, start)
+    try:
+        yield stack
+    finally:
+        await stack.close()
 
 
 def shipped_course(root: Path) -> Course:

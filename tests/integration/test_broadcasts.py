@@ -21,7 +21,7 @@ from newsletter.db.models import (
 )
 from newsletter.subscribers import add_tags, unsubscribe
 from tests.conftest import REPO
-from tests.integration.harness import Stack, run, settings_for, shipped_course
+from tests.integration.harness import Stack, run, settings_for, shipped_course, started
 
 START = datetime(2026, 6, 9, 9, 0, tzinfo=UTC)
 
@@ -80,8 +80,7 @@ def test_an_issue_reaches_its_segment_once_and_a_rerun_sends_nothing(
     settings, tmp_path, smtp_server
 ):
     async def scenario() -> None:
-        stack = await Stack.start(settings_for(settings, tmp_path), smtp_server, START)
-        try:
+        async with started(settings_for(settings, tmp_path), smtp_server, START) as stack:
             course = await stack.queue(shipped_course(REPO))
             ids = {
                 name: await stack.subscribe(f"{name}@example.com", sequence_id=course)
@@ -108,16 +107,13 @@ def test_an_issue_reaches_its_segment_once_and_a_rerun_sends_nothing(
             assert "Two new lessons are out." in text
             assert "Unsubscribe: " in text
             assert str(message["List-Id"]).endswith("<newsletter.example.org>")
-        finally:
-            await stack.close()
 
     run(scenario())
 
 
 def test_the_audience_is_fixed_when_the_send_starts(settings, tmp_path, smtp_server):
     async def scenario() -> None:
-        stack = await Stack.start(settings_for(settings, tmp_path), smtp_server, START)
-        try:
+        async with started(settings_for(settings, tmp_path), smtp_server, START) as stack:
             course = await stack.queue(shipped_course(REPO))
             ann = await stack.subscribe("ann@example.com", sequence_id=course)
             await stack.subscribe("ben@example.com", sequence_id=course)
@@ -133,16 +129,13 @@ def test_the_audience_is_fixed_when_the_send_starts(settings, tmp_path, smtp_ser
             await stack.run()
 
             assert newsletter_recipients(stack) == Counter({"ben@example.com": 1})
-        finally:
-            await stack.close()
 
     run(scenario())
 
 
 def test_a_paused_issue_waits_and_a_cancelled_one_never_goes(settings, tmp_path, smtp_server):
     async def scenario() -> None:
-        stack = await Stack.start(settings_for(settings, tmp_path), smtp_server, START)
-        try:
+        async with started(settings_for(settings, tmp_path), smtp_server, START) as stack:
             course = await stack.queue(shipped_course(REPO))
             await stack.subscribe("ann@example.com", sequence_id=course)
             june = issue(tmp_path)
@@ -160,8 +153,6 @@ def test_a_paused_issue_waits_and_a_cancelled_one_never_goes(settings, tmp_path,
                 counts = await broadcasts.progress(session, broadcast.id)
             assert newsletter_recipients(stack) == Counter()
             assert counts == Counter({DeliveryStatus.CANCELLED: 1})
-        finally:
-            await stack.close()
 
     run(scenario())
 
@@ -170,8 +161,7 @@ def test_a_rerun_after_the_audience_was_queued_adds_nobody_tagged_since(
     settings, tmp_path, smtp_server
 ):
     async def scenario() -> None:
-        stack = await Stack.start(settings_for(settings, tmp_path), smtp_server, START)
-        try:
+        async with started(settings_for(settings, tmp_path), smtp_server, START) as stack:
             course = await stack.queue(shipped_course(REPO))
             ann = await stack.subscribe("ann@example.com", sequence_id=course)
             ben = await stack.subscribe("ben@example.com", sequence_id=course)
@@ -186,8 +176,6 @@ def test_a_rerun_after_the_audience_was_queued_adds_nobody_tagged_since(
             await stack.run()
 
             assert newsletter_recipients(stack) == Counter({"ann@example.com": 1})
-        finally:
-            await stack.close()
 
     run(scenario())
 
@@ -196,8 +184,7 @@ def test_mail_a_worker_held_when_its_issue_was_cancelled_is_cancelled_not_stuck(
     settings, tmp_path, smtp_server
 ):
     async def scenario() -> None:
-        stack = await Stack.start(settings_for(settings, tmp_path), smtp_server, START)
-        try:
+        async with started(settings_for(settings, tmp_path), smtp_server, START) as stack:
             course = await stack.queue(shipped_course(REPO))
             await stack.subscribe("ann@example.com", sequence_id=course)
             june = issue(tmp_path)
@@ -218,8 +205,6 @@ def test_mail_a_worker_held_when_its_issue_was_cancelled_is_cancelled_not_stuck(
                 counts = await broadcasts.progress(session, broadcast.id)
             assert counts == Counter({DeliveryStatus.CANCELLED: 1})
             assert newsletter_recipients(stack) == Counter()
-        finally:
-            await stack.close()
 
     run(scenario())
 
@@ -229,8 +214,7 @@ def test_the_daily_cap_holds_an_issue_back_to_the_persons_next_morning(
 ):
     async def scenario() -> None:
         capped = settings_for(settings, tmp_path, max_per_subscriber_per_day=1)
-        stack = await Stack.start(capped, smtp_server, START)
-        try:
+        async with started(capped, smtp_server, START) as stack:
             course = await stack.queue(shipped_course(REPO))
             # 05:00 in New York: the welcome lesson goes at once, and the issue is due too.
             await stack.subscribe(
@@ -254,7 +238,5 @@ def test_the_daily_cap_holds_an_issue_back_to_the_persons_next_morning(
             stack.clock.advance(timedelta(minutes=1))
             await stack.run()
             assert len(stack.received("ann@example.com")) == 2
-        finally:
-            await stack.close()
 
     run(scenario())

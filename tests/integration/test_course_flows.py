@@ -15,7 +15,7 @@ from newsletter.db.models import Enrollment, EnrollmentStatus, Sequence
 from newsletter.signup import leave_course
 from newsletter.subscribers import tags_of
 from tests.conftest import COURSE_DIR, REPO
-from tests.integration.harness import Stack, run, settings_for
+from tests.integration.harness import Stack, run, settings_for, started
 
 START = datetime(2026, 6, 9, 9, 0, tzinfo=UTC)
 SOURDOUGH = REPO / "tests" / "fixtures" / "courses" / "sourdough"
@@ -43,8 +43,7 @@ async def enrollment(stack: Stack, subscriber_id: int, slug: str) -> Enrollment 
 
 def test_finishing_a_course_tags_and_starts_the_next_days_later(settings, tmp_path, smtp_server):
     async def scenario() -> None:
-        stack = await Stack.start(settings_for(settings, tmp_path), smtp_server, START)
-        try:
+        async with started(settings_for(settings, tmp_path), smtp_server, START) as stack:
             back, bread = courses(tmp_path)
             first = await stack.queue(back)
             await stack.queue(bread)
@@ -78,8 +77,6 @@ def test_finishing_a_course_tags_and_starts_the_next_days_later(settings, tmp_pa
             subjects = [str(m["Subject"]) for m in stack.received("ann@example.com")]
             assert len(subjects) == sent_before + len(bread.lessons)
             assert subjects[-len(bread.lessons) :] == [lesson.subject for lesson in bread.lessons]
-        finally:
-            await stack.close()
 
     run(scenario())
 
@@ -88,8 +85,7 @@ def test_someone_who_left_the_next_course_is_not_started_on_it_again(
     settings, tmp_path, smtp_server
 ):
     async def scenario() -> None:
-        stack = await Stack.start(settings_for(settings, tmp_path), smtp_server, START)
-        try:
+        async with started(settings_for(settings, tmp_path), smtp_server, START) as stack:
             back, bread = courses(tmp_path)
             first = await stack.queue(back)
             second = await stack.queue(bread)
@@ -106,7 +102,5 @@ def test_someone_who_left_the_next_course_is_not_started_on_it_again(
             done = await enrollment(stack, ann, "back-course")
             assert done is not None
             assert done.status == EnrollmentStatus.COMPLETED
-        finally:
-            await stack.close()
 
     run(scenario())

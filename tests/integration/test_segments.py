@@ -11,7 +11,7 @@ from newsletter.db.models import Enrollment, EnrollmentStatus, Subscriber
 from newsletter.segments import parse, where_clause
 from newsletter.subscribers import add_tags, forget
 from tests.conftest import REPO
-from tests.integration.harness import Stack, run, settings_for, shipped_course
+from tests.integration.harness import Stack, run, settings_for, shipped_course, started
 
 START = datetime(2026, 6, 9, 9, 0, tzinfo=UTC)
 COURSE = "leg-weakness-after-microdiscectomy"
@@ -63,8 +63,7 @@ async def matching(stack: Stack, text: str) -> set[str]:
 
 def test_each_kind_of_term_matches_who_it_says(settings, tmp_path, smtp_server):
     async def scenario() -> None:
-        stack = await Stack.start(settings_for(settings, tmp_path), smtp_server, START)
-        try:
+        async with started(settings_for(settings, tmp_path), smtp_server, START) as stack:
             await people(stack)
             assert await matching(stack, "all") == {"ann", "ben", "cy", "di"}
             assert await matching(stack, "tag:baker") == {"ann", "ben"}
@@ -79,23 +78,18 @@ def test_each_kind_of_term_matches_who_it_says(settings, tmp_path, smtp_server):
             assert await matching(stack, "signup:before:2026-07-01") == {"ann", "ben", "cy"}
             assert await matching(stack, f"tag:baker and not course:{COURSE}:active") == {"ben"}
             assert await matching(stack, f"not course:{COURSE} or tag:nobody") == {"di"}
-        finally:
-            await stack.close()
 
     run(scenario())
 
 
 def test_erasing_someone_takes_their_tags_with_them(settings, tmp_path, smtp_server):
     async def scenario() -> None:
-        stack = await Stack.start(settings_for(settings, tmp_path), smtp_server, START)
-        try:
+        async with started(settings_for(settings, tmp_path), smtp_server, START) as stack:
             ids = await people(stack)
             async with stack.sessions.begin() as session:
                 ann = await session.get(Subscriber, ids["ann"])
                 assert ann is not None
                 await forget(session, ann)
             assert await matching(stack, "tag:baker") == {"ben"}
-        finally:
-            await stack.close()
 
     run(scenario())
