@@ -170,6 +170,11 @@ def signed_header_names(present: list[bytes]) -> list[bytes]:
     return listed + [name for name in OVER_SIGNED if name in names]
 
 
+def key_size(pem: bytes, what: str) -> int:
+    """The bits of a usable signing key; ConfigError (naming `what`) for any other."""
+    return _parse_rsa_key(pem, what).key_size
+
+
 def _parse_rsa_key(pem: bytes, what: str) -> rsa.RSAPrivateKey:
     try:
         key = serialization.load_pem_private_key(pem, password=None)

@@ -9,13 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from newsletter.addresses import dmarc_aligned, organisational_domain
 from newsletter.config import Settings
-from newsletter.dkim import dns_record_name, dns_record_value
+from newsletter.dkim import dns_record_name, dns_record_value, key_size
+from newsletter.errors import ConfigError
 
 
 class Status(StrEnum):
@@ -315,18 +312,12 @@ def _dkim(settings: Settings, key_file: KeyFile | None, records: Records | None)
 
 
 def _key_strength(path: str, pem: bytes) -> tuple[Finding, bool]:
-    """The key's finding, and whether it can sign at all."""
+    """The key's finding, and whether it can sign at all (as the signer judges it)."""
     try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        return Finding(Status.FAIL, "DKIM key", f"{path} holds no readable private key."), False
-    if not isinstance(key, rsa.RSAPrivateKey):
-        return Finding(Status.FAIL, "DKIM key", f"{path} is not an RSA key (k=rsa)."), False
-    bits = key.key_size
-    # RFC 8301: verifiers must refuse keys under 1024 bits; signers should use 2048.
-    if bits < 1024:
-        sentence = f"{path} is a {bits}-bit RSA key: receivers refuse under 1024 bits; make 2048."
-        return Finding(Status.FAIL, "DKIM key", sentence), False
+        bits = key_size(pem, path)
+    except ConfigError as exc:
+        return Finding(Status.FAIL, "DKIM key", f"{exc}."), False
+    # RFC 8301: signers should use 2048 bits.
     if bits < 2048:
         sentence = f"{path} is a {bits}-bit RSA key: it passes, 2048 bits are recommended."
         return Finding(Status.WARN, "DKIM key", sentence), True

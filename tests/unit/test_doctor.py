@@ -318,7 +318,7 @@ def test_settings_give_findings(
         pytest.param(KeyFile(KEY_1024), Status.WARN, "2048 bits are recommended", id="1024 bits"),
         pytest.param(KeyFile(KEY_512), Status.FAIL, "under 1024 bits", id="512 bits"),
         pytest.param(KeyFile(ED25519_KEY), Status.FAIL, "not an RSA key", id="ed25519"),
-        pytest.param(KeyFile(b"not a key"), Status.FAIL, "no readable private key", id="garbage"),
+        pytest.param(KeyFile(b"not a key"), Status.FAIL, "not a PEM RSA private key", id="garbage"),
         pytest.param(
             KeyFile(None, "/keys/dkim.pem: cannot read the DKIM key (No such file or directory)"),
             Status.FAIL,
