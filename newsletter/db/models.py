@@ -309,6 +309,13 @@ class Broadcast(Base):
     #: When its whole audience was queued; None while that is under way (or was cut off).
     enqueued_at: Mapped[datetime | None]
     audience: Mapped[int] = mapped_column(default=0)  #: how many were queued, in the end
+    #: Its own daily cap per person, over `[sending] max_per_subscriber_per_day`; None: that.
+    max_per_day: Mapped[int | None]
+    #: A wall time (no zone) at which each subscriber's copy is due in their own time zone;
+    #: None: everyone's at due_at.
+    local_send_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    #: Why it is paused ("" when an admin paused it, or it is not paused).
+    pause_reason: Mapped[str] = mapped_column(Text, default="")
 
 
 class SystemFlag(Base):
