@@ -42,7 +42,14 @@ ENQUEUE_BATCH = 1000
 
 
 def fingerprint(issue: Newsletter) -> str:
-    parts = (issue.subject, issue.preheader, issue.segment, issue.body, str(issue.send_at))
+    parts = (
+        issue.subject,
+        issue.preheader,
+        issue.segment,
+        issue.body,
+        str(issue.send_at),
+        str(issue.max_per_subscriber_per_day),
+    )
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
@@ -54,7 +61,9 @@ def as_course(sender: SenderSettings, broadcast: Broadcast) -> tuple[Course, Les
         timedelta(0), None, broadcast.body, broadcast.body_line,
     )  # fmt: skip
     identity = CourseIdentity(
-        list_name=f"{sender.name} newsletter", list_id=f"newsletter.{sender.domain}"
+        list_name=f"{sender.name} newsletter",
+        list_id=f"newsletter.{sender.domain}",
+        max_per_subscriber_per_day=broadcast.max_per_day,
     )
     course = Course("newsletter", lesson.path.parent, sender.name, "", (lesson,), identity)
     return course, lesson
@@ -76,6 +85,7 @@ def new_broadcast(
         status=BroadcastStatus.ENQUEUEING,
         due_at=due_at.astimezone(UTC),
         started_at=started_at,
+        max_per_day=issue.max_per_subscriber_per_day,
     )
 
 

@@ -366,6 +366,8 @@ class LessonEmail:
         "lesson", or "newsletter" for an issue of the newsletter (its own templates)."""
         self.lesson = lesson
         self.number = course.number_of(lesson)
+        #: The course's or issue's own daily cap per person; None: config's.
+        self.own_daily_cap = course.identity.max_per_subscriber_per_day
         env = course_environment(env, course)
         identity = CourseSender.of(sender, course)
         #: MAIL FROM: the address of the From header.

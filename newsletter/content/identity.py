@@ -60,6 +60,8 @@ class CourseIdentity:
     finish_tag: str | None = None
     next_course: str | None = None
     next_after_days: int = 0
+    #: Its own daily cap per person ([sending]), over config's; None: config's.
+    max_per_subscriber_per_day: int | None = None
 
     @property
     def footer_paragraphs(self) -> list[str]:
@@ -140,6 +142,11 @@ class _FinishTable(_Table):
             raise ValueError(str(exc)) from None
 
 
+class _SendingTable(_Table):
+    #: 0: this course's lessons are never held back by the cap.
+    max_per_subscriber_per_day: int | None = Field(default=None, ge=0, le=100)
+
+
 class IdentityManifest(_Table):
     """The identity keys of course.toml; title and description are checked by course.py."""
 
@@ -149,6 +156,7 @@ class IdentityManifest(_Table):
     sender: _SenderTable = _SenderTable()
     list: _ListTable = _ListTable()
     on_finish: _FinishTable = _FinishTable()
+    sending: _SendingTable = _SendingTable()
 
     @field_validator("language")
     @classmethod
@@ -187,6 +195,7 @@ class IdentityManifest(_Table):
             finish_tag=self.on_finish.tag,
             next_course=self.on_finish.start,
             next_after_days=self.on_finish.start_after_days,
+            max_per_subscriber_per_day=self.sending.max_per_subscriber_per_day,
         )
 
 

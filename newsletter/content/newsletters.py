@@ -8,8 +8,9 @@
     ---
     Hello {{ first_name }}, ...
 
-`to` is a segment (docs/segments.md; everyone when left out) and `send_at` an ISO 8601
-instant with its offset (at once when left out). The body is Markdown in the lessons'
+`to` is a segment (docs/segments.md; everyone when left out), `send_at` an ISO 8601
+instant with its offset (at once when left out), and `max_per_subscriber_per_day` the
+issue's own daily cap per person, over config's (0: none). The body is Markdown in the lessons'
 sandbox, with the same personal variables."""
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 from newsletter import segments
 from newsletter.content.lessons import convert, read_fields
 from newsletter.errors import ContentError, Problem
 
 REQUIRED_KEYS = ("subject", "preheader")
-OPTIONAL_KEYS = ("to", "send_at")
+OPTIONAL_KEYS = ("to", "send_at", "max_per_subscriber_per_day")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,8 @@ class Newsletter:
     send_at: datetime | None
     body: str
     body_line: int
+    #: Its own daily cap per person, over config's; None: config's.
+    max_per_subscriber_per_day: int | None = None
 
 
 def read_newsletter(path: Path) -> Newsletter:
@@ -59,6 +63,7 @@ def read_newsletter(path: Path) -> Newsletter:
         send_at=send_at if isinstance(send_at, datetime) else None,
         body=found.body,
         body_line=found.body_line,
+        max_per_subscriber_per_day=cast(int | None, values.get("max_per_subscriber_per_day")),
     )
 
 
@@ -74,4 +79,9 @@ def _value(key: str, raw: str) -> object:
         if moment.tzinfo is None:
             raise ValueError(f"{raw!r} needs its offset from UTC, such as 2026-12-10T09:00+00:00")
         return moment
+    if key == "max_per_subscriber_per_day":
+        text = raw.strip()
+        if not (text.isascii() and text.isdigit()) or int(text) > 100:
+            raise ValueError(f"{text!r} is not a whole number from 0 (no cap) to 100")
+        return int(text)
     return convert(key, raw)

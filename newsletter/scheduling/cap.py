@@ -9,6 +9,16 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 
+def limit_for(own: int | None, configured: int) -> int:
+    """The cap a message is held to: its course's or issue's own, else config's. 0: none."""
+    return configured if own is None else own
+
+
+def holds_back(already_today: int, limit: int) -> bool:
+    """Whether one more message today would pass the cap."""
+    return bool(limit) and already_today >= limit
+
+
 def local_day(moment: datetime, zone: ZoneInfo) -> date:
     return moment.astimezone(zone).date()
 

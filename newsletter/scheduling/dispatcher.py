@@ -299,12 +299,11 @@ class DispatchPass:
     async def _counted_sends(
         self, group: list[queries.ClaimedDelivery], rows: dict[int, queries.HeldDelivery]
     ) -> dict[int, list[tuple[int, datetime]]] | None:
-        """What counts towards the daily cap of the group's recipients; None without a cap."""
-        if not self.worker.settings.sending.max_per_subscriber_per_day:
-            return None
-        people = {d.subscriber_id for d in group if d.kind != DeliveryKind.CONFIRMATION}
+        """What counts towards the daily cap of the group's recipients; None when none of
+        their messages has a cap."""
+        people = {d.subscriber_id for d in group if self.worker.emails.daily_cap(d)}
         if not people or self.check_connection is None:
-            return {}
+            return None
         # Two days back covers the local day of every time zone.
         since = self.now - timedelta(days=2)
         return await queries.counted_sends(self.check_connection, people, since)
@@ -317,13 +316,14 @@ class DispatchPass:
     ) -> datetime | None:
         """When this message may go instead, if it would pass the subscriber's daily cap:
         the send window's start on their next day. None: it goes now (and counts)."""
-        if delivery.kind == DeliveryKind.CONFIRMATION:
+        limit = self.worker.emails.daily_cap(delivery)  # 0 for confirmations
+        if not limit:
             return None
         zone = self.worker.zone(row.subscriber_timezone)
         day = cap.local_day(self.now, zone)
         counted = cap.sent_on(day, zone, sends.get(delivery.subscriber_id, []))
         going = self.going_today.setdefault((delivery.subscriber_id, day), set())
-        if len(counted | going) >= self.worker.settings.sending.max_per_subscriber_per_day:
+        if cap.holds_back(len(counted | going), limit):
             return cap.next_day_at(self.now, zone, self.worker.window.start)
         going.add(delivery.id)
         return None

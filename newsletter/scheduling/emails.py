@@ -27,6 +27,7 @@ from newsletter.dkim import DkimSigner
 from newsletter.inbound.verp import ReturnPath
 from newsletter.logs import log_event
 from newsletter.render import ConfirmationEmail, LessonEmail, Recipient
+from newsletter.scheduling import cap
 from newsletter.tokens import LinkMaker
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,17 @@ class CompiledEmails:
             date=now,
         )
         return Envelope(self._sender(delivery, lesson.envelope_from), delivery.email, data)
+
+    def daily_cap(self, delivery: queries.ClaimedDelivery) -> int:
+        """The daily cap per person this (compiled) message is held to; 0: none."""
+        configured = self.settings.sending.max_per_subscriber_per_day
+        if delivery.kind == DeliveryKind.CONFIRMATION:
+            return 0
+        if delivery.kind == DeliveryKind.BROADCAST:
+            email = self._broadcasts.get(delivery.broadcast_id or 0)
+        else:
+            email = self._lessons.get(delivery.lesson_id or 0)
+        return cap.limit_for(email.own_daily_cap if email else None, configured)
 
     def _sender(self, delivery: queries.ClaimedDelivery, from_address: str) -> str:
         if self.return_path is None:

@@ -4,6 +4,7 @@ it started; nothing to anyone who left."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ from sqlalchemy import select, update
 
 from newsletter import broadcasts
 from newsletter.content.newsletters import Newsletter, read_newsletter
+from newsletter.db import queries
 from newsletter.db.models import (
     BroadcastStatus,
     Delivery,
@@ -26,10 +28,11 @@ from tests.integration.harness import Stack, run, settings_for, shipped_course, 
 START = datetime(2026, 6, 9, 9, 0, tzinfo=UTC)
 
 
-def issue(tmp_path: Path, to: str = "all") -> Newsletter:
+def issue(tmp_path: Path, to: str = "all", more_front_matter: str = "") -> Newsletter:
     path = tmp_path / "2026-06.md"
     path.write_text(
-        f"---\nsubject: June news\npreheader: What is new this month\nto: {to}\n---\n\n"
+        f"---\nsubject: June news\npreheader: What is new this month\nto: {to}\n"
+        f"{more_front_matter}---\n\n"
         "Hello {{ first_name }},\n\nTwo new lessons are out.\n",
         encoding="utf-8",
     )
@@ -238,5 +241,63 @@ def test_the_daily_cap_holds_an_issue_back_to_the_persons_next_morning(
             stack.clock.advance(timedelta(minutes=1))
             await stack.run()
             assert len(stack.received("ann@example.com")) == 2
+
+    run(scenario())
+
+
+def test_an_issue_with_a_cap_of_its_own_goes_the_same_morning(settings, tmp_path, smtp_server):
+    async def scenario() -> None:
+        capped = settings_for(settings, tmp_path, max_per_subscriber_per_day=1)
+        async with started(capped, smtp_server, START) as stack:
+            course = await stack.queue(shipped_course(REPO))
+            await stack.subscribe(
+                "ann@example.com", timezone="America/New_York", sequence_id=course
+            )
+            await stack.run()  # the welcome lesson: one today
+            urgent = issue(tmp_path, more_front_matter="max_per_subscriber_per_day: 2\n")
+            await send(stack, urgent)
+            await stack.run()
+
+            # The issue's own cap of 2 lets it through where config's 1 would have held it
+            # to her next morning (the test above).
+            assert len(stack.received("ann@example.com")) == 2
+
+    run(scenario())
+
+
+def test_a_course_with_a_cap_of_its_own_is_held_to_it_and_others_to_configs(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        capped = settings_for(settings, tmp_path, max_per_subscriber_per_day=1)
+        shipped = shipped_course(REPO)
+        intensive = dataclasses.replace(
+            shipped,
+            slug="intensive",
+            identity=dataclasses.replace(shipped.identity, max_per_subscriber_per_day=2),
+        )
+        async with started(capped, smtp_server, START) as stack:
+            first = await stack.queue(shipped)
+            ann = await stack.subscribe(
+                "ann@example.com", timezone="America/New_York", sequence_id=first
+            )
+            await stack.run()  # the welcome of the first course: one today
+            second = await stack.queue(dataclasses.replace(shipped, slug="second"))
+            third = await stack.queue(intensive)
+            async with stack.sessions.begin() as session:
+                await queries.enroll(session, ann, second, stack.clock.now())
+                await queries.enroll(session, ann, third, stack.clock.now())
+            await stack.run()
+
+            # Today: the first course's welcome and the intensive one's (its own cap is 2);
+            # the second course's welcome waits for her next morning (config's cap of 1).
+            assert len(stack.received("ann@example.com")) == 2
+            async with stack.sessions() as session:
+                waiting = list(
+                    await session.scalars(
+                        select(Delivery.sequence_id).where(Delivery.status == DeliveryStatus.QUEUED)
+                    )
+                )
+            assert waiting == [second]
 
     run(scenario())

@@ -70,3 +70,19 @@ def test_the_next_course_must_be_a_folder_name(tmp_path: Path, env, settings):
     [problem] = flow_problems(first, env, settings)
 
     assert "on_finish.start: '../sourdough' is not a course's folder name" in problem
+
+
+def test_a_course_may_carry_its_own_daily_cap(tmp_path: Path, env, settings):
+    first, _ = beside_each_other(tmp_path)
+    manifest = first / "course.toml"
+    text = manifest.read_text(encoding="utf-8")
+    manifest.write_text(text + "\n[sending]\nmax_per_subscriber_per_day = 3\n")
+    assert load_course(first).identity.max_per_subscriber_per_day == 3
+
+    manifest.write_text(text + "\n[sending]\nmax_per_subscriber_per_day = -1\n")
+    _, problems = check_course(first, env, settings.sender)
+    assert any(
+        "sending.max_per_subscriber_per_day: input should be greater than or equal to 0"
+        in str(problem)
+        for problem in problems
+    ), problems

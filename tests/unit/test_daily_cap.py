@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
-from newsletter.scheduling.cap import local_day, next_day_at, sent_on
+from newsletter.scheduling.cap import holds_back, limit_for, local_day, next_day_at, sent_on
 
 NEW_YORK = ZoneInfo("America/New_York")
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -30,3 +30,16 @@ def test_only_sends_of_that_local_day_count():
         (3, datetime(2026, 6, 10, 3, 0, tzinfo=UTC)),  # 23:00 on the 9th
     ]
     assert sent_on(date(2026, 6, 9), NEW_YORK, sends) == {2, 3}
+
+
+def test_a_course_or_issue_cap_of_its_own_wins_over_configs():
+    assert limit_for(None, 1) == 1
+    assert limit_for(3, 1) == 3
+    assert limit_for(0, 1) == 0  # its own "no cap"
+
+
+def test_the_cap_holds_back_the_message_past_it_and_none_when_zero():
+    assert not holds_back(0, 1)
+    assert holds_back(1, 1)
+    assert not holds_back(1, 2)
+    assert not holds_back(50, 0)

@@ -58,3 +58,25 @@ def test_every_mistake_is_named_at_its_line(tmp_path: Path) -> None:
     assert any(line == 4 and "needs its offset from UTC" in text for line, text in messages)
     assert any(line == 5 and "unknown key 'colour'" in text for line, text in messages)
     assert (1, "front matter lacks 'preheader'") in messages
+
+
+def test_an_issue_may_carry_its_own_daily_cap(tmp_path: Path) -> None:
+    front = "subject: News\npreheader: All of it\nmax_per_subscriber_per_day: 2\n"
+    assert read_newsletter(write(tmp_path, front)).max_per_subscriber_per_day == 2
+    plain = read_newsletter(write(tmp_path, "subject: News\npreheader: All of it\n"))
+    assert plain.max_per_subscriber_per_day is None  # config's cap
+
+
+@pytest.mark.parametrize("value", ["two", "-1", "101", "1.5", "٣"])
+def test_a_cap_that_is_not_a_small_whole_number_is_named_at_its_line(
+    tmp_path: Path, value: str
+) -> None:
+    path = write(tmp_path, f"subject: News\npreheader: All\nmax_per_subscriber_per_day: {value}\n")
+
+    with pytest.raises(ContentError) as raised:
+        read_newsletter(path)
+
+    [problem] = raised.value.problems
+    assert problem.line == 4
+    assert problem.message.startswith("max_per_subscriber_per_day: ")
+    assert "is not a whole number from 0 (no cap) to 100" in problem.message
