@@ -386,7 +386,7 @@ def test_unknown_manifest_key_is_reported_at_its_line(course_dir: Path) -> None:
             course_dir / "course.toml",
             3,
             "unknown key 'author' (expected one of: title, description, language, consent, "
-            "footer_note, sender, list, on_finish)",
+            "footer_note, sender, list, on_finish, sending)",
         )
     ]
 
