@@ -323,7 +323,8 @@ class DispatchPass:
         day = cap.local_day(self.now, zone)
         counted = cap.sent_on(day, zone, sends.get(delivery.subscriber_id, []))
         going = self.going_today.setdefault((delivery.subscriber_id, day), set())
-        if cap.holds_back(len(counted | going), limit):
+        # Itself excluded: a check gone stale before its send is made again.
+        if cap.holds_back(len((counted | going) - {delivery.id}), limit):
             return cap.next_day_at(self.now, zone, self.worker.window.start)
         going.add(delivery.id)
         return None
