@@ -166,6 +166,15 @@ def send_time(
     return opening
 
 
+def zone_named(name: str | None, default: ZoneInfo) -> ZoneInfo:
+    """A subscriber's time zone; the default when they gave none, or one this system's
+    zone database does not know (any more)."""
+    try:
+        return ZoneInfo(name) if name else default
+    except (ValueError, KeyError):
+        return default
+
+
 def _at(day: date, moment: time, zone: ZoneInfo) -> datetime:
     # A wall time skipped by a spring-forward change (02:30) resolves to the same distance
     # past the change (03:30); an ambiguous autumn time takes its first occurrence.

@@ -44,6 +44,7 @@ from newsletter.scheduling.planner import (
     Wait,
     next_look,
     next_step,
+    zone_named,
 )
 from newsletter.subscribers import add_tags
 from newsletter.tokens import LinkMaker
@@ -288,10 +289,7 @@ class Worker:
         return self._plans[version_id]
 
     def zone(self, name: str | None) -> ZoneInfo:
-        try:
-            return ZoneInfo(name) if name else self.settings.schedule.zone
-        except (ValueError, KeyError):
-            return self.settings.schedule.zone
+        return zone_named(name, self.settings.schedule.zone)
 
     # --- dispatching ---------------------------------------------------------------------
 

@@ -42,8 +42,9 @@ def issue(tmp_path: Path, to: str = "all", more_front_matter: str = "") -> Newsl
 async def send(stack: Stack, newsletter: Newsletter) -> tuple[int, bool]:
     """What `newsletter broadcast send` does: start (or resume), queue in batches, finish."""
     async with stack.sessions.begin() as session:
+        due_at = newsletter.send_at or stack.clock.now()
         broadcast, resumed = await broadcasts.start(
-            session, newsletter, newsletter.segment, stack.clock.now(), stack.clock.now()
+            session, newsletter, newsletter.segment, due_at, stack.clock.now()
         )
         broadcast_id = broadcast.id
         if broadcast.enqueued_at is not None:
