@@ -4,7 +4,12 @@ batches that a crash or a rerun repeats safely; pause, resume, cancel; how far i
 Once queued, an issue's deliveries go through the dispatcher like lessons: the same rate
 limits, retries, check before each send and crash bound (docs/newsletters.md). The database
 holds at most one delivery per issue and subscriber, so nobody gets an issue twice however
-often its send is run."""
+often its send is run.
+
+An issue sent at a local time (a WallTime) is due for each subscriber when their own clock
+shows it, or at once if that had passed when its send started: local_due_at, which depends
+only on what the issue's row holds and the subscriber's zone, so a rerun times everyone as
+the first run would have."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import hashlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +26,7 @@ from newsletter.config import SenderSettings
 from newsletter.content.course import Course
 from newsletter.content.identity import CourseIdentity
 from newsletter.content.lessons import Lesson
-from newsletter.content.newsletters import Newsletter
+from newsletter.content.newsletters import Newsletter, WallTime
 from newsletter.db import queries
 from newsletter.db.models import (
     Broadcast,
@@ -35,21 +41,21 @@ from newsletter.db.models import (
 )
 from newsletter.errors import NewsletterError
 from newsletter.render import make_message_id
+from newsletter.scheduling.wallclock import instant
 from newsletter.segments import parse, where_clause
 
 #: Subscribers queued per transaction: short ones, so the web's writes never wait long.
 ENQUEUE_BATCH = 1000
+#: No time zone is further ahead of UTC (Kiribati's Line Islands, UTC+14): a wall time comes
+#: nowhere earlier than this long before it comes in UTC.
+AHEAD_OF_UTC_MAX = timedelta(hours=14)
 
 
 def fingerprint(issue: Newsletter) -> str:
-    parts = (
-        issue.subject,
-        issue.preheader,
-        issue.segment,
-        issue.body,
-        str(issue.send_at),
-        str(issue.max_per_subscriber_per_day),
-    )
+    parts = [issue.subject, issue.preheader, issue.segment, issue.body, str(issue.send_at)]
+    if issue.max_per_subscriber_per_day is not None:
+        # Only when set: an issue started before caps of their own still resumes.
+        parts.append(f"cap {issue.max_per_subscriber_per_day}")
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
@@ -70,9 +76,14 @@ def as_course(sender: SenderSettings, broadcast: Broadcast) -> tuple[Course, Les
 
 
 def new_broadcast(
-    issue: Newsletter, segment: str, due_at: datetime, started_at: datetime
+    issue: Newsletter, segment: str, when: datetime | WallTime, started_at: datetime
 ) -> Broadcast:
-    """The row of an issue whose send starts now (not yet in any session)."""
+    """The row of an issue whose send starts now (not yet in any session), due `when`: one
+    instant, or a wall time in each subscriber's zone (then due_at is first_due_at)."""
+    if isinstance(when, WallTime):
+        local, due_at = when.at, first_due_at(when.at, started_at)
+    else:
+        local, due_at = None, when
     return Broadcast(
         key=issue.key,
         fingerprint=fingerprint(issue),
@@ -84,13 +95,35 @@ def new_broadcast(
         segment=segment,
         status=BroadcastStatus.ENQUEUEING,
         due_at=due_at.astimezone(UTC),
+        local_send_at=local,
         started_at=started_at,
         max_per_day=issue.max_per_subscriber_per_day,
     )
 
 
+def first_due_at(wall: datetime, started_at: datetime) -> datetime:
+    """The earliest that a copy of an issue due at wall time `wall` can be due: when that
+    time first comes anywhere (UTC+14), or the send's start if that is later. No copy is due
+    before it, so ordering and listing by due_at hold for issues sent at a local time too."""
+    return max(wall.replace(tzinfo=UTC) - AHEAD_OF_UTC_MAX, started_at)
+
+
+def local_due_at(wall: datetime, zone: ZoneInfo, started_at: datetime) -> datetime:
+    """When the copy of someone in `zone` is due: at `wall` on their clock (a time skipped by
+    a spring-forward change resolves as lessons' send times do), or at the send's start, at
+    once, if that time had already passed there when the send started."""
+    return max(instant(wall.date(), wall.time(), zone), started_at)
+
+
+def due_for(broadcast: Broadcast, zone: ZoneInfo) -> datetime:
+    """When the copy of someone in `zone` is due."""
+    if broadcast.local_send_at is None:
+        return broadcast.due_at
+    return local_due_at(broadcast.local_send_at, zone, broadcast.started_at)
+
+
 async def start(
-    session: AsyncSession, issue: Newsletter, segment: str, due_at: datetime, now: datetime
+    session: AsyncSession, issue: Newsletter, segment: str, when: datetime | WallTime, now: datetime
 ) -> tuple[Broadcast, bool]:
     """The issue's send, and whether it was started before (then this resumes it). Another
     file of the same name, or the same file to other people, is refused."""
@@ -102,7 +135,7 @@ async def start(
                 "other words or to other people; rename the file to send it as a new issue"
             )
         return broadcast, True
-    broadcast = new_broadcast(issue, segment, due_at, now)
+    broadcast = new_broadcast(issue, segment, when, now)
     session.add(broadcast)
     await session.flush()
     return broadcast, False
@@ -130,16 +163,18 @@ async def enqueue_batch(
     now: datetime,
 ) -> list[int]:
     """Queue the next ENQUEUE_BATCH of the audience by subscriber id after `after`; the
-    ids taken (none: the audience is all queued). Someone queued already is skipped."""
-    ids = list(
-        await session.scalars(
-            select(Subscriber.id)
+    ids taken (none: the audience is all queued). Someone queued already is skipped. Each
+    copy is due as due_for says in the subscriber's zone (or `default_timezone`)."""
+    rows = (
+        await session.execute(
+            select(Subscriber.id, Subscriber.timezone)
             .where(audience(broadcast, default_timezone))  # type: ignore[arg-type]
             .where(Subscriber.id > after)
             .order_by(Subscriber.id)
             .limit(ENQUEUE_BATCH)
         )
-    )
+    ).all()
+    ids = [subscriber_id for subscriber_id, _ in rows]
     if ids:
         await session.execute(
             queries.insert_ignoring_duplicates(session, Delivery),
@@ -150,16 +185,24 @@ async def enqueue_batch(
                     "kind": DeliveryKind.BROADCAST,
                     "priority": Priority.BULK,
                     "status": DeliveryStatus.QUEUED,
-                    "due_at": broadcast.due_at,
+                    "due_at": due_for(broadcast, _zone(timezone, default_timezone)),
                     "attempts": 0,
                     "last_error": "",
                     "message_id": make_message_id(message_domain),
                     "created_at": now,
                 }
-                for subscriber_id in ids
+                for subscriber_id, timezone in rows
             ],
         )
     return ids
+
+
+def _zone(name: str | None, default: str) -> ZoneInfo:
+    """Someone's time zone; the default for nobody's, or for a name this system lacks."""
+    try:
+        return ZoneInfo(name or default)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(default)
 
 
 async def finish_enqueueing(session: AsyncSession, broadcast: Broadcast, now: datetime) -> int:

@@ -38,7 +38,8 @@ from newsletter.scheduling.forecast import (
     Rules,
     forecast,
 )
-from newsletter.scheduling.planner import PlannedLesson, SendWindow, zone_named
+from newsletter.scheduling.planner import PlannedLesson, SendWindow
+from newsletter.scheduling.wallclock import zone_named
 
 #: Subscribers read and replayed at a time.
 BATCH = 500

@@ -13,11 +13,12 @@ from rich.text import Text
 from sqlalchemy import func, select
 
 from newsletter import broadcasts, failpoints
-from newsletter.cli.admin import check_courses_exist, database, now, parse_when
+from newsletter.cli.admin import check_courses_exist, database, now
 from newsletter.cli.app import JsonOption, app, out, run, settings
 from newsletter.cli.terminal import LiteralTable, literal, print_json
-from newsletter.content.newsletters import read_newsletter
+from newsletter.content.newsletters import WallTime, parse_send_at, read_newsletter
 from newsletter.db.models import Broadcast, BroadcastStatus, Delivery, DeliveryStatus, Subscriber
+from newsletter.errors import NewsletterError
 from newsletter.render import LessonEmail, make_environment
 from newsletter.segments import courses_named, parse
 from newsletter.words import plural
@@ -32,7 +33,13 @@ app.add_typer(broadcast_app, name="broadcast")
 def broadcast_send(
     file: Annotated[Path, typer.Argument(help="The issue: Markdown with front matter")],
     to: Annotated[str | None, typer.Option(help="Segment, instead of the file's `to`")] = None,
-    at: Annotated[str | None, typer.Option(help="When (ISO time), instead of `send_at`")] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="When, instead of `send_at`: 2026-12-10T09:00+00:00 (one instant), or "
+            "2026-12-10T09:00 (09:00 in each subscriber's time zone)"
+        ),
+    ] = None,
     skip_active_courses: Annotated[
         bool, typer.Option(help="Leave out whoever is in the middle of a course")
     ] = False,
@@ -47,15 +54,15 @@ def broadcast_send(
     if skip_active_courses:
         segment = f"({segment}) and not course:*:active"
     started = now()
-    due_at = (parse_when(at) if at is not None else issue.send_at or started).astimezone(UTC)
-    unsaved = broadcasts.new_broadcast(issue, segment, due_at, started)
+    when = _parse_at(at) if at is not None else issue.send_at or started
+    unsaved = broadcasts.new_broadcast(issue, segment, when, started)
     # Compiled as the workers will: a template mistake stops it here, at its file and line.
     course, lesson = broadcasts.as_course(config.sender, unsaved)
     LessonEmail(
         make_environment(config.templates_dir), config.sender, course, lesson, kind="newsletter"
     )
 
-    async def work() -> tuple[int, datetime, bool]:
+    async def work() -> tuple[int, str, bool]:
         async with database(config) as sessions:
             async with sessions.begin() as session:
                 await check_courses_exist(session, courses_named(parse(segment)))
@@ -65,11 +72,9 @@ def broadcast_send(
                         .select_from(Subscriber)
                         .where(broadcasts.audience(unsaved, config.schedule.timezone))  # type: ignore[arg-type]
                     )
-                    return int(matched or 0), due_at, False
-                broadcast, resumed = await broadcasts.start(
-                    session, issue, segment, due_at, started
-                )
-                broadcast_id, due = broadcast.id, broadcast.due_at
+                    return int(matched or 0), _when(unsaved.due_at, unsaved.local_send_at), False
+                broadcast, resumed = await broadcasts.start(session, issue, segment, when, started)
+                broadcast_id, due = broadcast.id, _when(broadcast.due_at, broadcast.local_send_at)
                 if broadcast.enqueued_at is not None:  # its audience was all queued before
                     return broadcast.audience, due, resumed
             after = 0
@@ -100,16 +105,30 @@ def broadcast_send(
             Text.assemble(
                 "Would send ",
                 literal(issue.subject),
-                f" to {plural(total, 'subscriber')} ({segment}) at {due:%Y-%m-%d %H:%M} UTC. "
-                "Nothing was queued.",
+                f" to {plural(total, 'subscriber')} ({segment}) {due}. Nothing was queued.",
             )
         )
         return
     how = "Resumed" if resumed else "Started"
     out.print(
-        f"{how} {issue.key}: {plural(total, 'subscriber')} in its audience, due "
-        f"{due:%Y-%m-%d %H:%M} UTC. `newsletter broadcast show {issue.key} --watch` follows it."
+        f"{how} {issue.key}: {plural(total, 'subscriber')} in its audience, due {due}. "
+        f"`newsletter broadcast show {issue.key} --watch` follows it."
     )
+
+
+def _parse_at(text: str) -> datetime | WallTime:
+    try:
+        return parse_send_at(text)
+    except ValueError as exc:
+        raise NewsletterError(f"--at: {exc}") from None
+
+
+def _when(due_at: datetime, local_send_at: datetime | None) -> str:
+    """When an issue is due, in words: "at 2026-12-10 09:00 UTC", or "at 09:00 on
+    2026-12-10 in each subscriber's time zone"."""
+    if local_send_at is not None:
+        return f"at {local_send_at:%H:%M on %Y-%m-%d} in each subscriber's time zone"
+    return f"at {due_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 @broadcast_app.command("list")
@@ -177,6 +196,7 @@ def broadcast_show(
     state = run(follow)
     out.print(Text.assemble("subject: ", literal(state["subject"])))
     out.print(Text.assemble("to: ", literal(state["segment"])))
+    out.print(f"due {_when(state['due_at'], state['local_send_at'])}")
 
 
 def _fields(broadcast: Broadcast, counts: Any) -> dict[str, Any]:
@@ -186,6 +206,7 @@ def _fields(broadcast: Broadcast, counts: Any) -> dict[str, Any]:
         "segment": broadcast.segment,
         "status": broadcast.status,
         "due_at": broadcast.due_at,
+        "local_send_at": broadcast.local_send_at,
         "started_at": broadcast.started_at,
         "audience": broadcast.audience or sum(counts.values()),
         "counts": dict(counts),

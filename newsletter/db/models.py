@@ -304,6 +304,8 @@ class Broadcast(Base):
     source: Mapped[str] = mapped_column(Text)
     segment: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default=BroadcastStatus.ENQUEUEING)
+    #: When its copies are due; with local_send_at, the earliest any can be
+    #: (broadcasts.first_due_at).
     due_at: Mapped[datetime]
     started_at: Mapped[datetime]
     #: When its whole audience was queued; None while that is under way (or was cut off).

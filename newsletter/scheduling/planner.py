@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+from newsletter.scheduling.wallclock import instant
 
 #: How far before the end of a lesson's delay its send time may fall and still be used.
 SEND_TIME_SLACK = timedelta(hours=1)
@@ -141,7 +143,7 @@ def earliest_send(last_sent_at: datetime, delay: timedelta, zone: ZoneInfo) -> d
     if not delay or delay % timedelta(days=1):
         return last_sent_at + delay
     local = last_sent_at.astimezone(zone).replace(tzinfo=None) + delay
-    return _at(local.date(), local.time(), zone)
+    return instant(local.date(), local.time(), zone)
 
 
 def send_time(
@@ -154,28 +156,13 @@ def send_time(
     push a daily 09:00 lesson a whole day later."""
     local = earliest.astimezone(zone)
     if send_at is not None:
-        candidate = _at(local.date(), send_at, zone)
+        candidate = instant(local.date(), send_at, zone)
         if candidate < earliest - SEND_TIME_SLACK:
-            candidate = _at(local.date() + timedelta(days=1), send_at, zone)
+            candidate = instant(local.date() + timedelta(days=1), send_at, zone)
         return candidate
     if window.contains(local.time()):
         return earliest.astimezone(UTC)
-    opening = _at(local.date(), window.start, zone)
+    opening = instant(local.date(), window.start, zone)
     if opening < earliest:
-        opening = _at(local.date() + timedelta(days=1), window.start, zone)
+        opening = instant(local.date() + timedelta(days=1), window.start, zone)
     return opening
-
-
-def zone_named(name: str | None, default: ZoneInfo) -> ZoneInfo:
-    """A subscriber's time zone; the default when they gave none, or one this system's
-    zone database does not know (any more)."""
-    try:
-        return ZoneInfo(name) if name else default
-    except (ValueError, KeyError):
-        return default
-
-
-def _at(day: date, moment: time, zone: ZoneInfo) -> datetime:
-    # A wall time skipped by a spring-forward change (02:30) resolves to the same distance
-    # past the change (03:30); an ambiguous autumn time takes its first occurrence.
-    return datetime.combine(day, moment, tzinfo=zone).astimezone(UTC)

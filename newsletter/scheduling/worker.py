@@ -44,8 +44,8 @@ from newsletter.scheduling.planner import (
     Wait,
     next_look,
     next_step,
-    zone_named,
 )
+from newsletter.scheduling.wallclock import zone_named
 from newsletter.subscribers import add_tags
 from newsletter.tokens import LinkMaker
 from newsletter.words import plural

@@ -94,3 +94,40 @@ def test_skip_active_courses_leaves_out_whoever_is_mid_course(admin, tmp_path: P
     dry = ok(admin("broadcast", "send", str(issue), "--skip-active-courses", "--dry-run"))
 
     assert "to 1 subscriber ((all) and not course:*:active)" in dry
+
+
+def test_an_issue_at_a_local_time_says_so_in_the_dry_run_the_send_and_show(admin, tmp_path: Path):
+    ok(admin("subscribers", "add", "ann@example.com"))
+    issue = tmp_path / "2030-12.md"
+    issue.write_text(
+        "---\nsubject: December news\npreheader: News\nsend_at: 2030-12-10T09:00\n---\nHello.\n",
+        encoding="utf-8",
+    )
+
+    dry = ok(admin("broadcast", "send", str(issue), "--dry-run"))
+    started = ok(admin("broadcast", "send", str(issue)))
+    shown = ok(admin("broadcast", "show", "2030-12"))
+    document = json.loads(ok(admin("broadcast", "show", "2030-12", "--json")))
+
+    local = "at 09:00 on 2030-12-10 in each subscriber's time zone"
+    assert f"Would send December news to 1 subscriber (all) {local}. Nothing was queued." in dry
+    assert started.startswith(f"Started 2030-12: 1 subscriber in its audience, due {local}.")
+    assert f"due {local}" in shown
+    assert document["local_send_at"] == "2030-12-10T09:00:00"
+    assert document["due_at"] == "2030-12-09T19:00:00+00:00"  # when it is 09:00 at UTC+14
+
+
+def test_at_without_an_offset_is_a_local_time_and_with_one_an_instant(admin, tmp_path: Path):
+    issue = tmp_path / "2030-11.md"
+    issue.write_text("---\nsubject: November\npreheader: News\n---\nHello.\n", encoding="utf-8")
+
+    local = ok(admin("broadcast", "send", str(issue), "--at", "2030-11-10T07:30", "--dry-run"))
+    instant = ok(
+        admin("broadcast", "send", str(issue), "--at", "2030-11-10T07:30+01:00", "--dry-run")
+    )
+    wrong = admin("broadcast", "send", str(issue), "--at", "soon", "--dry-run")
+
+    assert "to 0 subscribers (all) at 07:30 on 2030-11-10 in each subscriber's time zone." in local
+    assert "to 0 subscribers (all) at 2030-11-10 06:30 UTC. Nothing was queued." in instant
+    assert wrong.returncode == 1
+    assert "--at: 'soon' is not a date and time such as 2026-12-10T09:00" in wrong.stderr

@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select, update
 
 from newsletter import broadcasts
@@ -21,6 +22,7 @@ from newsletter.db.models import (
     DeliveryStatus,
     Subscriber,
 )
+from newsletter.errors import NewsletterError
 from newsletter.subscribers import add_tags, unsubscribe
 from tests.conftest import REPO
 from tests.integration.harness import Stack, run, settings_for, shipped_course, started
@@ -28,10 +30,13 @@ from tests.integration.harness import Stack, run, settings_for, shipped_course, 
 START = datetime(2026, 6, 9, 9, 0, tzinfo=UTC)
 
 
-def issue(tmp_path: Path, to: str = "all", more_front_matter: str = "") -> Newsletter:
+def issue(
+    tmp_path: Path, to: str = "all", send_at: str = "", more_front_matter: str = ""
+) -> Newsletter:
     path = tmp_path / "2026-06.md"
+    when = f"send_at: {send_at}\n" if send_at else ""
     path.write_text(
-        f"---\nsubject: June news\npreheader: What is new this month\nto: {to}\n"
+        f"---\nsubject: June news\npreheader: What is new this month\nto: {to}\n{when}"
         f"{more_front_matter}---\n\n"
         "Hello {{ first_name }},\n\nTwo new lessons are out.\n",
         encoding="utf-8",
@@ -39,18 +44,27 @@ def issue(tmp_path: Path, to: str = "all", more_front_matter: str = "") -> Newsl
     return read_newsletter(path)
 
 
-async def send(stack: Stack, newsletter: Newsletter) -> tuple[int, bool]:
-    """What `newsletter broadcast send` does: start (or resume), queue in batches, finish."""
+async def send(
+    stack: Stack, newsletter: Newsletter, *, batches: int | None = None
+) -> tuple[int, bool]:
+    """What `newsletter broadcast send` does: start (or resume), queue in batches, finish.
+    With `batches`, it is cut off after queueing that many, as by a crash."""
     async with stack.sessions.begin() as session:
-        due_at = newsletter.send_at or stack.clock.now()
         broadcast, resumed = await broadcasts.start(
-            session, newsletter, newsletter.segment, due_at, stack.clock.now()
+            session,
+            newsletter,
+            newsletter.segment,
+            newsletter.send_at or stack.clock.now(),
+            stack.clock.now(),
         )
         broadcast_id = broadcast.id
         if broadcast.enqueued_at is not None:
             return 0, resumed  # all queued before: the command stops here too
-    queued, after = 0, 0
+    queued, after, done = 0, 0, 0
     while True:
+        if done == batches:
+            return queued, resumed  # cut off: a rerun queues the rest
+        done += 1
         async with stack.sessions.begin() as session:
             row = await session.get_one(broadcasts.Broadcast, broadcast_id)
             taken = await broadcasts.enqueue_batch(
@@ -300,5 +314,117 @@ def test_a_course_with_a_cap_of_its_own_is_held_to_it_and_others_to_configs(
                     )
                 )
             assert waiting == [second]
+
+
+#: 09:00 on 10 June: 00:00 UTC in Tokyo (JST), 08:00 UTC in London (BST, the default zone),
+#: 13:00 UTC in New York (EDT).
+TOKYO_NINE = datetime(2026, 6, 10, 0, 0, tzinfo=UTC)
+LONDON_NINE = datetime(2026, 6, 10, 8, 0, tzinfo=UTC)
+NEW_YORK_NINE = datetime(2026, 6, 10, 13, 0, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+
+
+async def due_times(stack: Stack) -> dict[str, datetime]:
+    """When each person's copy of the issue is due, as queued (a send sets it to its time)."""
+    async with stack.sessions() as session:
+        rows = await session.execute(
+            select(Subscriber.email, Delivery.due_at)
+            .join(Delivery, Delivery.subscriber_id == Subscriber.id)
+            .where(Delivery.kind == DeliveryKind.BROADCAST)
+        )
+        return {email: due_at for email, due_at in rows}
+
+
+def test_an_issue_sent_at_a_local_time_reaches_each_subscriber_at_nine_on_their_clock(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        async with started(settings_for(settings, tmp_path), smtp_server, START) as stack:
+            course = await stack.queue(shipped_course(REPO))
+            await stack.subscribe("ann@example.com", timezone="Asia/Tokyo", sequence_id=course)
+            await stack.subscribe("ben@example.com", sequence_id=course)  # the default zone
+            await send(stack, issue(tmp_path, send_at="2026-06-10T09:00"))
+            await stack.run()
+            assert newsletter_recipients(stack) == Counter()
+
+            stack.clock.set(TOKYO_NINE - SECOND)
+            await stack.run()
+            assert newsletter_recipients(stack) == Counter()
+            stack.clock.set(TOKYO_NINE)
+            await stack.run()
+            assert newsletter_recipients(stack) == Counter({"ann@example.com": 1})
+
+            stack.clock.set(LONDON_NINE - SECOND)
+            await stack.run()
+            assert newsletter_recipients(stack) == Counter({"ann@example.com": 1})
+            stack.clock.set(LONDON_NINE)
+            await stack.run()
+            assert newsletter_recipients(stack) == Counter(
+                {"ann@example.com": 1, "ben@example.com": 1}
+            )
+
+    run(scenario())
+
+
+def test_whoever_is_past_the_local_time_when_the_send_starts_gets_the_issue_at_once(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        noon_in_tokyo = datetime(2026, 6, 10, 3, 0, tzinfo=UTC)  # 04:00 in London
+        async with started(settings_for(settings, tmp_path), smtp_server, noon_in_tokyo) as stack:
+            course = await stack.queue(shipped_course(REPO))
+            await stack.subscribe("ann@example.com", timezone="Asia/Tokyo", sequence_id=course)
+            await stack.subscribe("ben@example.com", sequence_id=course)
+            await send(stack, issue(tmp_path, send_at="2026-06-10T09:00"))
+            queued_as = await due_times(stack)
+            await stack.run()
+
+            assert queued_as == {
+                "ann@example.com": noon_in_tokyo,  # the send's start: at once
+                "ben@example.com": LONDON_NINE,
+            }
+            assert newsletter_recipients(stack) == Counter({"ann@example.com": 1})
+
+    run(scenario())
+
+
+def test_a_local_time_send_cut_off_and_run_again_later_times_everyone_as_one_run_would(
+    settings, tmp_path, smtp_server, monkeypatch
+):
+    async def scenario() -> None:
+        monkeypatch.setattr(broadcasts, "ENQUEUE_BATCH", 1)
+        async with started(settings_for(settings, tmp_path), smtp_server, START) as stack:
+            course = await stack.queue(shipped_course(REPO))
+            await stack.subscribe("ben@example.com", sequence_id=course)
+            await stack.subscribe("ann@example.com", timezone="Asia/Tokyo", sequence_id=course)
+            await stack.subscribe("cy@example.com", timezone="America/New_York", sequence_id=course)
+            june = issue(tmp_path, send_at="2026-06-10T09:00")
+            await send(stack, june, batches=1)  # Ben queued, then the command died
+
+            stack.clock.set(TOKYO_NINE + timedelta(hours=5))  # past Ann's 09:00, before Ben's
+            _, resumed = await send(stack, june)
+            queued_as = await due_times(stack)
+            await stack.run()
+
+            assert resumed
+            assert queued_as == {
+                "ben@example.com": LONDON_NINE,
+                "ann@example.com": TOKYO_NINE,  # her 09:00, not the rerun's time
+                "cy@example.com": NEW_YORK_NINE,
+            }
+            assert newsletter_recipients(stack) == Counter({"ann@example.com": 1})  # overdue
+
+    run(scenario())
+
+
+def test_an_issue_changed_from_one_instant_to_the_same_local_time_is_refused(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        async with started(settings_for(settings, tmp_path), smtp_server, START) as stack:
+            await send(stack, issue(tmp_path, send_at="2026-06-10T09:00+00:00"))
+
+            with pytest.raises(NewsletterError, match="rename the file to send it as a new"):
+                await send(stack, issue(tmp_path, send_at="2026-06-10T09:00"))
 
     run(scenario())

@@ -96,7 +96,7 @@ def test_the_forecast_is_what_the_worker_then_sends(settings, tmp_path: Path, sm
                 await stack.subscribe(email, timezone=zone, sequence_id=first)
             await send(
                 stack,
-                issue(tmp_path, "not tz:America/Los_Angeles", "send_at: 2026-03-27T09:30+00:00\n"),
+                issue(tmp_path, "not tz:America/Los_Angeles", "2026-03-27T09:30+00:00"),
             )
 
             async with stack.sessions() as session:
