@@ -5,8 +5,10 @@ Confirmations are never counted nor held back."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+from newsletter.scheduling.wallclock import instant
 
 
 def limit_for(own: int | None, configured: int) -> int:
@@ -25,8 +27,7 @@ def local_day(moment: datetime, zone: ZoneInfo) -> date:
 
 def next_day_at(moment: datetime, zone: ZoneInfo, at: time) -> datetime:
     """`at` o'clock on the local day after `moment`'s, in UTC: when held-back mail may go."""
-    tomorrow = local_day(moment, zone) + timedelta(days=1)
-    return datetime.combine(tomorrow, at, tzinfo=zone).astimezone(UTC)
+    return instant(local_day(moment, zone) + timedelta(days=1), at, zone)
 
 
 def sent_on(day: date, zone: ZoneInfo, sends: Iterable[tuple[int, datetime]]) -> set[int]:
