@@ -33,7 +33,7 @@ from newsletter.db.models import (
     SubscriberStatus,
 )
 from newsletter.db.models import Sequence as SequenceRow
-from newsletter.inbound.policy import CourseRates, Verdict, rates_exceeded, verdict
+from newsletter.inbound.policy import SendRates, Verdict, rates_exceeded, verdict
 from newsletter.inbound.reports import (
     Report,
     is_auto_reply,
@@ -250,7 +250,7 @@ class Inbox:
         if held is not None and held.until is not None:
             since = max(since, held.until)  # resumed since: what came before was dealt with
         in_course = MailEvent.sequence_id == sequence_id
-        rates = CourseRates(
+        rates = SendRates(
             sent=await session.scalar(
                 select(func.count())
                 .select_from(Delivery)
