@@ -209,7 +209,7 @@ def _set(key: str, status: BroadcastStatus) -> None:
 
     async def work() -> None:
         async with database(config) as sessions, sessions.begin() as session:
-            await broadcasts.set_status(session, key, status)
+            await broadcasts.set_status(session, key, status, now=now())
 
     run(work)
     out.print(Text.assemble(literal(key), f" is {status}."))
