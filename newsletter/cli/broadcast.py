@@ -137,6 +137,9 @@ def broadcast_list(as_json: JsonOption = False) -> None:
             str(item["counts"].get("failed", 0)),
         )
     out.print(table if issues else Text("No issue has been sent yet."))
+    for item in issues:
+        if item["pause_reason"]:
+            out.print(_paused_line(item))
 
 
 @broadcast_app.command("show")
@@ -177,6 +180,8 @@ def broadcast_show(
     state = run(follow)
     out.print(Text.assemble("subject: ", literal(state["subject"])))
     out.print(Text.assemble("to: ", literal(state["segment"])))
+    if state["pause_reason"]:
+        out.print(_paused_line(state))
 
 
 def _fields(broadcast: Broadcast, counts: Any) -> dict[str, Any]:
@@ -189,6 +194,7 @@ def _fields(broadcast: Broadcast, counts: Any) -> dict[str, Any]:
         "started_at": broadcast.started_at,
         "audience": broadcast.audience or sum(counts.values()),
         "counts": dict(counts),
+        "pause_reason": broadcast.pause_reason,
     }
 
 
@@ -201,6 +207,16 @@ def _progress_line(state: dict[str, Any]) -> str:
         f"{state['key']} ({state['status']}): {counts.get('sent', 0)} sent, {waiting} to go, "
         f"{counts.get('failed', 0)} failed, {counts.get('cancelled', 0)} cancelled of "
         f"{state['audience']}; {rate} in the last minute{left}"
+    )
+
+
+def _paused_line(state: dict[str, Any]) -> Text:
+    """Why an issue paused itself, and how to send the rest."""
+    return Text.assemble(
+        literal(state["key"]),
+        f" {state['pause_reason']}. `newsletter broadcast resume ",
+        literal(state["key"]),
+        "` sends the rest.",
     )
 
 
