@@ -217,10 +217,17 @@ async def finish_enqueueing(session: AsyncSession, broadcast: Broadcast, now: da
     return broadcast.audience
 
 
-async def set_status(session: AsyncSession, key: str, status: BroadcastStatus) -> Broadcast:
+async def set_status(
+    session: AsyncSession, key: str, status: BroadcastStatus, *, now: datetime, reason: str = ""
+) -> Broadcast:
     """Pause, resume (SENDING) or cancel; a cancelled issue's mail not yet sent is cancelled
     too (what is already being sent finishes). Resuming returns a paused issue to where it
-    was: sending, or queueing its audience if that was cut off."""
+    was: sending, or queueing its audience if that was cut off.
+
+    `reason`: why it pauses when no admin paused it (its bounce or complaint rate), kept in
+    pause_reason until it resumes or is cancelled; pausing it again keeps the first reason.
+    Once it resumes, its rates count afresh from `now`, as a course's do (the ISSUE_HELD
+    flag keeps that instant)."""
     broadcast = await by_key(session, key)
     if broadcast.status == BroadcastStatus.CANCELLED:
         raise NewsletterError(f"{key} was cancelled; it cannot be paused or resumed")
@@ -229,6 +236,18 @@ async def set_status(session: AsyncSession, key: str, status: BroadcastStatus) -
             raise NewsletterError(f"{key} is not paused")
         if broadcast.enqueued_at is None:
             status = BroadcastStatus.ENQUEUEING
+    held = queries.issue_held(broadcast.id)
+    if status == BroadcastStatus.PAUSED:
+        if broadcast.status != BroadcastStatus.PAUSED:
+            broadcast.pause_reason = reason
+            if reason:
+                await queries.set_flag(session, held, until=None, reason=reason, now=now)
+    else:
+        broadcast.pause_reason = ""
+        flag = await queries.flag(session, held)
+        if flag is not None and flag.until is None:
+            # Its bounces and complaints so far were dealt with: count afresh from now.
+            await queries.set_flag(session, held, until=now, reason=flag.reason, now=now)
     broadcast.status = status
     if status == BroadcastStatus.CANCELLED:
         await session.execute(

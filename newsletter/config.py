@@ -274,7 +274,8 @@ class BounceSettings(_Section):
     soft_limit: int = Field(default=3, ge=1)
     soft_window_days: float = Field(default=14, gt=0)
     #: A course pauses once, of its mail sent in the last rate_window_days (and at least
-    #: rate_min_sent messages), more than these shares bounced hard or drew a complaint.
+    #: rate_min_sent messages), more than these shares bounced hard or drew a complaint; a
+    #: newsletter issue once that many of all its copies did (or of those since a resume).
     max_bounce_rate: float = Field(default=0.05, gt=0, le=1)
     max_complaint_rate: float = Field(default=0.001, gt=0, le=1)
     rate_window_days: float = Field(default=7, gt=0)

@@ -156,6 +156,9 @@ def broadcast_list(as_json: JsonOption = False) -> None:
             str(item["counts"].get("failed", 0)),
         )
     out.print(table if issues else Text("No issue has been sent yet."))
+    for item in issues:
+        if item["pause_reason"]:
+            out.print(_paused_line(item))
 
 
 @broadcast_app.command("show")
@@ -197,6 +200,8 @@ def broadcast_show(
     out.print(Text.assemble("subject: ", literal(state["subject"])))
     out.print(Text.assemble("to: ", literal(state["segment"])))
     out.print(f"due {_when(state['due_at'], state['local_send_at'])}")
+    if state["pause_reason"]:
+        out.print(_paused_line(state))
 
 
 def _fields(broadcast: Broadcast, counts: Any) -> dict[str, Any]:
@@ -210,6 +215,7 @@ def _fields(broadcast: Broadcast, counts: Any) -> dict[str, Any]:
         "started_at": broadcast.started_at,
         "audience": broadcast.audience or sum(counts.values()),
         "counts": dict(counts),
+        "pause_reason": broadcast.pause_reason,
     }
 
 
@@ -225,12 +231,22 @@ def _progress_line(state: dict[str, Any]) -> str:
     )
 
 
+def _paused_line(state: dict[str, Any]) -> Text:
+    """Why an issue paused itself, and how to send the rest."""
+    return Text.assemble(
+        literal(state["key"]),
+        f" {state['pause_reason']}. `newsletter broadcast resume ",
+        literal(state["key"]),
+        "` sends the rest.",
+    )
+
+
 def _set(key: str, status: BroadcastStatus) -> None:
     config = settings()
 
     async def work() -> None:
         async with database(config) as sessions, sessions.begin() as session:
-            await broadcasts.set_status(session, key, status)
+            await broadcasts.set_status(session, key, status, now=now())
 
     run(work)
     out.print(Text.assemble(literal(key), f" is {status}."))

@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from newsletter.cli.admin import database, now
 from newsletter.cli.app import Fail, JsonOption, out, run, sending_app, settings
-from newsletter.cli.terminal import print_json
+from newsletter.cli.terminal import neutralise, print_json
 from newsletter.db import queries
-from newsletter.db.models import Sequence, SystemFlag
+from newsletter.db.models import Broadcast, BroadcastStatus, Sequence, SystemFlag
 from newsletter.words import plural
 
 
@@ -86,6 +86,7 @@ def sending_status(as_json: JsonOption = False) -> None:
                 "paused": _flag(switches.get(queries.SENDING_PAUSED), wall_now),
                 "relay_circuit": _flag(switches.get(queries.RELAY_CIRCUIT), wall_now),
                 "held_courses": await _held_courses(session, switches),
+                "held_issues": await _held_issues(session),
                 "queue": {"queued": counts.queued, "due": counts.due, "sending": counts.sending},
                 "last_hour": {
                     "sent": counts.sent_last_hour,
@@ -120,6 +121,17 @@ async def _held_courses(session: AsyncSession, switches: dict[str, SystemFlag]) 
     return {slug: held[sequence_id] for sequence_id, slug in rows}
 
 
+async def _held_issues(session: AsyncSession) -> dict[str, str]:
+    """Newsletter issues paused for their bounce or complaint rate, by key: why."""
+    rows = await session.execute(
+        select(Broadcast.key, Broadcast.pause_reason)
+        .where(Broadcast.status == BroadcastStatus.PAUSED)
+        .where(Broadcast.pause_reason != "")
+        .order_by(Broadcast.id)
+    )
+    return {key: reason for key, reason in rows}
+
+
 def _flag(row: SystemFlag | None, wall_now: datetime) -> dict[str, Any] | None:
     """A switch for the report: None when it is off. One whose time has run out is still
     shown (`over`): a circuit in that state is being probed."""
@@ -147,6 +159,9 @@ def _print_status(state: dict[str, Any]) -> None:
         )
     for slug, reason in state["held_courses"].items():
         lines.append(f"Course {slug}: {reason} (`newsletter sequences resume {slug}`)")
+    for key, reason in state["held_issues"].items():
+        key = neutralise(key)  # a file's name
+        lines.append(f"Issue {key}: {reason} (`newsletter broadcast resume {key}`)")
     queue, hour = state["queue"], state["last_hour"]
     lines.append(
         f"Queue: {plural(queue['queued'], 'message')} waiting, {queue['due']} due now, "

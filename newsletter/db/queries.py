@@ -61,8 +61,17 @@ BROADCAST_SENDING = (BroadcastStatus.ENQUEUEING, BroadcastStatus.SENDING)
 COURSE_HELD = "course_held:"
 
 
+#: + a broadcast's id: the newsletter issue paused for its bounce or complaint rate, as
+#: COURSE_HELD is for a course (the issue's pause_reason says why while it is paused).
+ISSUE_HELD = "issue_held:"
+
+
 def course_held(sequence_id: int) -> str:
     return f"{COURSE_HELD}{sequence_id}"
+
+
+def issue_held(broadcast_id: int) -> str:
+    return f"{ISSUE_HELD}{broadcast_id}"
 
 
 def insert_ignoring_duplicates(session: AsyncSession | str, model: Any) -> Any:

@@ -17,13 +17,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import distinct, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from newsletter import signup
+from newsletter import broadcasts, signup
 from newsletter.addresses import address_parts
 from newsletter.clock import Clock
 from newsletter.config import Settings
 from newsletter.courses import set_sequence_status
 from newsletter.db import queries
 from newsletter.db.models import (
+    Broadcast,
+    BroadcastStatus,
     Delivery,
     DeliveryStatus,
     MailEvent,
@@ -33,7 +35,13 @@ from newsletter.db.models import (
     SubscriberStatus,
 )
 from newsletter.db.models import Sequence as SequenceRow
-from newsletter.inbound.policy import CourseRates, Verdict, rates_exceeded, verdict
+from newsletter.inbound.policy import (
+    SendRates,
+    Verdict,
+    issue_pause_reason,
+    rates_exceeded,
+    verdict,
+)
 from newsletter.inbound.reports import (
     Report,
     is_auto_reply,
@@ -66,6 +74,7 @@ class Target:
     subscriber_id: int
     sequence_id: int | None
     email: str
+    broadcast_id: int | None = None  #: the newsletter issue it carried
 
 
 class Inbox:
@@ -169,6 +178,7 @@ class Inbox:
             Delivery.sequence_id,
             Subscriber.email,
             Delivery.message_id,
+            Delivery.broadcast_id,
         ).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         if delivery_id is not None:
             query = query.where(Delivery.id == delivery_id)
@@ -182,7 +192,7 @@ class Inbox:
         quoted = report.original_message_id
         if quoted is not None and quoted != row.message_id:
             return None  # it quotes another message than the one its return path names
-        return Target(row.id, row.subscriber_id, row.sequence_id, row.email)
+        return Target(row.id, row.subscriber_id, row.sequence_id, row.email, row.broadcast_id)
 
     async def _act(
         self,
@@ -209,8 +219,11 @@ class Inbox:
             outcome = "recorded; a refusal of our mail, not held against the subscriber"
         else:
             outcome = "recorded; nothing to do"
-        if kind in (MailEventKind.HARD_BOUNCE, MailEventKind.COMPLAINT) and target.sequence_id:
-            await self._watch_course(session, target.sequence_id, now)
+        if kind in (MailEventKind.HARD_BOUNCE, MailEventKind.COMPLAINT):
+            if target.sequence_id:
+                await self._watch_course(session, target.sequence_id, now)
+            elif target.broadcast_id:
+                await self._watch_issue(session, target.broadcast_id, now)
         return outcome
 
     async def _suppress(
@@ -250,7 +263,7 @@ class Inbox:
         if held is not None and held.until is not None:
             since = max(since, held.until)  # resumed since: what came before was dealt with
         in_course = MailEvent.sequence_id == sequence_id
-        rates = CourseRates(
+        rates = SendRates(
             sent=await session.scalar(
                 select(func.count())
                 .select_from(Delivery)
@@ -276,6 +289,43 @@ class Inbox:
             f"Course {sequence.slug} {reason}. `newsletter sequences resume {sequence.slug}` "
             "sends it again.",
             "course_paused_for_rates",
+        )
+
+    async def _watch_issue(self, session: AsyncSession, broadcast_id: int, now: datetime) -> None:
+        """Pause a newsletter issue whose own sends bounce or draw complaints beyond the
+        course's bounds: over all it sent, or all it sent since it was last resumed."""
+        broadcast = await session.get(Broadcast, broadcast_id, with_for_update=True)
+        if broadcast is None or broadcast.status not in queries.BROADCAST_SENDING:
+            return
+        since = broadcast.started_at
+        held = await queries.flag(session, queries.issue_held(broadcast.id))
+        if held is not None and held.until is not None:
+            since = max(since, held.until)  # resumed since: what came before was dealt with
+        rates = SendRates(
+            sent=await session.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(Delivery.broadcast_id == broadcast_id)
+                .where(Delivery.sent_at >= since)
+            )
+            or 0,
+            hard_bounces=await _issue_reports(
+                session, broadcast_id, MailEventKind.HARD_BOUNCE, since
+            ),
+            complaints=await _issue_reports(session, broadcast_id, MailEventKind.COMPLAINT, since),
+        )
+        reason = issue_pause_reason(rates, self.settings.bounces)
+        if not reason:
+            return
+        await broadcasts.set_status(
+            session, broadcast.key, BroadcastStatus.PAUSED, now=now, reason=reason
+        )
+        log_event(
+            log,
+            logging.WARNING,
+            f"Newsletter issue {broadcast.key} {reason}. Its mail not sent yet waits; "
+            f"`newsletter broadcast resume {broadcast.key}` sends it.",
+            "issue_paused_for_rates",
         )
 
     # --- mailto unsubscribes ----------------------------------------------------------------
@@ -377,6 +427,24 @@ async def _count_events(
         .where(where)  # type: ignore[arg-type]
         .where(MailEvent.kind == kind)
         .where(MailEvent.received_at >= since)
+    )
+    return int(count or 0)
+
+
+async def _issue_reports(
+    session: AsyncSession, broadcast_id: int, kind: MailEventKind, since: datetime
+) -> int:
+    """The issue's messages sent since then that drew a report of this kind, each once
+    (a report names a message of an issue through its delivery; such events have no
+    sequence, which lets the query use the events' (sequence, kind, time) index)."""
+    count = await session.scalar(
+        select(func.count(distinct(MailEvent.delivery_id)))
+        .join(Delivery, Delivery.id == MailEvent.delivery_id)
+        .where(MailEvent.sequence_id.is_(None))
+        .where(MailEvent.kind == kind)
+        .where(MailEvent.received_at >= since)  # a report comes after its message
+        .where(Delivery.broadcast_id == broadcast_id)
+        .where(Delivery.sent_at >= since)
     )
     return int(count or 0)
 

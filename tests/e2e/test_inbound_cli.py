@@ -134,3 +134,49 @@ def test_serve_runs_the_receiver_when_inbound_is_enabled(admin, tmp_path: Path):
     assert service.returncode == 0, log.read_text()
     shown = json.loads(ok(admin("subscribers", "show", "ann@example.com", "--json")))
     assert shown["status"] == "bounced"
+
+
+def test_an_issue_paused_by_its_bounces_says_why_until_resumed(admin, tmp_path: Path):
+    # Two of three readers an hour, and a rate from two messages on (100 as shipped).
+    env = RETURN_PATH | {
+        "NEWSLETTER_BOUNCES__RATE_MIN_SENT": "2",
+        "NEWSLETTER_SENDING__MAX_PER_HOUR": "2",
+    }
+    people = tmp_path / "people.csv"
+    people.write_text("email\nann@example.com\nben@example.com\ncy@example.com\n", "utf-8")
+    ok(admin("subscribers", "import", str(people)))
+    issue = tmp_path / "2026-06.md"
+    issue.write_text("---\nsubject: June news\npreheader: What is new\n---\nHello.\n", "utf-8")
+    ok(admin("broadcast", "send", str(issue), **env))
+    ok(admin("tick", **env))
+    first, _ = sorted((tmp_path / "var" / "outbox").glob("*.eml"))
+    copy = message_from_bytes(first.read_bytes())
+    verp = copy["Return-Path"].strip("<>")
+    bounce = tmp_path / "bounce.eml"
+    bounce.write_bytes(
+        fixture(
+            "postfix-user-unknown",
+            return_path=verp,
+            recipient=copy["To"],
+            message_id=copy["Message-ID"],
+        )
+    )
+
+    read = admin("inbound", "read", str(bounce), "--to", verp, **env)
+
+    why = "paused by the bounce rate: 1 of 2 sent (50.0%) bounced hard"
+    assert "address suppressed" in ok(read)
+    assert f"Newsletter issue 2026-06 {why}" in read.stderr  # the log's warning
+    shown = ok(admin("broadcast", "show", "2026-06", **env))
+    assert "2026-06 (paused): 2 sent, 1 to go" in shown
+    assert f"2026-06 {why}" in shown
+    assert "`newsletter broadcast resume 2026-06` sends the rest." in shown
+    assert f"2026-06 {why}" in ok(admin("broadcast", "list", **env))
+    status = json.loads(ok(admin("sending", "status", "--json", **env)))
+    assert list(status["held_issues"]) == ["2026-06"]
+    assert status["held_issues"]["2026-06"].startswith(why)
+
+    ok(admin("broadcast", "resume", "2026-06", **env))
+
+    resumed = json.loads(ok(admin("broadcast", "show", "2026-06", "--json", **env)))
+    assert (resumed["status"], resumed["pause_reason"]) == ("sending", "")

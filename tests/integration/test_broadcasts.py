@@ -159,12 +159,19 @@ def test_a_paused_issue_waits_and_a_cancelled_one_never_goes(settings, tmp_path,
             june = issue(tmp_path)
             await send(stack, june)
             async with stack.sessions.begin() as session:
-                await broadcasts.set_status(session, june.key, BroadcastStatus.PAUSED)
+                await broadcasts.set_status(
+                    session, june.key, BroadcastStatus.PAUSED, now=stack.clock.now()
+                )
             await stack.run()
             assert newsletter_recipients(stack) == Counter()
+            async with stack.sessions() as session:
+                paused = await broadcasts.by_key(session, june.key)
+            assert (paused.status, paused.pause_reason) == (BroadcastStatus.PAUSED, "")  # by hand
 
             async with stack.sessions.begin() as session:
-                await broadcasts.set_status(session, june.key, BroadcastStatus.CANCELLED)
+                await broadcasts.set_status(
+                    session, june.key, BroadcastStatus.CANCELLED, now=stack.clock.now()
+                )
             await stack.run()
             async with stack.sessions() as session:
                 broadcast = await broadcasts.by_key(session, june.key)
@@ -208,7 +215,9 @@ def test_mail_a_worker_held_when_its_issue_was_cancelled_is_cancelled_not_stuck(
             june = issue(tmp_path)
             await send(stack, june)
             async with stack.sessions.begin() as session:
-                await broadcasts.set_status(session, june.key, BroadcastStatus.CANCELLED)
+                await broadcasts.set_status(
+                    session, june.key, BroadcastStatus.CANCELLED, now=stack.clock.now()
+                )
                 # A worker held it meanwhile, and its outcome (a retry) put it back in the
                 # queue after the cancel had cancelled everything queued.
                 await session.execute(

@@ -1,10 +1,12 @@
 """What comes back, delivered over SMTP to the real receiver: bounces, complaints and mailto
-unsubscribes about lessons that went out through the real SMTP test server, on a real
-SQLite file."""
+unsubscribes about lessons and newsletter issues that went out through the real SMTP test
+server, on a real SQLite file."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,9 +14,12 @@ from pathlib import Path
 import aiosmtplib
 from sqlalchemy import select
 
+from newsletter import broadcasts
 from newsletter.config import Settings
 from newsletter.db import queries
 from newsletter.db.models import (
+    Broadcast,
+    BroadcastStatus,
     Delivery,
     DeliveryStatus,
     Enrollment,
@@ -27,19 +32,22 @@ from newsletter.db.models import (
 )
 from newsletter.inbound.inbox import Inbox
 from newsletter.inbound.receiver import start_receiver
-from newsletter.subscribers import forget
+from newsletter.subscribers import NewSubscriber, add_subscriber, forget
 from newsletter.tokens import Purpose, Tokens
 from tests.conftest import REPO
 from tests.fixtures.inbound import fixture
 from tests.integration.harness import SECRET, Stack, run, settings_for, shipped_course
+from tests.integration.test_broadcasts import issue, send
 from tests.smtpd import SmtpServer
 
 START = datetime(2026, 6, 9, 9, 0, tzinfo=UTC)  # a Tuesday morning in London
 RETURN_PATH = "bounces@example.org"
 
 
-def config_for(settings: Settings, tmp_path: Path, **bounces: object) -> Settings:
-    local = settings_for(settings, tmp_path)
+def config_for(
+    settings: Settings, tmp_path: Path, *, max_per_hour: int = 0, **bounces: object
+) -> Settings:
+    local = settings_for(settings, tmp_path, max_per_hour=max_per_hour)
     return local.model_copy(
         update={"bounces": local.bounces.model_copy(update={"return_path": RETURN_PATH, **bounces})}
     )
@@ -558,5 +566,188 @@ def test_erasing_someone_erases_what_came_back_about_them_but_keeps_the_suppress
             assert await events(stack) == []
             async with stack.sessions() as session:
                 assert await queries.is_suppressed(session, "ann@example.com")
+
+    run(scenario())
+
+
+# --- newsletter issues ---------------------------------------------------------------------
+
+#: The key of the issue tests.integration.test_broadcasts.issue writes.
+JUNE = "2026-06"
+
+
+async def readers(stack: Stack, count: int) -> None:
+    """`count` confirmed subscribers on no course: readers of the newsletter alone."""
+    async with stack.sessions.begin() as session:
+        for n in range(count):
+            await add_subscriber(
+                session,
+                NewSubscriber.parse(f"reader{n:03}@example.com", "", None),
+                status=SubscriberStatus.CONFIRMED,
+                consent={"form": "test"},
+                now=stack.clock.now(),
+            )
+
+
+async def issue_sent(stack: Stack) -> dict[str, tuple[Delivery, str]]:
+    """The issue's copies sent so far, by address: the delivery and the envelope sender (the
+    VERP return path) it left with."""
+    envelope = {rcpt: m.mail_from for m in stack.server.messages for rcpt in m.rcpt_tos}
+    async with stack.sessions() as session:
+        rows = await session.execute(
+            select(Delivery, Subscriber.email)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Delivery.broadcast_id.is_not(None))
+            .where(Delivery.status == DeliveryStatus.SENT)
+        )
+        return {email: (delivery, envelope[email]) for delivery, email in rows}
+
+
+async def june(stack: Stack) -> tuple[Broadcast, Counter[str]]:
+    """The issue's row, and its deliveries by status."""
+    async with stack.sessions() as session:
+        row = await broadcasts.by_key(session, JUNE)
+        return row, await broadcasts.progress(session, row.id)
+
+
+async def hard_bounce(receiver: Receiver, sent: tuple[Delivery, str], email: str) -> None:
+    delivery, verp = sent
+    bounce = report_about("postfix-user-unknown", delivery, email, return_path=verp)
+    assert (await receiver.deliver(bounce, verp))[0] == 250
+
+
+async def complaint(receiver: Receiver, sent: tuple[Delivery, str], email: str) -> None:
+    report = report_about("arf-yahoo-aol", sent[0], email)  # quoting its Message-ID
+    assert (await receiver.deliver(report, RETURN_PATH))[0] == 250
+
+
+async def resume(stack: Stack) -> None:
+    """What `newsletter broadcast resume 2026-06` does."""
+    async with stack.sessions.begin() as session:
+        await broadcasts.set_status(session, JUNE, BroadcastStatus.SENDING, now=stack.clock.now())
+
+
+#: Past the hourly cap's window: the next hour's share may go.
+NEXT_HOUR = timedelta(minutes=61)
+
+
+def test_an_issue_whose_hard_bounces_pass_5_percent_of_its_sends_pauses_until_resumed(
+    settings, tmp_path, smtp_server, caplog
+):
+    async def scenario() -> None:
+        # A stale list of 240, sent 120 an hour, with the shipped thresholds (5 %, >= 100).
+        config = config_for(settings, tmp_path, max_per_hour=120)
+        async with running(config, smtp_server) as receiver:
+            stack = receiver.stack
+            await readers(stack, 240)
+            await send(stack, issue(tmp_path))
+            await stack.run()
+            sent = await issue_sent(stack)
+            assert len(sent) == 120
+            bouncing = sorted(sent)[:7]
+
+            for email in bouncing[:6]:
+                await hard_bounce(receiver, sent[email], email)
+            row, _ = await june(stack)
+            assert (row.status, row.pause_reason) == (BroadcastStatus.SENDING, "")  # 5.0 %
+            with caplog.at_level(logging.WARNING, logger="newsletter.inbound"):
+                await hard_bounce(receiver, sent[bouncing[6]], bouncing[6])
+
+            row, counts = await june(stack)
+            assert row.status == BroadcastStatus.PAUSED
+            assert row.pause_reason.startswith(
+                "paused by the bounce rate: 7 of 120 sent (5.8%) bounced hard"
+            )
+            [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+            assert warning.getMessage().startswith(f"Newsletter issue {JUNE} paused by the bounce")
+            assert counts == Counter({DeliveryStatus.SENT: 120, DeliveryStatus.QUEUED: 120})
+
+            # Hours pass: the rest of the issue waits.
+            smtp_server.messages.clear()
+            await stack.run_for(timedelta(days=1))
+            assert smtp_server.messages == []
+
+            await resume(stack)
+            await stack.run()
+            row, counts = await june(stack)
+            assert (row.status, row.pause_reason) == (BroadcastStatus.SENDING, "")
+            assert counts == Counter({DeliveryStatus.SENT: 240})
+            assert len(smtp_server.messages) == 120
+
+    run(scenario())
+
+
+def test_an_issue_pauses_past_one_complaint_in_a_thousand_once_it_has_sent_100(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        config = config_for(settings, tmp_path, max_per_hour=60)
+        async with running(config, smtp_server) as receiver:
+            stack = receiver.stack
+            await readers(stack, 150)
+            await send(stack, issue(tmp_path))
+            await stack.run()
+            first = await issue_sent(stack)
+            email = min(first)
+            await complaint(receiver, first[email], email)
+            row, _ = await june(stack)
+            assert (row.status, row.pause_reason) == (BroadcastStatus.SENDING, "")  # 60 sent
+
+            stack.clock.advance(NEXT_HOUR)
+            await stack.run()
+            second = {e: d for e, d in (await issue_sent(stack)).items() if e not in first}
+            email = min(second)
+            await complaint(receiver, second[email], email)
+
+            row, counts = await june(stack)
+            assert row.status == BroadcastStatus.PAUSED
+            assert row.pause_reason.startswith(
+                "paused by the complaint rate: 2 of 120 sent (1.67%) were reported as spam"
+            )
+            stack.clock.advance(NEXT_HOUR)
+            await stack.run()
+            assert counts == (await june(stack))[1]
+            assert counts == Counter({DeliveryStatus.SENT: 120, DeliveryStatus.QUEUED: 30})
+
+    run(scenario())
+
+
+def test_a_resumed_issue_counts_afresh_and_old_bounces_pause_it_no_more(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        config = config_for(settings, tmp_path, max_per_hour=120)
+        async with running(config, smtp_server) as receiver:
+            stack = receiver.stack
+            await readers(stack, 240)
+            await send(stack, issue(tmp_path))
+            await stack.run()
+            before = await issue_sent(stack)
+            stack.clock.advance(timedelta(minutes=10))  # the bounces come back
+            for email in sorted(before)[:7]:
+                await hard_bounce(receiver, before[email], email)
+            assert (await june(stack))[0].status == BroadcastStatus.PAUSED
+
+            stack.clock.advance(timedelta(minutes=20))  # the admin looks into it
+            await resume(stack)
+            stack.clock.advance(NEXT_HOUR)
+            await stack.run()
+            after = {e: d for e, d in (await issue_sent(stack)).items() if e not in before}
+            assert len(after) == 120
+            # 6 of the 120 sent since the resume (5.0 %), and a late bounce of a copy sent
+            # before the pause: counting from the start it would be 14 of 240 (5.8 %).
+            late = sorted(before)[7]
+            await hard_bounce(receiver, before[late], late)
+            bouncing = sorted(after)[:7]
+            for email in bouncing[:6]:
+                await hard_bounce(receiver, after[email], email)
+            row, _ = await june(stack)
+            assert (row.status, row.pause_reason) == (BroadcastStatus.SENDING, "")
+
+            # One more of its own since the resume passes 5 % again.
+            await hard_bounce(receiver, after[bouncing[6]], bouncing[6])
+            row, _ = await june(stack)
+            assert row.status == BroadcastStatus.PAUSED
+            assert row.pause_reason.startswith("paused by the bounce rate: 7 of 120 sent")
 
     run(scenario())
