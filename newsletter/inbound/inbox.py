@@ -421,9 +421,10 @@ async def _soft_bounced_deliveries(
 async def _count_events(
     session: AsyncSession, where: object, kind: MailEventKind, since: datetime
 ) -> int:
+    """Messages that drew a report of this kind since then, each once: a complaint from
+    the mailbox provider and another from its feedback loop are one message's."""
     count = await session.scalar(
-        select(func.count())
-        .select_from(MailEvent)
+        select(func.count(distinct(MailEvent.delivery_id)))
         .where(where)  # type: ignore[arg-type]
         .where(MailEvent.kind == kind)
         .where(MailEvent.received_at >= since)

@@ -439,6 +439,29 @@ def test_a_course_pauses_when_its_complaints_pass_the_threshold(settings, tmp_pa
     run(scenario())
 
 
+def test_two_reports_about_one_message_count_once_towards_the_course_rate(
+    settings, tmp_path, smtp_server
+):
+    async def scenario() -> None:
+        config = config_for(settings, tmp_path, rate_min_sent=4, max_complaint_rate=0.3)
+        async with running(config, smtp_server) as receiver:
+            stack = receiver.stack
+            emails = [f"reader{n}@example.com" for n in range(4)]
+            ids = await lessons_out(stack, emails)
+            delivery = await welcome(stack, ids[emails[0]])
+            for source in ("arf-yahoo-aol", "arf-jmrp"):  # two loops, one message
+                complaint = report_about(source, delivery, emails[0])
+                assert (await receiver.deliver(complaint, RETURN_PATH))[0] == 250
+
+            assert len(await events(stack)) == 2
+            async with stack.sessions() as session:
+                sequence = await session.scalar(select(Sequence))
+                assert sequence is not None
+                assert sequence.status == SequenceStatus.LIVE  # 1 of 4, within 30 %
+
+    run(scenario())
+
+
 # --- unsubscribes by mail ------------------------------------------------------------------
 
 
