@@ -105,7 +105,8 @@ def broadcast_send(
             Text.assemble(
                 "Would send ",
                 literal(issue.subject),
-                f" to {plural(total, 'subscriber')} ({segment}) {due}. Nothing was queued.",
+                f" to {plural(total, 'subscriber')} ({segment}) {due}"
+                f"{_own_cap(issue.max_per_subscriber_per_day)}. Nothing was queued.",
             )
         )
         return
@@ -121,6 +122,13 @@ def _parse_at(text: str) -> datetime | WallTime:
         return parse_send_at(text)
     except ValueError as exc:
         raise NewsletterError(f"--at: {exc}") from None
+
+
+def _own_cap(cap: int | None) -> str:
+    """An issue's own daily cap per person, in words; "" when it has config's."""
+    if cap is None:
+        return ""
+    return ", never held back by the daily cap" if not cap else f", under a daily cap of {cap}"
 
 
 def _when(due_at: datetime, local_send_at: datetime | None) -> str:
@@ -199,7 +207,9 @@ def broadcast_show(
     state = run(follow)
     out.print(Text.assemble("subject: ", literal(state["subject"])))
     out.print(Text.assemble("to: ", literal(state["segment"])))
-    out.print(f"due {_when(state['due_at'], state['local_send_at'])}")
+    out.print(
+        f"due {_when(state['due_at'], state['local_send_at'])}{_own_cap(state['max_per_day'])}"
+    )
     if state["pause_reason"]:
         out.print(_paused_line(state))
 
@@ -216,6 +226,7 @@ def _fields(broadcast: Broadcast, counts: Any) -> dict[str, Any]:
         "audience": broadcast.audience or sum(counts.values()),
         "counts": dict(counts),
         "pause_reason": broadcast.pause_reason,
+        "max_per_day": broadcast.max_per_day,  #: its own daily cap per person; None: config's
     }
 
 

@@ -131,3 +131,18 @@ def test_at_without_an_offset_is_a_local_time_and_with_one_an_instant(admin, tmp
     assert "to 0 subscribers (all) at 2030-11-10 06:30 UTC. Nothing was queued." in instant
     assert wrong.returncode == 1
     assert "--at: 'soon' is not a date and time such as 2026-12-10T09:00" in wrong.stderr
+
+
+def test_an_issue_with_a_cap_of_its_own_says_so(admin, tmp_path: Path):
+    issue = tmp_path / "2030-10.md"
+    issue.write_text(
+        "---\nsubject: Urgent\npreheader: News\nmax_per_subscriber_per_day: 0\n---\nHello.\n",
+        encoding="utf-8",
+    )
+
+    dry = ok(admin("broadcast", "send", str(issue), "--dry-run"))
+    ok(admin("broadcast", "send", str(issue)))
+    shown = ok(admin("broadcast", "show", "2030-10"))
+
+    assert ", never held back by the daily cap. Nothing was queued." in dry
+    assert ", never held back by the daily cap" in shown
