@@ -20,9 +20,7 @@ def upgrade() -> None:
     with op.batch_alter_table("broadcasts", schema=None) as batch_op:
         batch_op.add_column(sa.Column("max_per_day", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("local_send_at", sa.DateTime(), nullable=True))
-        batch_op.add_column(
-            sa.Column("pause_reason", sa.Text(), nullable=False, server_default="")
-        )
+        batch_op.add_column(sa.Column("pause_reason", sa.Text(), nullable=False, server_default=""))
 
 
 def downgrade() -> None:
