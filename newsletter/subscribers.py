@@ -134,8 +134,8 @@ async def import_subscribers(
     return int(after or 0) - int(before or 0)
 
 
-#: The columns of `subscribers export`. An import reads the first three (and a `tags`
-#: column, which an export does not write yet) and ignores the rest.
+#: The columns of `subscribers export`. An import reads the first three and `tags`, and
+#: ignores the rest.
 EXPORT_COLUMNS = (
     "email",
     "first_name",
@@ -153,6 +153,7 @@ EXPORT_COLUMNS = (
     "consent_confirmed_ip",
     "consent_source",  # the file an import came from
     "courses",  # "slug: status" for each enrollment, separated by "; "
+    "tags",  # separated by spaces, as an import reads them
 )
 #: Rows fetched at a time while exporting: memory stays flat however long the list.
 EXPORT_BATCH = 1000
@@ -162,9 +163,14 @@ _CONSENT_KEYS = ("form", "version", "given_at", "ip", "confirmed_at", "confirmed
 async def export_rows(session: AsyncSession) -> AsyncIterator[list[str]]:
     """Every subscriber, oldest first, as a row of EXPORT_COLUMNS (times in ISO 8601).
 
-    Plain rows stream from the database EXPORT_BATCH at a time, one per enrollment:
-    no ORM object is made, so nothing piles up in the session."""
+    Plain rows stream from the database EXPORT_BATCH at a time, one per enrollment, each
+    with its subscriber's tags: no ORM object is made, so nothing piles up in the session."""
     people, enrollments = subscribers_table.c, enrollments_table.c
+    tags = (
+        select(func.aggregate_strings(SubscriberTag.tag, " "))
+        .where(SubscriberTag.subscriber_id == people.id)
+        .scalar_subquery()
+    )
     query = (
         select(
             people.id,
@@ -176,6 +182,7 @@ async def export_rows(session: AsyncSession) -> AsyncIterator[list[str]]:
             people.confirmed_at,
             people.unsubscribed_at,
             people.consent,
+            tags.label("tags"),
             Sequence.slug,
             enrollments.status.label("course_status"),
         )
@@ -213,6 +220,8 @@ def _export_row(person: Any, courses: list[str]) -> list[str]:
         _iso(person.unsubscribed_at),
         *("" if consent.get(key) is None else str(consent[key]) for key in _CONSENT_KEYS),
         "; ".join(courses),
+        # The database joins them in no promised order; a tag holds no space.
+        " ".join(sorted((person.tags or "").split())),
     ]
 
 

@@ -514,7 +514,7 @@ def _undecodable_line(path: Path) -> int:
 def subscribers_export(
     out_path: Annotated[Path | None, typer.Option("--out", help="CSV file; default stdout")] = None,
 ) -> None:
-    """Export every subscriber as CSV (UTF-8), with consent and courses. A cell that a
+    """Export every subscriber as CSV (UTF-8), with consent, courses and tags. A cell that a
     spreadsheet would take for a formula (=, +, -, @, tab, CR) starts with a ' instead."""
     config = settings()
 

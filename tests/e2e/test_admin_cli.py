@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import signal
 import socket
@@ -14,7 +15,9 @@ from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 
 import pytest
+from sqlalchemy import create_engine, insert, select
 
+from newsletter.db.models import Subscriber, SubscriberTag
 from newsletter.delivery.transport import list_outbox
 from tests.conftest import COURSE_SLUG, REPO
 from tests.e2e.conftest import admin_in, ok
@@ -195,6 +198,53 @@ def test_export_writes_formulas_as_text_and_imports_back_as_it_was(admin, tmp_pa
     assert [(s["email"], s["first_name"], s["timezone"]) for s in again] == [
         ("zoe@example.com", "Zoë 用户", "Asia/Tokyo"),
         ("-dash@example.com", formula, None),
+    ]
+
+
+def test_export_carries_tags_that_an_import_elsewhere_restores(admin, tmp_path):
+    people = tmp_path / "people.csv"
+    people.write_text(
+        'email,tags\r\nana@example.com,"vip, baker"\r\nbo@example.com,baker\r\n'
+        "cy@example.com,\r\ndi@example.com,\r\n",
+        encoding="utf-8",
+    )
+    ok(admin("subscribers", "import", str(people)))
+    ok(admin("subscribers", "tag", "cy@example.com", "late-joiner"))
+    # A tag no command takes, as another program writing to the database could leave one.
+    hostile = '=HYPERLINK("https://evil.test","x")'
+    engine = create_engine(f"sqlite:///{tmp_path / 'newsletter.db'}")
+    with engine.begin() as connection:
+        di = select(Subscriber.id).where(Subscriber.email == "di@example.com").scalar_subquery()
+        connection.execute(
+            insert(SubscriberTag).values(subscriber_id=di, tag=hostile, created_at=MONDAY_9AM)
+        )
+    engine.dispose()
+
+    exported = tmp_path / "export.csv"
+    ok(admin("subscribers", "export", "--out", str(exported)))
+    elsewhere = admin_in(tmp_path / "elsewhere")
+    imported = elsewhere("subscribers", "import", str(exported))
+    again = ok(elsewhere("subscribers", "export"))
+    bakers = json.loads(ok(elsewhere("subscribers", "list", "--segment", "tag:baker", "--json")))
+
+    with exported.open(newline="", encoding="utf-8") as handle:
+        first = {row["email"]: row["tags"] for row in csv.DictReader(handle)}
+    assert first == {
+        "ana@example.com": "baker vip",
+        "bo@example.com": "baker",
+        "cy@example.com": "late-joiner",
+        "di@example.com": "'" + hostile,  # text to a spreadsheet, not a formula
+    }
+    # The import judges an exported tag as any other: the row of one that is not a tag is
+    # refused at its line, and the others come in with theirs.
+    assert imported.returncode == 1
+    assert f"""{exported}:5: '=HYPERLINK("https://evil.test"' is not a tag""" in imported.stderr
+    assert "Imported 3 new subscribers from 4 rows." in imported.stdout
+    second = {row["email"]: row["tags"] for row in csv.DictReader(io.StringIO(again))}
+    assert second == {email: tags for email, tags in first.items() if email != "di@example.com"}
+    assert sorted(s["email"] for s in bakers["subscribers"]) == [
+        "ana@example.com",
+        "bo@example.com",
     ]
 
 

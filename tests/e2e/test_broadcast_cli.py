@@ -1,12 +1,25 @@
 """An issue of the newsletter through the real commands: a dry run, the send, a rerun that
-queues nobody twice, the workers' pass into the development outbox, and its progress."""
+queues nobody twice, the workers' pass into the development outbox, its progress, and a
+worker killed in the middle of sending it to 10,000 people."""
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+from sqlalchemy import create_engine, func, select
+
+from newsletter.db.models import Delivery, DeliveryStatus, Subscriber
+from tests.conftest import REPO
 from tests.e2e.conftest import ok
+from tests.e2e.test_crash import stop, wait_until
+from tests.smtpd import SmtpServer
 
 COURSE = "leg-weakness-after-microdiscectomy"
 
@@ -146,3 +159,127 @@ def test_an_issue_with_a_cap_of_its_own_says_so(admin, tmp_path: Path):
 
     assert ", never held back by the daily cap. Nothing was queued." in dry
     assert ", never held back by the daily cap" in shown
+
+
+# --- a worker killed mid-send ------------------------------------------------------------
+
+READERS = 10_000
+#: The shipped [sending] record_every; more connections than the shipped 2 keep the relay
+#: busy while the worker builds the next messages, which sends the 10,000 a third faster.
+RECORD_EVERY = 50
+CONNECTIONS = 8
+#: docs/delivery.md: a crash re-sends at most record_every + connections messages.
+CRASH_BOUND = RECORD_EVERY + CONNECTIONS
+#: The first worker dies right after the relay's 250 for this message, before recording it.
+KILL_AT = 4_000
+#: Generous for a relay on loopback: a reply given up on would be sent again, a duplicate
+#: that is no crash's.
+SMTP_TIMEOUT_S = 4
+#: The least the settings allow (twice the two timeouts): the dead worker's claims are
+#: taken over this long after its last heartbeat, while the new worker sends what was
+#: still queued.
+LEASE_S = 2 * (SMTP_TIMEOUT_S + SMTP_TIMEOUT_S)
+#: How long each worker may take: 10,000 messages through a Python SMTP server can take
+#: a minute or two on a busy machine, past the suite's usual 120 s a test.
+SLOW_S = 240
+
+
+class Deliveries:
+    """What the database says of the issue's deliveries, read while workers write it (with
+    the driver's own transactions, which take no lock to read a WAL database)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.engine = create_engine(f"sqlite:///{folder / 'newsletter.db'}")
+
+    def statuses(self) -> Counter[str]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(Delivery.status, func.count()).group_by(Delivery.status)
+            )
+            return Counter({status: count for status, count in rows})
+
+    def recipients(self, status: DeliveryStatus) -> set[str]:
+        with self.engine.connect() as connection:
+            return set(
+                connection.scalars(
+                    select(Subscriber.email)
+                    .join(Delivery, Delivery.subscriber_id == Subscriber.id)
+                    .where(Delivery.status == status)
+                )
+            )
+
+
+@pytest.fixture
+def deliveries(tmp_path: Path) -> Iterator[Deliveries]:
+    reader = Deliveries(tmp_path)
+    yield reader
+    reader.engine.dispose()
+
+
+@pytest.mark.timeout(2 * SLOW_S)
+def test_a_worker_killed_mid_send_to_10000_loses_nobody_and_repeats_within_the_crash_bound(
+    admin, tmp_path: Path, smtp_server: SmtpServer, deliveries: Deliveries
+):
+    readers = [f"reader{n}@example.com" for n in range(READERS)]
+    people = tmp_path / "people.csv"
+    people.write_text("email\r\n" + "".join(f"{a}\r\n" for a in readers), encoding="utf-8")
+    ok(admin("subscribers", "import", str(people)))
+    issue = tmp_path / "2026-09.md"
+    issue.write_text(
+        "---\nsubject: September news\npreheader: Autumn\n---\nHello.\n", encoding="utf-8"
+    )
+    ok(admin("broadcast", "send", str(issue)))
+    log = tmp_path / "workers.log"
+    relay = {
+        "NEWSLETTER_SMTP__HOST": smtp_server.host,
+        "NEWSLETTER_SMTP__PORT": str(smtp_server.port),
+        "NEWSLETTER_SMTP__TLS": "none",
+        "NEWSLETTER_SMTP__ALLOW_HTTP_LINKS": "true",
+        "NEWSLETTER_SENDING__RECORD_EVERY": str(RECORD_EVERY),
+        "NEWSLETTER_SENDING__CONNECTIONS": str(CONNECTIONS),
+        "NEWSLETTER_SENDING__MAX_PER_SECOND": "100000",
+        "NEWSLETTER_SENDING__LEASE_S": str(LEASE_S),
+        "NEWSLETTER_SENDING__SMTP_TIMEOUT_S": str(SMTP_TIMEOUT_S),
+        "NEWSLETTER_SENDING__SMTP_DATA_TIMEOUT_S": str(SMTP_TIMEOUT_S),
+        "NEWSLETTER_SCHEDULE__TICK_S": "0.2",
+    }
+
+    def worker(**env: str) -> subprocess.Popen[bytes]:
+        with log.open("ab") as output:
+            return subprocess.Popen(
+                [sys.executable, "-m", "newsletter", "worker"],
+                cwd=REPO,
+                env=admin.env | relay | env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+
+    first = worker(NEWSLETTER_FAILPOINTS=f"dispatch.after_accept=kill@{KILL_AT}")
+    assert stop(first, timeout_s=SLOW_S) == -signal.SIGKILL, log.read_text()
+    at_kill = deliveries.statuses()
+    unrecorded = deliveries.recipients(DeliveryStatus.SENDING)
+    second = worker()
+    try:
+        wait_until(lambda: deliveries.statuses()[DeliveryStatus.SENT] == READERS, SLOW_S)
+        second.send_signal(signal.SIGTERM)
+        assert stop(second) == 0, log.read_text()
+    finally:
+        if second.poll() is None:
+            second.kill()
+
+    # It died mid-send, with mail the relay had taken and it had not yet recorded.
+    assert KILL_AT - CRASH_BOUND <= at_kill[DeliveryStatus.SENT] < KILL_AT
+    assert at_kill[DeliveryStatus.SENDING] > 0
+    assert at_kill[DeliveryStatus.QUEUED] > 0
+    # The new worker sent the rest, and stopped cleanly with nothing left unrecorded.
+    assert deliveries.statuses() == {DeliveryStatus.SENT: READERS}
+    assert "Stopped on SIGTERM: every send under way finished" in log.read_text()
+    # What the relay received: everyone, once; twice only for what the dead worker had not
+    # recorded, and never more of them than docs/delivery.md's bound.
+    received = Counter(rcpt for _, rcpts, _ in smtp_server.messages for rcpt in rcpts)
+    twice = {address for address, count in received.items() if count > 1}
+    assert set(received) == set(readers)
+    assert max(received.values()) == 2
+    assert twice <= unrecorded
+    assert 1 <= len(twice) <= CRASH_BOUND  # the message whose 250 the kill cut off, at least
+    assert all(b"\r\nSubject: September news\r\n" in data for _, _, data in smtp_server.messages)

@@ -1,5 +1,6 @@
 """Subscribers to and from CSV on real databases (SQLite, and PostgreSQL where one answers):
-export rows with consent and courses, streamed; imports keep the first of an address."""
+export rows with consent, courses and tags, streamed; imports keep the first of an
+address."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from newsletter.subscribers import (
     EXPORT_COLUMNS,
     NewSubscriber,
     add_subscriber,
+    add_tags,
     export_rows,
     import_subscribers,
 )
@@ -76,6 +78,8 @@ async def populate(url: str, tmp_path: Path) -> None:
             )
             for sequence_id in sequences:
                 await queries.enroll(session, subscriber.id, sequence_id, NOW)
+            if email == "ana@example.com":
+                await add_tags(session, [(subscriber.id, "vip"), (subscriber.id, "baker")], NOW)
         await session.execute(
             update(Enrollment)
             .where(Enrollment.sequence_id == second_id)
@@ -98,7 +102,7 @@ async def export(url: str) -> tuple[list[dict[str, str]], int]:
     return rows, most_held
 
 
-def test_export_has_consent_and_course_columns_and_keeps_no_objects(database_url, tmp_path):
+def test_export_has_consent_course_and_tag_columns_and_keeps_no_objects(database_url, tmp_path):
     asyncio.run(populate(database_url, tmp_path))
     rows, most_held = asyncio.run(export(database_url))
     assert most_held == 0
@@ -124,6 +128,7 @@ def test_export_has_consent_and_course_columns_and_keeps_no_objects(database_url
         "consent_confirmed_ip": "203.0.113.8",
         "consent_source": "",
         "courses": f"another-course: completed; {COURSE_SLUG}: active",
+        "tags": "baker vip",  # once, though ana is on two courses; as an import reads them
     }
     assert (bo["consent_form"], bo["consent_given_at"], bo["consent_source"]) == (
         "admin command line",
@@ -131,6 +136,7 @@ def test_export_has_consent_and_course_columns_and_keeps_no_objects(database_url
         "people.csv",
     )
     assert bo["courses"] == ""
+    assert bo["tags"] == cy["tags"] == ""
     # Cells come out as stored: making them safe for spreadsheets is the writer's job.
     assert bo["first_name"] == '=HYPERLINK("https://evil.test","x")'
     assert cy["consent_form"] == ""
