@@ -104,8 +104,13 @@ def run(coroutine: Callable[[], Awaitable[T]]) -> T:
 
 
 def main() -> None:
+    reporting_errors(app)
+
+
+def reporting_errors(command: Callable[[], object]) -> None:
+    """Run `command`; what goes wrong ends the process with one line, never a traceback."""
     try:
-        app()
+        command()
     except NewsletterError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         sys.exit(1)

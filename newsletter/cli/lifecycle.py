@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 import sys
-from types import TracebackType
+from collections.abc import Callable
+from types import FrameType, TracebackType
 
 from newsletter import failpoints
+from newsletter.logs import log_event
 
 log = logging.getLogger("newsletter")
 
@@ -41,7 +46,9 @@ class StopSignals:
     """While entered, SIGTERM and SIGINT set `requested`, and a second one `forced`, instead
     of ending the process (or raising KeyboardInterrupt in the middle of a send)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, only_sigterm: bool = False) -> None:
+        #: SIGINT left alone: a process of `web --workers` hears its stop from its parent.
+        self._signals = (signal.SIGTERM,) if only_sigterm else _STOP_SIGNALS
         self.requested = asyncio.Event()
         self.forced = asyncio.Event()
         #: The first signal's name, for the last log line.
@@ -50,7 +57,7 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         self._loop = asyncio.get_running_loop()
-        for number in _STOP_SIGNALS:
+        for number in self._signals:
             self._loop.add_signal_handler(number, self._received, number)
         return self
 
@@ -61,7 +68,7 @@ class StopSignals:
         traceback: TracebackType | None,
     ) -> None:
         assert self._loop is not None
-        for number in _STOP_SIGNALS:
+        for number in self._signals:
             self._loop.remove_signal_handler(number)
 
     def _received(self, number: int) -> None:
@@ -70,3 +77,64 @@ class StopSignals:
             self.requested.set()
         else:
             self.forced.set()
+
+
+def supervise(count: int, serve: Callable[[], None]) -> int:
+    """Run `serve` in `count` processes forked from this one until SIGTERM or SIGINT, which
+    each of them hears as SIGTERM (a second signal as a second SIGTERM, which forces them).
+    If one ends by itself, the others are stopped and the exit code is 1: the service
+    manager then restarts the whole, rather than this loop restarting a process that may
+    fail again at once. Returns 0 when every process stopped cleanly when asked."""
+    processes: list[multiprocessing.process.BaseProcess] = []
+    stops = 0
+
+    def stop_all(number: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
+        nonlocal stops
+        stops += 1
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+
+    previous = {number: signal.signal(number, stop_all) for number in _STOP_SIGNALS}
+    ended_by_itself: int | None = None
+    try:
+        forked = multiprocessing.get_context("fork")
+        processes += [
+            forked.Process(target=_child, args=(serve,), name=f"newsletter-web-{n + 1}")
+            for n in range(count)
+        ]
+        for process in processes:
+            process.start()
+        while alive := [p for p in processes if p.is_alive()]:
+            multiprocessing.connection.wait([p.sentinel for p in alive], timeout=1)
+            if stops or ended_by_itself is not None:
+                continue
+            ended = next((p for p in processes if p.exitcode is not None), None)
+            if ended is not None:
+                ended_by_itself = ended.exitcode
+                log_event(
+                    log,
+                    logging.ERROR,
+                    f"A web process ended by itself (exit code {ended.exitcode}); "
+                    "stopping the others.",
+                    "worker_process_ended",
+                )
+                stop_all()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if ended_by_itself is not None:
+        return 1
+    # Ended by the SIGTERM itself: it came before that process had started serving, so
+    # nothing was under way in it.
+    return 0 if all(p.exitcode in (0, -signal.SIGTERM) for p in processes) else 1
+
+
+def _child(serve: Callable[[], None]) -> None:
+    # The parent's handlers were copied by the fork: its SIGTERM is this process's stop,
+    # and Ctrl-C's SIGINT (sent to the whole process group) reaches it through the parent.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from newsletter.cli.app import reporting_errors  # the CLI's app imports this module
+
+    reporting_errors(serve)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
@@ -222,9 +223,11 @@ def log_stopped(signals: StopSignals, stopped: Stopped) -> None:
     log_event(log, level, f"Stopped{on}: {stopped}", "stopped")
 
 
-async def serve_until_stopped(server: uvicorn.Server) -> None:
+async def serve_until_stopped(
+    server: uvicorn.Server, sockets: list[socket.socket] | None = None
+) -> None:
     try:
-        await server.serve()
+        await server.serve(sockets)
     except SystemExit:  # uvicorn's answer to a port in use, after logging why
         raise NewsletterError("the web app could not start; see the line above") from None
 

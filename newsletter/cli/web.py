@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from html import escape
 from typing import Annotated
 
@@ -11,7 +13,7 @@ import typer
 
 from newsletter.cli.admin import database
 from newsletter.cli.app import app, out, run, settings
-from newsletter.cli.lifecycle import StopSignals, configure_logging
+from newsletter.cli.lifecycle import StopSignals, configure_logging, supervise
 from newsletter.cli.running import build_links, serve_until_stopped
 from newsletter.clock import SystemClock
 from newsletter.config import Settings
@@ -33,42 +35,86 @@ def web(
         str | None,
         typer.Option(help="Sequence slug to sign people up for [default: the oldest live one]"),
     ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Processes answering requests: one per core")
+    ] = 1,
 ) -> None:
     """Run the web app alone: signup, confirmation, unsubscribe and preference pages."""
     config = settings()
+    if workers == 1:
+        run(lambda: _serve(config, host, port, course))
+        return
+    configure_logging()
+    listening = _listen(host, port)
+    out.print(
+        f"Serving the signup pages on http://{host}:{port}/ from {workers} processes. Ctrl-C stops."
+    )
+    code = supervise(
+        workers, lambda: run(lambda: _serve(config, host, port, course, listening, quiet=True))
+    )
+    if code:
+        raise typer.Exit(code)
+
+
+async def _serve(
+    config: Settings,
+    host: str,
+    port: int,
+    course: str | None,
+    listening: socket.socket | None = None,
+    *,
+    quiet: bool = False,
+) -> None:
+    """The web app in this process until SIGTERM or SIGINT; on `listening` when given (a
+    socket the processes of `--workers` share), else on host and port."""
     from newsletter.web.app import create_app, web_server  # imported by the commands that serve
 
-    async def work() -> None:
-        configure_logging()
-        async with database(config) as sessions, prompt_writes(sessions) as writes:
-            links = build_links(config)
-            application = create_app(
-                config, sessions, SystemClock(), links, sequence_slug=course, writes=writes
-            )
-            server = web_server(application, host, port, grace_s=config.sending.shutdown_grace_s)
-            out.print(f"Serving the signup pages on http://{host}:{port}/. Ctrl-C stops.")
-            with StopSignals() as signals:
-                serving = asyncio.ensure_future(serve_until_stopped(server))
-                stopping = asyncio.ensure_future(signals.requested.wait())
-                await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                server.should_exit = True
-                forcing = asyncio.ensure_future(signals.forced.wait())
-                await asyncio.wait({serving, forcing}, return_when=asyncio.FIRST_COMPLETED)
-                if forcing.done():
-                    server.force_exit = True
-                forcing.cancel()
-                stopping.cancel()
-                await serving
-        answered = "were cut off" if signals.forced.is_set() else "were answered"
-        log_event(
-            log,
-            logging.INFO,
-            f"Stopped{f' on {signals.name}' if signals.name else ''}: "
-            f"the requests under way {answered}.",
-            "stopped",
+    configure_logging()
+    async with database(config) as sessions, prompt_writes(sessions) as writes:
+        links = build_links(config)
+        application = create_app(
+            config, sessions, SystemClock(), links, sequence_slug=course, writes=writes
         )
+        server = web_server(application, host, port, grace_s=config.sending.shutdown_grace_s)
+        if not quiet:
+            out.print(f"Serving the signup pages on http://{host}:{port}/. Ctrl-C stops.")
+        # A process of --workers hears its stop from the one that started it: Ctrl-C's
+        # SIGINT reaches the whole process group, and would otherwise count twice.
+        with StopSignals(only_sigterm=listening is not None) as signals:
+            if quiet:
+                log_event(log, logging.INFO, f"Process {os.getpid()} answers.", "web_started")
+            sockets = [listening] if listening is not None else None
+            serving = asyncio.ensure_future(serve_until_stopped(server, sockets))
+            stopping = asyncio.ensure_future(signals.requested.wait())
+            await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            server.should_exit = True
+            forcing = asyncio.ensure_future(signals.forced.wait())
+            await asyncio.wait({serving, forcing}, return_when=asyncio.FIRST_COMPLETED)
+            if forcing.done():
+                server.force_exit = True
+            forcing.cancel()
+            stopping.cancel()
+            await serving
+    answered = "were cut off" if signals.forced.is_set() else "were answered"
+    log_event(
+        log,
+        logging.INFO,
+        f"Stopped{f' on {signals.name}' if signals.name else ''}: "
+        f"the requests under way {answered}.",
+        "stopped",
+    )
 
-    run(work)
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The socket every process of --workers accepts on, bound before any is started so
+    that a port in use is said once, here."""
+    try:
+        listening = socket.create_server((host, port), backlog=2048, reuse_port=False)
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise NewsletterError(f"cannot listen on {host}:{port}: {why}") from None
+    listening.set_inheritable(True)
+    return listening
 
 
 @app.command("form-snippet")
