@@ -113,7 +113,7 @@ def copy_order(metadata: MetaData = Base.metadata) -> list[TableCopy]:
     """Every table of the schema, each after the tables it refers to. A cycle of foreign
     keys is broken only where the schema says so (use_alter) on a column that may be NULL;
     anything else is an error, not a guess."""
-    ordered = sort_tables_and_constraints(metadata.tables.values())
+    ordered = sort_tables_and_constraints(metadata.tables.values())  # type: ignore[no-untyped-call]
     later: dict[Table, list[Column[Any]]] = {}
     for table, constraints in ordered:
         if table is not None:
@@ -384,7 +384,11 @@ def _postgresql_refusals(table: Table) -> Callable[[dict[str, Any]], None]:
     """A check of each row for text PostgreSQL would refuse or a driver would have to
     change: a NUL character (PostgreSQL text cannot hold one), or more characters than the
     column's length (SQLite never enforces it). Refused with the row named, never cut."""
-    texts = [(column.key, column.type.length) for column in table.columns if _is_text(column)]
+    texts = [
+        (column.key, column.type.length)
+        for column in table.columns
+        if isinstance(column.type, String)
+    ]
 
     def refuse(values: dict[str, Any]) -> None:
         for key, length in texts:
@@ -404,10 +408,6 @@ def _postgresql_refusals(table: Table) -> Callable[[dict[str, Any]], None]:
                 )
 
     return refuse
-
-
-def _is_text(column: Column[Any]) -> bool:
-    return isinstance(column.type, String)
 
 
 def _row_name(table: Table, values: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ from newsletter import signup
 from newsletter.config import Settings
 from newsletter.db import queries
 from newsletter.db.copy import copy_database, copy_order
-from newsletter.db.models import Base, Subscriber, SubscriberStatus
+from newsletter.db.models import Base, SubscriberStatus
 from newsletter.db.session import create_sync_engine
 from newsletter.errors import NewsletterError
 from newsletter.inbound.inbox import Inbox
@@ -27,13 +27,13 @@ from newsletter.tokens import Tokens
 from tests.conftest import REPO
 from tests.integration.harness import SECRET, Stack, settings_for, shipped_course
 from tests.integration.test_broadcasts import issue, send
-from tests.integration.test_postgres import postgres_url  # noqa: F401  (a fixture)
+from tests.integration.test_postgres import postgres_url as postgres_url  # a fixture
 from tests.smtpd import SmtpServer
 
 START = datetime(2026, 6, 8, 8, 0, 0, 123456, tzinfo=UTC)
 CONSENT = {
     "form": "signup-page",
-    "text": "Schick mir den Kurs – „jederzeit“ abbestellbar 📨 日本語",
+    "text": "Schick mir den Kurs \u2013 \u201ejederzeit\u201c abbestellbar 📨 日本語",
     "given_at": "2026-06-01T10:00:00+00:00",
     "ip": "203.0.113.7",
     "nested": {"list": [1, 2.5, None, True], "nul in json": "a\x00b"},
@@ -171,7 +171,8 @@ def test_a_list_copied_to_postgresql_and_back_keeps_every_row_and_the_worker_goe
     assert {check.name for check in report.tables} == set(Base.metadata.tables)
     assert rows_of(postgres_url) == original
     hostile = next(row for row in original["subscribers"] if row[1] == "hostile@example.com")
-    assert hostile[2] == HOSTILE_NAME and hostile[5] == CONSENT
+    assert hostile[2] == HOSTILE_NAME
+    assert hostile[5] == CONSENT
     assert hostile[6] == START.isoformat()  # aware UTC, to the microsecond
     assert next_delivery_id_floor(postgres_url) == high_water
 
@@ -198,7 +199,8 @@ def test_a_list_copied_to_postgresql_and_back_keeps_every_row_and_the_worker_goe
     asyncio.run(go_on())
     after = rows_of(postgres_url)
     new = [row for row in after["deliveries"] if row[0] not in sent_before]
-    assert new and min(row[0] for row in new) > high_water
+    assert new
+    assert min(row[0] for row in new) > high_water
     lessons = [(row[1], row[5]) for row in after["deliveries"] if row[5] is not None]
     assert len(lessons) == len(set(lessons))  # no lesson twice to anyone
     for reader in (1, 2, 3):

@@ -48,5 +48,5 @@ def test_a_cycle_broken_on_a_column_that_may_not_be_null_is_an_error() -> None:
     Table(
         "b", metadata, Column("id", Integer, primary_key=True), Column("a_id", ForeignKey("a.id"))
     )
-    with pytest.raises(NewsletterError, match="b_id closes a cycle .* may not be NULL"):
+    with pytest.raises(NewsletterError, match=r"b_id closes a cycle .* may not be NULL"):
         copy_order(metadata)
