@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 import typer
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 from rich.text import Text
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -37,6 +38,7 @@ from newsletter.content.check import check_course
 from newsletter.content.lessons import format_duration
 from newsletter.courses import queue_course, set_sequence_status
 from newsletter.db import queries
+from newsletter.db.copy import copy_database
 from newsletter.db.models import (
     Delivery,
     DeliveryStatus,
@@ -118,6 +120,84 @@ def db_upgrade() -> None:
     """Apply pending schema migrations (run this before starting PostgreSQL workers)."""
     upgrade_database(settings().database.url)
     out.print("Database schema is up to date.")
+
+
+class _CopyProgress:
+    """Each table on stderr: a bar on a terminal, and one line when it is copied; in a log,
+    a line every PROGRESS_EVERY_S of a long table too."""
+
+    PROGRESS_EVERY_S = 10.0
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.task: TaskID | None = None
+        self.said = 0.0
+
+    def table_started(self, table: str, rows: int) -> None:
+        self.task = self.bar.add_task(table, total=rows)
+        self.said = time.monotonic()
+
+    def rows_copied(self, table: str, copied: int, rows: int) -> None:
+        if self.task is not None:
+            self.bar.update(self.task, completed=copied)
+        if not err.is_terminal and time.monotonic() - self.said > self.PROGRESS_EVERY_S:
+            err.print(f"{table}: {copied:,} of {rows:,} rows", markup=False)
+            self.said = time.monotonic()
+
+    def table_done(self, table: str, rows: int, seconds: float) -> None:
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+            self.task = None
+        err.print(f"{table}: {rows:,} {_rows(rows)} copied in {seconds:.1f} s", markup=False)
+
+
+def _rows(count: int) -> str:
+    return "row" if count == 1 else "rows"
+
+
+@db_app.command("copy")
+def db_copy(
+    source: Annotated[
+        str, typer.Argument(help="Database URL to copy from, e.g. sqlite:///var/newsletter.db")
+    ],
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="An empty database to copy into, e.g. postgresql://newsletter@db/newsletter"
+        ),
+    ],
+) -> None:
+    """Copy every table to another database (SQLite to PostgreSQL, or back), then count
+    both sides. The target must hold no rows; it is migrated first. Stop workers and the
+    web app first: what they write once the copy has begun is not copied (docs/postgres.md)."""
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+        report = copy_database(source, target, progress=_CopyProgress(bar))
+    table = LiteralTable("table", "source rows", "target rows", "source ids", "target ids", "")
+    for check in report.tables:
+        table.add_row(
+            check.name,
+            f"{check.source_rows:,}",
+            f"{check.target_rows:,}",
+            check.source_ids,
+            check.target_ids,
+            "same" if check.same else Text("DIFFERENT", style="bold red"),
+        )
+    out.print(table)
+    if not report.same:
+        differ = [check.name for check in report.tables if not check.same]
+        err.print(
+            f"error: {', '.join(differ)} differ between the source and the target: the copy "
+            "was rolled back and the target holds no rows",
+            markup=False,
+        )
+        raise Fail
+    tables = plural(len(report.tables), "table")
+    out.print(
+        f"Copied {report.rows:,} {_rows(report.rows)} of {tables} from {report.source}"
+        f" to {report.target} in {report.seconds:.1f} s; every table has the "
+        "same rows and ids on both sides.",
+        markup=False,
+    )
 
 
 # --- subscribers -------------------------------------------------------------------------

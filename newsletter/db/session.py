@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import create_engine as create_sync_engine_core
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -50,6 +51,14 @@ def create_engine(url: str | URL, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> 
     engine = create_async_engine(_with_driver(url, _ASYNC_DRIVERS))
     if engine.dialect.name == "sqlite":
         tune_sqlite(engine.sync_engine, busy_timeout_ms)
+    return engine
+
+
+def create_sync_engine(url: str | URL) -> Engine:
+    """A synchronous engine (`db copy`), tuned as the async ones are on SQLite."""
+    engine = create_sync_engine_core(_with_driver(url, _SYNC_DRIVERS))
+    if engine.dialect.name == "sqlite":
+        tune_sqlite(engine)
     return engine
 
 
