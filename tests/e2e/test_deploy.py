@@ -242,6 +242,9 @@ def test_each_unit_stops_with_sigterm_and_waits_longer_than_the_grace(
 ) -> None:
     unit = read_unit(path)
     assert unit.one("Service", "KillSignal") == "SIGTERM"
+    if "--workers" in unit.one("Service", "ExecStart"):
+        # The main process passes SIGTERM on to its processes once; each must not get two.
+        assert unit.one("Service", "KillMode") == "mixed"
     grace_s = float(
         unit.environment.get(
             "NEWSLETTER_SENDING__SHUTDOWN_GRACE_S", shipped.sending.shutdown_grace_s
