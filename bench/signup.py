@@ -1,7 +1,8 @@
 """Signups per second on loopback, with p50/p99 latency, on SQLite, while a lesson send runs.
 
     .venv/bin/python bench/signup.py [--subscribers 80000] [--rounds 3] [--duration 20]
-        [--serial 5] [--reference 10] [--warmup 2] [--connections 8] [--one-client]
+        [--serial 5] [--reference 10] [--warmup 2] [--connections 8] [--web-workers 1]
+        [--one-client]
         [--profile FILE] [--set SECTION.KEY=VALUE ...]
 
 Needs wrk (the load generator) and Postfix's smtp-sink (the relay the lesson send goes to):
@@ -19,7 +20,8 @@ environment variables (database URL, var folder, NEWSLETTER_SECRET_KEY):
   subscribers through smtp-sink on a free 127.0.0.1 port (one planner and one dispatcher pass
   a second, `sending.batch_size` 500, no per-second cap), and the signups' confirmation
   emails ahead of them (transactional priority);
-- `python -m newsletter web --host 127.0.0.1 --port P`: uvicorn, one process;
+- `python -m newsletter web --host 127.0.0.1 --port P --workers N`: uvicorn, one process
+  (`--web-workers`, 1 as shipped) or N forked ones sharing the port, their CPU time summed;
 - `wrk`: `--connections` keep-alive connections, each sending its next request as soon as
   the previous answer is in (a closed loop).
 
@@ -75,7 +77,7 @@ from typing import Any
 from urllib.parse import quote
 
 from population import insert_enrolled_readers
-from processes import cpu_seconds
+from processes import tree_cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 COURSE = "leg-weakness-after-microdiscectomy"
@@ -184,6 +186,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2, help="seconds before each run")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
     parser.add_argument(
+        "--web-workers", type=int, default=1, help="processes of `newsletter web --workers N`"
+    )
+    parser.add_argument(
         "--one-client", action="store_true", help="every signup from 127.0.0.1 (no X-Forwarded-For)"
     )
     parser.add_argument(
@@ -218,6 +223,10 @@ def main() -> None:
 
 
 # --- processes -------------------------------------------------------------------------------
+
+
+def plural_processes(count: int) -> str:
+    return "1 process" if count == 1 else f"{count} processes (--workers)"
 
 
 def free_port() -> int:
@@ -339,6 +348,7 @@ class Bench:
                 env = self.environment(sink.port)
                 newsletter = [sys.executable, "-m", "newsletter"]
                 address = ["--host", "127.0.0.1", "--port", str(self.port)]
+                address += ["--workers", str(self.args.web_workers)]
                 web = Service("web", [*newsletter, "web", *address], env, self.folder / "web.log")
                 worker = Service("worker", [*newsletter, "worker"], env, self.folder / "worker.log")
                 self.services = [web, worker]
@@ -499,7 +509,7 @@ class Bench:
         ]
         for service in self.services:
             service.check_alive()
-        cpu_before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        cpu_before = {name: tree_cpu_seconds(pid) for name, pid in self.pids.items()}
         sent_before, sink_before = self.lessons_sent(), self.sink.received()
         spy = self.start_profile(run) if profile else None
         load = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -508,7 +518,9 @@ class Bench:
         _, status, usage = os.wait4(load.pid, 0)
         load.returncode = os.waitstatus_to_exitcode(status)
         load.stdout.close()
-        run.cpu_s = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in self.pids.items()}
+        run.cpu_s = {
+            name: tree_cpu_seconds(pid) - cpu_before[name] for name, pid in self.pids.items()
+        }
         run.cpu_s["wrk"] = usage.ru_utime + usage.ru_stime
         run.lessons_sent = self.lessons_sent() - sent_before
         run.sink_received = self.sink.received() - sink_before
@@ -590,7 +602,8 @@ class Bench:
             f"{sys.version.split()[0]}, {cores} cores shared by wrk, web, worker and smtp-sink"
         )
         print(
-            f"SQLite (WAL); `newsletter web` (uvicorn, 1 process); `newsletter worker` sending "
+            f"SQLite (WAL); `newsletter web` (uvicorn, {plural_processes(self.args.web_workers)}); "
+            "`newsletter worker` sending "
             f"{COURSE} lesson 1 to {self.count} subscribers through smtp-sink"
         )
         clients = "all from 127.0.0.1" if args.one_client else "each from another client address"
