@@ -17,7 +17,7 @@ import hashlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,7 +41,7 @@ from newsletter.db.models import (
 )
 from newsletter.errors import NewsletterError
 from newsletter.render import make_message_id
-from newsletter.scheduling.wallclock import instant
+from newsletter.scheduling.wallclock import instant, zone_named
 from newsletter.segments import parse, where_clause
 
 #: Subscribers queued per transaction: short ones, so the web's writes never wait long.
@@ -185,7 +185,7 @@ async def enqueue_batch(
                     "kind": DeliveryKind.BROADCAST,
                     "priority": Priority.BULK,
                     "status": DeliveryStatus.QUEUED,
-                    "due_at": due_for(broadcast, _zone(timezone, default_timezone)),
+                    "due_at": due_for(broadcast, zone_named(timezone, ZoneInfo(default_timezone))),
                     "attempts": 0,
                     "last_error": "",
                     "message_id": make_message_id(message_domain),
@@ -195,14 +195,6 @@ async def enqueue_batch(
             ],
         )
     return ids
-
-
-def _zone(name: str | None, default: str) -> ZoneInfo:
-    """Someone's time zone; the default for nobody's, or for a name this system lacks."""
-    try:
-        return ZoneInfo(name or default)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(default)
 
 
 async def finish_enqueueing(session: AsyncSession, broadcast: Broadcast, now: datetime) -> int:

@@ -299,11 +299,13 @@ class DispatchPass:
     async def _counted_sends(
         self, group: list[queries.ClaimedDelivery], rows: dict[int, queries.HeldDelivery]
     ) -> dict[int, list[tuple[int, datetime]]] | None:
-        """What counts towards the daily cap of the group's recipients; None when none of
-        their messages has a cap."""
-        people = {d.subscriber_id for d in group if self.worker.emails.daily_cap(d)}
-        if not people or self.check_connection is None:
+        """What counts towards the daily cap of the group's recipients; None when no cap
+        applies to anything compiled."""
+        if not self.worker.emails.caps_in_use or self.check_connection is None:
             return None
+        people = {d.subscriber_id for d in group if d.kind != DeliveryKind.CONFIRMATION}
+        if not people:
+            return {}
         # Two days back covers the local day of every time zone.
         since = self.now - timedelta(days=2)
         return await queries.counted_sends(self.check_connection, people, since)
@@ -316,16 +318,17 @@ class DispatchPass:
     ) -> datetime | None:
         """When this message may go instead, if it would pass the subscriber's daily cap:
         the send window's start on their next day. None: it goes now (and counts)."""
-        limit = self.worker.emails.daily_cap(delivery)  # 0 for confirmations
-        if not limit:
-            return None
+        if delivery.kind == DeliveryKind.CONFIRMATION:
+            return None  # never held back, never counted
         zone = self.worker.zone(row.subscriber_timezone)
         day = cap.local_day(self.now, zone)
-        counted = cap.sent_on(day, zone, sends.get(delivery.subscriber_id, []))
         going = self.going_today.setdefault((delivery.subscriber_id, day), set())
-        # Itself excluded: a check gone stale before its send is made again.
-        if cap.holds_back(len((counted | going) - {delivery.id}), limit):
-            return cap.next_day_at(self.now, zone, self.worker.window.start)
+        # A message of no cap still counts towards the others' (as recorded ones do).
+        if limit := self.worker.emails.daily_cap(delivery):
+            counted = cap.sent_on(day, zone, sends.get(delivery.subscriber_id, []))
+            # Itself excluded: a check gone stale before its send is made again.
+            if cap.holds_back(len((counted | going) - {delivery.id}), limit):
+                return cap.next_day_at(self.now, zone, self.worker.window.start)
         going.add(delivery.id)
         return None
 

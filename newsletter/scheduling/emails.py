@@ -121,6 +121,13 @@ class CompiledEmails:
         )
         return Envelope(self._sender(delivery, lesson.envelope_from), delivery.email, data)
 
+    @property
+    def caps_in_use(self) -> bool:
+        """Whether any daily cap applies: config's, or one of a course or issue compiled."""
+        return bool(self.settings.sending.max_per_subscriber_per_day) or any(
+            email.own_daily_cap for email in (*self._lessons.values(), *self._broadcasts.values())
+        )
+
     def daily_cap(self, delivery: queries.ClaimedDelivery) -> int:
         """The daily cap per person this (compiled) message is held to; 0: none."""
         configured = self.settings.sending.max_per_subscriber_per_day

@@ -437,3 +437,32 @@ def test_an_issue_changed_from_one_instant_to_the_same_local_time_is_refused(
                 await send(stack, issue(tmp_path, send_at="2026-06-10T09:00"))
 
     run(scenario())
+
+
+def test_a_lesson_of_no_cap_still_counts_towards_an_issues_cap(settings, tmp_path, smtp_server):
+    async def scenario() -> None:
+        capped = settings_for(settings, tmp_path, max_per_subscriber_per_day=1)
+        shipped = shipped_course(REPO)
+        uncapped = dataclasses.replace(
+            shipped, identity=dataclasses.replace(shipped.identity, max_per_subscriber_per_day=0)
+        )
+        async with started(capped, smtp_server, START) as stack:
+            course = await stack.queue(uncapped)
+            await stack.subscribe("ann@example.com", timezone="Europe/London", sequence_id=course)
+            await send(stack, issue(tmp_path, send_at="2026-06-09T09:00:01+00:00"))
+            stack.clock.advance(timedelta(seconds=1))
+            # One pass: the welcome (due first) goes, then the issue is checked before the
+            # welcome's outcome is recorded.
+            await stack.run()
+
+            [received] = stack.received("ann@example.com")
+            assert received["Subject"] != "June news"  # the lesson went; the issue waits
+            async with stack.sessions() as session:
+                waiting = list(
+                    await session.scalars(
+                        select(Delivery.kind).where(Delivery.status == DeliveryStatus.QUEUED)
+                    )
+                )
+            assert waiting == [DeliveryKind.BROADCAST]
+
+    run(scenario())
