@@ -103,8 +103,14 @@ def supervise(count: int, serve: Callable[[], None]) -> int:
             forked.Process(target=_child, args=(serve,), name=f"newsletter-web-{n + 1}")
             for n in range(count)
         ]
-        for process in processes:
-            process.start()
+        # A stop signal while forking waits until every process is started (and has its
+        # own handlers), so that it reaches them all.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            for process in processes:
+                process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         while alive := [p for p in processes if p.is_alive()]:
             multiprocessing.connection.wait([p.sentinel for p in alive], timeout=1)
             if stops or ended_by_itself is not None:
@@ -135,6 +141,7 @@ def _child(serve: Callable[[], None]) -> None:
     # and Ctrl-C's SIGINT (sent to the whole process group) reaches it through the parent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked while forking
     from newsletter.cli.app import reporting_errors  # the CLI's app imports this module
 
     reporting_errors(serve)

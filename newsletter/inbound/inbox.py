@@ -297,6 +297,14 @@ class Inbox:
         broadcast = await session.get(Broadcast, broadcast_id, with_for_update=True)
         if broadcast is None or broadcast.status not in queries.BROADCAST_SENDING:
             return
+        left = await session.scalar(
+            select(Delivery.id)
+            .where(Delivery.broadcast_id == broadcast_id)
+            .where(Delivery.status.in_(queries.IN_FLIGHT))
+            .limit(1)
+        )
+        if left is None and broadcast.enqueued_at is not None:
+            return  # all sent: a late report has nothing left to hold back
         since = broadcast.started_at
         held = await queries.flag(session, queries.issue_held(broadcast.id))
         if held is not None and held.until is not None:

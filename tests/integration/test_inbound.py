@@ -700,6 +700,25 @@ def test_an_issue_whose_hard_bounces_pass_5_percent_of_its_sends_pauses_until_re
     run(scenario())
 
 
+def test_an_issue_sent_to_everyone_is_not_paused_by_late_bounces(settings, tmp_path, smtp_server):
+    async def scenario() -> None:
+        async with running(config_for(settings, tmp_path), smtp_server) as receiver:
+            stack = receiver.stack
+            await readers(stack, 120)
+            await send(stack, issue(tmp_path))
+            await stack.run()
+            sent = await issue_sent(stack)
+            assert len(sent) == 120
+
+            for email in sorted(sent)[:10]:  # 8 %, but nothing is left to hold back
+                await hard_bounce(receiver, sent[email], email)
+
+            row, _ = await june(stack)
+            assert (row.status, row.pause_reason) == (BroadcastStatus.SENDING, "")
+
+    run(scenario())
+
+
 def test_an_issue_pauses_past_one_complaint_in_a_thousand_once_it_has_sent_100(
     settings, tmp_path, smtp_server
 ):
@@ -742,7 +761,7 @@ def test_a_resumed_issue_counts_afresh_and_old_bounces_pause_it_no_more(
         config = config_for(settings, tmp_path, max_per_hour=120)
         async with running(config, smtp_server) as receiver:
             stack = receiver.stack
-            await readers(stack, 240)
+            await readers(stack, 360)  # three hours' worth: some is left after the resume
             await send(stack, issue(tmp_path))
             await stack.run()
             before = await issue_sent(stack)
