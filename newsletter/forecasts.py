@@ -105,13 +105,15 @@ async def forecast_list(
     course: str | None = None,
 ) -> AsyncIterator[list[Planned]]:
     """Each subscriber's forecast, one list per person (empty ones left out), in order of
-    their id; only `email`, or only those on `course` now, when given."""
+    their id; only `email`, or only `course`'s lessons (to those on it now, or on a course
+    that leads to it), when given."""
     courses = await live_courses(session)
     rules = rules_of(settings)
     end = start + timedelta(days=days)
+    on_the_way = _leading_to(course, courses.by_slug) if course is not None else None
     after = 0
     while True:
-        people = await _subscribers(session, after, email, course)
+        people = await _subscribers(session, after, email, on_the_way)
         if not people:
             return
         after = people[-1][0]
@@ -125,10 +127,23 @@ async def forecast_list(
                 yield planned
 
 
+def _leading_to(slug: str, by_slug: dict[str, CoursePlan]) -> set[str]:
+    """The course and those whose [on_finish] starts it, or starts one that does."""
+    leading = {slug}
+    while more := {
+        plan.slug
+        for plan in by_slug.values()
+        if plan.next_course in leading and plan.slug not in leading
+    }:
+        leading |= more
+    return leading
+
+
 async def _subscribers(
-    session: AsyncSession, after: int, email: str | None, course: str | None
+    session: AsyncSession, after: int, email: str | None, courses: set[str] | None
 ) -> list[tuple[int, str, str | None]]:
-    """The next batch of confirmed, unsuppressed subscribers: (id, email, time zone)."""
+    """The next batch of confirmed, unsuppressed subscribers: (id, email, time zone); with
+    `courses`, only those on one of them now."""
     query = (
         select(Subscriber.id, Subscriber.email, Subscriber.timezone)
         .where(Subscriber.status == SubscriberStatus.CONFIRMED)
@@ -139,12 +154,12 @@ async def _subscribers(
     )
     if email is not None:
         query = query.where(Subscriber.email == email)
-    if course is not None:
+    if courses is not None:
         query = query.where(
             select(Enrollment.id)
             .join(SequenceRow, SequenceRow.id == Enrollment.sequence_id)
             .where(Enrollment.subscriber_id == Subscriber.id)
-            .where(SequenceRow.slug == course)
+            .where(SequenceRow.slug.in_(courses))
             .where(Enrollment.status == EnrollmentStatus.ACTIVE)
             .exists()
         )

@@ -13,7 +13,7 @@ from newsletter.cli.admin import check_courses_exist, database, now
 from newsletter.cli.app import JsonOption, app, out, run, settings
 from newsletter.cli.terminal import LiteralTable, literal, print_json
 from newsletter.forecasts import forecast_list
-from newsletter.scheduling.forecast import HeldBy, Planned, per_day
+from newsletter.scheduling.forecast import DayTotals, HeldBy, Planned, count_days
 from newsletter.words import plural
 
 
@@ -28,44 +28,53 @@ def forecast(
     totals: replayed with the worker's own rules. Sends nothing."""
     config = settings()
     start = now()
+    email = subscriber.strip().lower() if subscriber is not None else None
+    days_totals: dict[str, DayTotals] = {}
+    messages: list[dict[str, Any]] = []  # --json only: the document holds every message
 
-    async def work() -> list[list[Planned]]:
+    async def work() -> int:
+        """Each person's forecast as it is replayed; how many people get something."""
+        people = 0
         async with database(config, read_only=True) as sessions, sessions() as session:
             if course is not None:
                 await check_courses_exist(session, {course})
-            email = subscriber.strip().lower() if subscriber is not None else None
-            return [
-                planned
-                async for planned in forecast_list(
-                    session, config, start=start, days=days, email=email, course=course
-                )
-            ]
+            async for planned in forecast_list(
+                session, config, start=start, days=days, email=email, course=course
+            ):
+                people += 1
+                count_days(days_totals, planned, config.schedule.zone)
+                if as_json:
+                    messages.extend(_fields(item) for item in planned)
+                    continue
+                out.print()
+                out.print(literal(f"{planned[0].email} ({planned[0].zone.key})"))
+                for item in planned:
+                    out.print(literal(_line(item)))
+        return people
 
+    if not as_json:
+        out.print(
+            Text(
+                f"What the workers will send in the next {plural(days, 'day')}, from "
+                f"{start:%Y-%m-%d %H:%M} UTC, if every message goes when due (nothing is sent):"
+            )
+        )
     people = run(work)
-    everything = [item for planned in people for item in planned]
-    totals = per_day(everything, config.schedule.zone)
+    totals = dict(sorted(days_totals.items()))
+    busiest = max((total.lessons + total.issues for total in totals.values()), default=0)
+    # [sending] max_per_day counts a rolling 24 hours: a calendar day over it is a sign.
+    over_rate = bool(config.sending.max_per_day) and busiest > config.sending.max_per_day
     if as_json:
         print_json(
             {
                 "from": start,
                 "days": days,
-                "messages": [_fields(item) for item in everything],
+                "messages": messages,
                 "per_day": {day: vars(total) for day, total in totals.items()},
+                "over_max_per_day": over_rate,
             }
         )
         return
-    out.print(
-        Text(
-            f"What the workers will send in the next {plural(days, 'day')}, from "
-            f"{start:%Y-%m-%d %H:%M} UTC, if every message goes when due (nothing is sent):"
-        )
-    )
-    for planned in people:
-        first = planned[0]
-        out.print()
-        out.print(literal(f"{first.email} ({first.zone.key})"))
-        for item in planned:
-            out.print(literal(_line(item)))
     if not people:
         out.print(Text("Nothing is due in that time."))
         return
@@ -83,12 +92,11 @@ def forecast(
             str(total.held_by_window),
         )
     out.print(table)
-    busiest = max(total.lessons + total.issues for total in totals.values())
-    if config.sending.max_per_day and busiest > config.sending.max_per_day:
+    if over_rate:
         out.print(
             Text(
-                f"Some days hold more than [sending] max_per_day ({config.sending.max_per_day}): "
-                "the rest of those days' mail goes later than shown."
+                f"Some days hold more than [sending] max_per_day ({config.sending.max_per_day}), "
+                "which counts the last 24 hours: some of that mail goes later than shown."
             )
         )
 

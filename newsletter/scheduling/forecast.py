@@ -276,9 +276,9 @@ class DayTotals:
     held_by_window: int = 0
 
 
-def per_day(planned: Sequence[Planned], zone: ZoneInfo) -> dict[str, DayTotals]:
-    """Totals by day (in `zone`, the admin's): what goes out, and what was held to go then."""
-    days: dict[str, DayTotals] = {}
+def count_days(days: dict[str, DayTotals], planned: Sequence[Planned], zone: ZoneInfo) -> None:
+    """Add to `days` (by day in `zone`, the admin's) what goes out, and what was held to go
+    then: called person by person, so that a large list is never held whole."""
     for item in planned:
         totals = days.setdefault(item.at.astimezone(zone).date().isoformat(), DayTotals())
         if item.course_slug is None:
@@ -289,4 +289,3 @@ def per_day(planned: Sequence[Planned], zone: ZoneInfo) -> dict[str, DayTotals]:
             totals.held_by_cap += 1
         elif item.held_by is HeldBy.SEND_WINDOW:
             totals.held_by_window += 1
-    return dict(sorted(days.items()))

@@ -105,9 +105,19 @@ def test_the_forecast_is_what_the_worker_then_sends(settings, tmp_path: Path, sm
                     async for planned in forecast_list(session, capped, start=START, days=DAYS)
                     for item in planned
                 ]
+                # Nobody is on the sourdough course yet: its lessons come to those on the
+                # course that leads to it.
+                sourdough_only = [
+                    item
+                    async for planned in forecast_list(
+                        session, capped, start=START, days=DAYS, course="sourdough"
+                    )
+                    for item in planned
+                ]
             await run_until(stack, START + timedelta(days=DAYS))
             done = await actual_sends(stack)
 
+        assert sourdough_only == [item for item in said if item.course_slug == "sourdough"] != []
         assert len(done) == len(said) > 5 * 8  # 6 + 3 lessons each (most of them), an issue
         for email in PEOPLE:
             forecast_for = [item for item in said if item.email == email]
