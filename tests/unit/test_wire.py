@@ -12,6 +12,7 @@ from jinja2 import Environment
 
 from newsletter.config import Settings
 from newsletter.content.course import Course
+from newsletter.delivery.transport import Envelope
 from newsletter.render import ConfirmationEmail, LessonEmail, Recipient
 from newsletter.tokens import LinkMaker, Tokens
 from newsletter.wire import prepare, settle_line_ends, stuff
@@ -72,6 +73,17 @@ def test_a_field_put_in_front_is_as_if_it_had_been_there_all_along() -> None:
     field = b"DKIM-Signature: v=1; a=rsa-sha256;\r\n b=abc\r\n"
     for data in [*EDGES, b"Subject: x\r\n\r\n.dot\r\n"]:
         assert prepare(data).with_field(field) == prepare(field + prepare(data).message)
+
+
+def test_an_envelope_copied_with_other_data_is_settled_afresh() -> None:
+    prepared = prepare(b"Subject: a\r\n\r\n.one\r\n")
+    envelope = Envelope.of("from@example.org", "to@example.org", prepared)
+    other = b"Subject: b\n\n.two\n"
+
+    assert envelope.payload() is prepared.stuffed
+    assert replace(envelope, data=other).payload() == aiosmtplib_payload(other)
+    # An equal but separately made copy is not trusted either: it is settled again.
+    assert replace(envelope, data=bytes(bytearray(envelope.data))).payload() == prepared.stuffed
 
 
 # A body whose plain-text part has lines that start with a dot (a code block), and a lone
