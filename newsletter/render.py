@@ -194,29 +194,28 @@ class _Spliceable:
         return "".join(parts)
 
     def encode(self, values: Mapping[str, str]) -> bytes:
-        parts = [self.encoded_chunks[0]]
-        for field, chunk in zip(self.fields, self.encoded_chunks[1:], strict=True):
-            parts += (b"=\r\n", _qp(self._value(values, field)), b"=\r\n", chunk)
-        return b"".join(parts)
+        return _splice(self.encoded_chunks, [_qp(self._value(values, f)) for f in self.fields])
 
     def encode_prepared(self, values: Mapping[str, str]) -> tuple[bytes, bytes]:
         """encode(), and the same bytes dot-stuffed (the same object when nothing is)."""
-        parts = [self.encoded_chunks[0]]
-        stuffed_parts = [self.stuffed_chunks[0]]
-        plain = self.chunks_plain
-        for field, chunk, stuffed_chunk in zip(
-            self.fields, self.encoded_chunks[1:], self.stuffed_chunks[1:], strict=True
-        ):
-            value = _qp(self._value(values, field))
-            stuffed_value = stuff(value)
-            plain = plain and stuffed_value is value
-            parts += (b"=\r\n", value, b"=\r\n", chunk)
-            stuffed_parts += (b"=\r\n", stuffed_value, b"=\r\n", stuffed_chunk)
-        encoded = b"".join(parts)
-        return encoded, encoded if plain else b"".join(stuffed_parts)
+        encoded = [_qp(self._value(values, field)) for field in self.fields]
+        message = _splice(self.encoded_chunks, encoded)
+        # Each value starts a line: one look at them all says whether any line of theirs
+        # starts with a dot.
+        if self.chunks_plain and b"\n." not in b"\n" + b"\n".join(encoded):
+            return message, message
+        return message, _splice(self.stuffed_chunks, [stuff(value) for value in encoded])
 
     def _value(self, values: Mapping[str, str], field: str) -> str:
         return str(escape(values[field])) if self.html else values[field]
+
+
+def _splice(chunks: list[bytes], values: list[bytes]) -> bytes:
+    """The chunks with each value on a line of its own between them (soft line breaks)."""
+    parts = [chunks[0]]
+    for value, chunk in zip(values, chunks[1:], strict=True):
+        parts += (b"=\r\n", value, b"=\r\n", chunk)
+    return b"".join(parts)
 
 
 def _qp(text: str) -> bytes:
