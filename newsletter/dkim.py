@@ -118,6 +118,10 @@ class DkimSigner:
     def sign(self, message: bytes) -> bytes:
         """`message` with a DKIM-Signature header field in front (rsa-sha256,
         relaxed/simple) over its body and the SIGNED_HEADERS it has."""
+        return self.signature_field(message) + message
+
+    def signature_field(self, message: bytes) -> bytes:
+        """The DKIM-Signature header field that sign() puts in front of `message`."""
         head, blank, body = message.partition(b"\r\n\r\n")
         if not blank:
             raise ValueError("a message to sign needs CRLF line ends and a blank line")
@@ -157,7 +161,7 @@ class DkimSigner:
             b"\r\n " + signature[start : start + _SIGNATURE_LINE]
             for start in range(0, len(signature), _SIGNATURE_LINE)
         )
-        return _HEADER_NAME + b": " + unsigned + folded + b"\r\n" + message
+        return _HEADER_NAME + b": " + unsigned + folded + b"\r\n"
 
 
 def signed_header_names(present: list[bytes]) -> list[bytes]:

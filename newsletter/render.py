@@ -40,6 +40,7 @@ from newsletter.content.course import Course, list_label
 from newsletter.content.lessons import Lesson
 from newsletter.content.template import compile_body
 from newsletter.errors import ContentError, Problem, RenderError
+from newsletter.wire import Prepared, settle_line_ends, settled, stuff
 
 #: Values that differ per recipient; templates and lesson bodies use them as plain {{ name }}.
 PERSONAL_FIELDS = (
@@ -168,7 +169,9 @@ class _Spliceable:
 
     Each personal value is spliced in on a line of its own between soft line breaks
     (RFC 2045 "=" at end of line), so the shared chunks never need re-encoding and no
-    line grows past the 76-character limit, whatever the value's length.
+    line grows past the 76-character limit, whatever the value's length. Every chunk and
+    every value therefore starts a line: each is dot-stuffed for DATA on its own, the
+    chunks once, here (newsletter/wire.py).
     """
 
     def __init__(self, text: str, *, html: bool) -> None:
@@ -177,6 +180,12 @@ class _Spliceable:
         self.fields = [PERSONAL_FIELDS[int(index)] for index in pieces[1::2]]
         self.html = html
         self.encoded_chunks = [_qp(chunk) for chunk in self.chunks]
+        self.stuffed_chunks = [stuff(chunk) for chunk in self.encoded_chunks]
+        #: No chunk has a line that starts with a dot: only the values may need stuffing.
+        self.chunks_plain = all(
+            plain is stuffed
+            for plain, stuffed in zip(self.encoded_chunks, self.stuffed_chunks, strict=True)
+        )
 
     def fill(self, values: Mapping[str, str]) -> str:
         parts = [self.chunks[0]]
@@ -185,19 +194,35 @@ class _Spliceable:
         return "".join(parts)
 
     def encode(self, values: Mapping[str, str]) -> bytes:
-        parts = [self.encoded_chunks[0]]
-        for field, chunk in zip(self.fields, self.encoded_chunks[1:], strict=True):
-            parts += (b"=\r\n", _qp(self._value(values, field)), b"=\r\n", chunk)
-        return b"".join(parts)
+        return _splice(self.encoded_chunks, [_qp(self._value(values, f)) for f in self.fields])
+
+    def encode_prepared(self, values: Mapping[str, str]) -> tuple[bytes, bytes]:
+        """encode(), and the same bytes dot-stuffed (the same object when nothing is)."""
+        encoded = [_qp(self._value(values, field)) for field in self.fields]
+        message = _splice(self.encoded_chunks, encoded)
+        # Each value starts a line: one look at them all says whether any line of theirs
+        # starts with a dot.
+        if self.chunks_plain and b"\n." not in b"\n" + b"\n".join(encoded):
+            return message, message
+        return message, _splice(self.stuffed_chunks, [stuff(value) for value in encoded])
 
     def _value(self, values: Mapping[str, str], field: str) -> str:
         return str(escape(values[field])) if self.html else values[field]
 
 
+def _splice(chunks: list[bytes], values: list[bytes]) -> bytes:
+    """The chunks with each value on a line of its own between them (soft line breaks)."""
+    parts = [chunks[0]]
+    for value, chunk in zip(values, chunks[1:], strict=True):
+        parts += (b"=\r\n", value, b"=\r\n", chunk)
+    return b"".join(parts)
+
+
 def _qp(text: str) -> bytes:
     body = text.replace("\r\n", "\n").replace("\n", _CRLF).encode("utf-8")
-    # b2a_qp breaks long lines with a bare "\n" when its input has no CRLF to copy.
-    return re.sub(rb"(?<!\r)\n", b"\r\n", binascii.b2a_qp(body, istext=True))
+    # b2a_qp breaks long lines with a bare "\n" when its input has no CRLF to copy, and
+    # leaves a lone "\r" as it is: both become CRLF, as SMTP's DATA would make them.
+    return settle_line_ends(binascii.b2a_qp(body, istext=True))
 
 
 class _MessageLayout:
@@ -208,7 +233,8 @@ class _MessageLayout:
         self.html = _Spliceable(_inliner.inline(html), html=True)
         # "=_" cannot occur in quoted-printable output, so the boundary never clashes.
         boundary = f"=_nl_{secrets.token_hex(12)}"
-        self.head = "".join(static_headers)
+        self.head = settle_line_ends("".join(static_headers).encode("ascii"))
+        self.head_stuffed = stuff(self.head)
         part = '--{b}\r\nContent-Type: {t}; charset="utf-8"\r\n' + (
             "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
         )
@@ -219,12 +245,20 @@ class _MessageLayout:
         ).encode("ascii")
         self.between = ("\r\n" + part.format(b=boundary, t="text/html")).encode("ascii")
         self.end = f"\r\n--{boundary}--\r\n".encode("ascii")
+        # The MIME lines made here are settled and none starts with a dot, so they go to
+        # DATA as they are; every header line ends with CRLF, so the personal headers
+        # start a line.
+        for made in (self.body_start, self.between, self.end):
+            assert settled(made)
+            assert stuff(made) is made
+        if not self.head.endswith(b"\r\n"):
+            raise RenderError("the static header fields must end with CRLF")
 
     def build(self, personal_headers: str, values: Mapping[str, str]) -> bytes:
         return b"".join(
             (
-                self.head.encode("ascii"),
-                personal_headers.encode("ascii"),
+                self.head,
+                settle_line_ends(personal_headers.encode("ascii")),
                 self.body_start,
                 self.text.encode(values),
                 self.between,
@@ -232,6 +266,35 @@ class _MessageLayout:
                 self.end,
             )
         )
+
+    def build_prepared(self, personal_headers: str, values: Mapping[str, str]) -> Prepared:
+        """build(), settled for DATA: only the personal parts are looked at here."""
+        personal = settle_line_ends(personal_headers.encode("ascii"))
+        personal_stuffed = stuff(personal)
+        text, text_stuffed = self.text.encode_prepared(values)
+        html, html_stuffed = self.html.encode_prepared(values)
+        message = b"".join(
+            (self.head, personal, self.body_start, text, self.between, html, self.end)
+        )
+        if (
+            self.head_stuffed is self.head
+            and personal_stuffed is personal
+            and text_stuffed is text
+            and html_stuffed is html
+        ):
+            return Prepared(message, message)
+        stuffed = b"".join(
+            (
+                self.head_stuffed,
+                personal_stuffed,
+                self.body_start,
+                text_stuffed,
+                self.between,
+                html_stuffed,
+                self.end,
+            )
+        )
+        return Prepared(message, stuffed)
 
 
 def _to_and_date(email: str, display_name: str, message_id: str, date: datetime) -> str:
@@ -398,11 +461,23 @@ class LessonEmail:
     def render(
         self, recipient: Recipient, links: PersonalLinks, *, message_id: str, date: datetime
     ) -> bytes:
+        return self.layout.build(*self._personal(recipient, links, message_id, date))
+
+    def render_prepared(
+        self, recipient: Recipient, links: PersonalLinks, *, message_id: str, date: datetime
+    ) -> Prepared:
+        """render(), settled for SMTP's DATA: the same message, and its dot-stuffed form."""
+        return self.layout.build_prepared(*self._personal(recipient, links, message_id, date))
+
+    def _personal(
+        self, recipient: Recipient, links: PersonalLinks, message_id: str, date: datetime
+    ) -> tuple[str, dict[str, str]]:
+        """The personal header fields, and the personal values."""
         name = clean_name(recipient.first_name)
         personal = _to_and_date(recipient.email, name, message_id, date) + (
             f"List-Unsubscribe: <{links.unsubscribe_url}>,\r\n <{links.unsubscribe_mailto}>\r\n"
         )
-        return self.layout.build(personal, self.values(recipient, links, name))
+        return personal, self.values(recipient, links, name)
 
     def html(self, recipient: Recipient, links: PersonalLinks) -> str:
         return self.layout.html.fill(self.values(recipient, links))
@@ -454,8 +529,20 @@ class ConfirmationEmail:
         )
 
     def render(self, email: str, confirm_url: str, *, message_id: str, date: datetime) -> bytes:
+        return self.layout.build(*self._personal(email, confirm_url, message_id, date))
+
+    def render_prepared(
+        self, email: str, confirm_url: str, *, message_id: str, date: datetime
+    ) -> Prepared:
+        """render(), settled for SMTP's DATA: the same message, and its dot-stuffed form."""
+        return self.layout.build_prepared(*self._personal(email, confirm_url, message_id, date))
+
+    @staticmethod
+    def _personal(
+        email: str, confirm_url: str, message_id: str, date: datetime
+    ) -> tuple[str, dict[str, str]]:
         values = dict.fromkeys(PERSONAL_FIELDS, "") | {"email": email, "confirm_url": confirm_url}
-        return self.layout.build(_to_and_date(email, "", message_id, date), values)
+        return _to_and_date(email, "", message_id, date), values
 
 
 def render_lesson_body(course: Course, lesson: Lesson) -> str:

@@ -3,6 +3,10 @@
 `Transport.send()` answers with a `SendReport` for every SMTP or network failure instead of
 raising, so the caller can hand each report to `retry.decide()`. It still raises
 `ValueError` for an address that cannot go on an SMTP command line (a space, CR, LF, <>).
+
+DATA sends each message's bytes as `Envelope.payload()` gives them: settled (CRLF) and
+dot-stuffed once, where the message was built (newsletter/wire.py), and not again by
+aiosmtplib on every send. Everything else of the conversation is aiosmtplib's.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 import re
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
@@ -23,7 +27,18 @@ from itertools import count
 from pathlib import Path
 from typing import Literal, Protocol
 
-from aiosmtplib import SMTP, SMTPException, SMTPResponse, SMTPResponseException, SMTPStatus
+from aiosmtplib import (
+    SMTP,
+    SMTPDataError,
+    SMTPException,
+    SMTPResponse,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPStatus,
+    SMTPTimeoutError,
+)
+
+from newsletter.wire import Prepared, prepare
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +46,25 @@ class Envelope:
     sender: str  #: MAIL FROM
     recipient: str  #: RCPT TO; one recipient per message
     data: bytes  #: the complete RFC 5322 message, already rendered, CRLF line ends
+    #: `data` settled for DATA where it was built (Envelope.of); it counts only while it
+    #: is of this very `data`, so an envelope copied with other data is settled afresh.
+    prepared: Prepared | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, sender: str, recipient: str, prepared: Prepared) -> Envelope:
+        return cls(sender, recipient, prepared.message, prepared)
+
+    def settled(self) -> Prepared:
+        """`data` settled for DATA: `prepared` when it is of this `data`, else made now."""
+        prepared = self.prepared
+        if prepared is None or prepared.message is not self.data:
+            return prepare(self.data)
+        return prepared
+
+    def payload(self) -> bytes:
+        """What DATA sends before its final ".": `data` with CRLF line ends only, ending
+        with CRLF, and dot-stuffed, as aiosmtplib's SMTP.data() would send it."""
+        return self.settled().stuffed
 
 
 class Stage(StrEnum):
@@ -183,7 +217,7 @@ class SmtpTransport:
         return [
             (Stage.MAIL, partial(_mail_from, client, envelope)),
             (Stage.RCPT, partial(client.rcpt, envelope.recipient)),
-            (Stage.DATA, partial(client.data, envelope.data, timeout=self._data_timeout_s)),
+            (Stage.DATA, partial(_data, client, envelope.payload(), self._data_timeout_s)),
         ]
 
     async def _run(self, client: SMTP, steps: list[_Step]) -> SendReport:
@@ -199,6 +233,39 @@ async def _mail_from(client: SMTP, envelope: Envelope) -> SMTPResponse:
     # RFC 1870: announcing the size lets the relay refuse a message too big before the body.
     options = [f"SIZE={len(envelope.data)}"] if client.supports_extension("size") else []
     return await client.mail(envelope.sender, options=options)
+
+
+_END_OF_DATA = b".\r\n"
+
+
+async def _data(client: SMTP, payload: bytes, timeout: float) -> SMTPResponse:
+    """SMTP.data() for a payload already settled and dot-stuffed (Envelope.payload): the
+    same exchange over the same protocol, its reply parsing, errors and timeouts, without
+    aiosmtplib's two passes over the message (normalising line ends, then stuffing)."""
+    protocol = client.protocol
+    if protocol is None:
+        raise SMTPServerDisconnected("Connection lost")
+    # The lock every aiosmtplib command takes on this connection: nothing else (a QUIT
+    # from close()) can come between DATA, the message and the reply, as in SMTP.data().
+    lock = protocol._command_lock
+    try:
+        if lock is None:
+            raise SMTPServerDisconnected("Server not connected")
+        async with lock:
+            # read_response() marks a reply as awaited before it yields to the loop, so
+            # nothing the relay says after write() can be missed.
+            protocol.write(b"DATA\r\n")
+            start = await protocol.read_response(timeout=timeout)
+            if start.code != SMTPStatus.start_input:
+                raise SMTPDataError(start.code, start.message)
+            protocol.write(payload + _END_OF_DATA)
+            reply = await protocol.read_response(timeout=timeout)
+            if reply.code != SMTPStatus.completed:
+                raise SMTPDataError(reply.code, reply.message)
+    except (SMTPServerDisconnected, SMTPTimeoutError):
+        client.close()  # as SMTP.data() does: the session is gone or out of step
+        raise
+    return reply
 
 
 async def _failed(client: SMTP, stage: Stage, failure: Exception) -> SendReport:

@@ -3,7 +3,6 @@ snapshots never change once queued, so the cache is safe in every process."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from datetime import datetime
 
@@ -84,9 +83,15 @@ class CompiledEmails:
         return problems
 
     def envelope(self, delivery: queries.ClaimedDelivery, now: datetime) -> Envelope:
-        """The message for one recipient as it is sent: DKIM-signed when [dkim] says so."""
+        """The message for one recipient as it is sent: DKIM-signed when [dkim] says so.
+        The signature covers the message settled as DATA carries it (newsletter/wire.py),
+        so it is over the very bytes the relay receives."""
         unsigned = self.unsigned_envelope(delivery, now)
-        return dataclasses.replace(unsigned, data=self.sign(unsigned.data))
+        if self.signer is None:
+            return unsigned
+        prepared = unsigned.settled()
+        signed = prepared.with_field(self.signer.signature_field(prepared.message))
+        return Envelope.of(unsigned.sender, unsigned.recipient, signed)
 
     def sign(self, message: bytes) -> bytes:
         """`message` with its DKIM signature in front; as it is when DKIM is off."""
@@ -98,14 +103,14 @@ class CompiledEmails:
             assert delivery.sequence_id is not None
             version_id = self._confirmation_versions[delivery.sequence_id]
             confirmation = self._confirmations[version_id]
-            data = confirmation.render(
+            prepared = confirmation.render_prepared(
                 delivery.email,
                 self.links.confirm_url(delivery.subscriber_id, now, delivery.sequence_id),
                 message_id=delivery.message_id,
                 date=now,
             )
-            return Envelope(
-                self._sender(delivery, confirmation.envelope_from), delivery.email, data
+            return Envelope.of(
+                self._sender(delivery, confirmation.envelope_from), delivery.email, prepared
             )
         if delivery.kind == DeliveryKind.BROADCAST:
             assert delivery.broadcast_id is not None
@@ -113,13 +118,13 @@ class CompiledEmails:
         else:
             assert delivery.lesson_id is not None
             lesson = self._lessons[delivery.lesson_id]
-        data = lesson.render(
+        prepared = lesson.render_prepared(
             Recipient(delivery.email, delivery.first_name),
             self.links.personal_links(delivery.subscriber_id, now, delivery.sequence_id),
             message_id=delivery.message_id,
             date=now,
         )
-        return Envelope(self._sender(delivery, lesson.envelope_from), delivery.email, data)
+        return Envelope.of(self._sender(delivery, lesson.envelope_from), delivery.email, prepared)
 
     @property
     def caps_in_use(self) -> bool:
