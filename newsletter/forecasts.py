@@ -29,6 +29,7 @@ from newsletter.db.models import (
     Suppression,
 )
 from newsletter.db.models import Sequence as SequenceRow
+from newsletter.scheduling import planner
 from newsletter.scheduling.forecast import (
     CoursePlan,
     Enrolled,
@@ -38,7 +39,7 @@ from newsletter.scheduling.forecast import (
     Rules,
     forecast,
 )
-from newsletter.scheduling.planner import PlannedLesson, SendWindow
+from newsletter.scheduling.planner import SendWindow
 from newsletter.scheduling.wallclock import zone_named
 
 #: Subscribers read and replayed at a time.
@@ -78,10 +79,7 @@ async def live_courses(session: AsyncSession) -> Courses:
         by_id[sequence_id] = CoursePlan(
             sequence_id=sequence_id,
             slug=slug,
-            lessons=tuple(
-                PlannedLesson(row.id, row.key, timedelta(seconds=row.delay_s), row.send_at)
-                for row in lessons
-            ),
+            lessons=tuple(planner.planned(row) for row in lessons),
             subjects={row.id: row.subject for row in lessons},
             own_cap=identity.max_per_subscriber_per_day,
             next_course=identity.next_course,

@@ -18,9 +18,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from newsletter.scheduling.wallclock import instant
+
+if TYPE_CHECKING:
+    from newsletter.db.models import LessonSnapshot
 
 #: How far before the end of a lesson's delay its send time may fall and still be used.
 SEND_TIME_SLACK = timedelta(hours=1)
@@ -49,6 +53,11 @@ class PlannedLesson:
     key: str
     delay: timedelta
     send_at: time | None
+
+
+def planned(row: LessonSnapshot) -> PlannedLesson:
+    """A queued lesson's snapshot as the planner sees it (the worker's and the forecast's)."""
+    return PlannedLesson(row.id, row.key, timedelta(seconds=row.delay_s), row.send_at)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from newsletter.scheduling.planner import (
     Wait,
     next_look,
     next_step,
+    planned,
 )
 from newsletter.scheduling.wallclock import zone_named
 from newsletter.subscribers import add_tags
@@ -283,8 +284,7 @@ class Worker:
     async def _lesson_plan(self, session: AsyncSession, version_id: int) -> list[PlannedLesson]:
         if version_id not in self._plans:
             self._plans[version_id] = [
-                PlannedLesson(row.id, row.key, timedelta(seconds=row.delay_s), row.send_at)
-                for row in await queries.version_lessons(session, version_id)
+                planned(row) for row in await queries.version_lessons(session, version_id)
             ]
         return self._plans[version_id]
 
