@@ -103,10 +103,6 @@ def run(coroutine: Callable[[], Awaitable[T]]) -> T:
         return runner.run(wrapped())
 
 
-def main() -> None:
-    reporting_errors(app)
-
-
 def reporting_errors(command: Callable[[], object]) -> None:
     """Run `command`; what goes wrong ends the process with one line, never a traceback."""
     try:

@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from newsletter.cli import app
+from newsletter.cli import load_commands
 from newsletter.config import Settings, load_settings
 from tests.conftest import REPO
 
@@ -185,7 +185,7 @@ def command_help(*words: str) -> str:
     """`newsletter WORDS --help`, from the command itself (in this process: a process each
     would cost seconds of imports)."""
     result = CliRunner(env={"COLUMNS": "200", "TERM": "dumb", "NO_COLOR": "1"}).invoke(
-        app, [*words, "--help"], prog_name="newsletter"
+        load_commands(), [*words, "--help"], prog_name="newsletter"
     )
     assert result.exit_code == 0, f"newsletter {' '.join(words)}: {result.output}"
     return result.output

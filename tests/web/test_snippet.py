@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 
 from typer.testing import CliRunner, Result
 
-from newsletter.cli import app
+from newsletter.cli import load_commands
 from newsletter.cli.web import signup_snippet
 from newsletter.signup import live_courses
 from newsletter.subscribers import tags_of
@@ -40,7 +40,7 @@ def test_the_snippet_is_printed_for_the_course_asked_for(tmp_path):
     )
 
     def cli(*args: str) -> Result:
-        return runner.invoke(app, ["--config", str(REPO / "config.toml"), *args])
+        return runner.invoke(load_commands(), ["--config", str(REPO / "config.toml"), *args])
 
     closed = cli("form-snippet")
     assert closed.exit_code != 0
