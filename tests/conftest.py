@@ -11,6 +11,7 @@ from jinja2 import Environment
 from newsletter.config import Settings, load_settings
 from newsletter.content.course import Course, load_course
 from newsletter.render import make_environment
+from tests.databases import database_url, postgres_url  # noqa: F401  (fixtures for every test)
 from tests.smtpd import SmtpServer
 
 REPO = Path(__file__).resolve().parents[1]

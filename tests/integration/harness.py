@@ -13,7 +13,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from newsletter.clock import Clock, FrozenClock
@@ -21,7 +21,14 @@ from newsletter.config import Settings
 from newsletter.content.course import Course, load_course
 from newsletter.courses import queue_course
 from newsletter.db import queries
-from newsletter.db.models import Delivery, Subscriber, SubscriberStatus
+from newsletter.db.models import (
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    SubscriberStatus,
+)
 from newsletter.db.session import create_engine, make_sessionmaker, upgrade_database
 from newsletter.delivery.transport import SmtpTransport, Transport
 from newsletter.inbound.verp import ReturnPath
@@ -33,15 +40,16 @@ from tests.smtpd import SmtpServer
 
 #: Signs the links and return paths of every stack's mail.
 SECRET = "integration-test-secret"
+#: config.toml's database, which no test may write to.
+SHIPPED_DATABASE_URL = "sqlite:///var/newsletter.db"
 
 
 def settings_for(base: Settings, tmp_path: Path, **sending: object) -> Settings:
-    """The shipped settings, on a database and var/ folder of the test's own."""
+    """`base` (on the test's own database: tests/databases.py) with a var/ folder of the
+    test's own, fast sending and a time zone."""
+    assert base.database.url != SHIPPED_DATABASE_URL, "not on the test's own database"
     return base.model_copy(
         update={
-            "database": base.database.model_copy(
-                update={"url": f"sqlite:///{tmp_path / 'newsletter.db'}"}
-            ),
             "paths": base.paths.model_copy(update={"var": tmp_path / "var"}),
             "sending": base.sending.model_copy(update={"max_per_second": 1000.0, **sending}),
             "schedule": base.schedule.model_copy(update={"timezone": "Europe/London"}),
@@ -158,6 +166,32 @@ class Stack:
             total.counts.update((await self.run()).counts)
             self.clock.advance(step)
         return total
+
+    async def run_through(self, span: timedelta) -> PassReport:
+        """Passes at every instant something falls due within `span`, as the worker's
+        scheduler wakes for them (an enrollment's next look, queued mail's due time), the
+        clock jumping between them: weeks of a course in a few dozen passes."""
+        total = PassReport()
+        end = self.clock.now() + span
+        while True:
+            total.counts.update((await self.run()).counts)
+            async with self.sessions() as session:
+                look = await session.scalar(
+                    select(func.min(Enrollment.next_check_at)).where(
+                        Enrollment.status == EnrollmentStatus.ACTIVE
+                    )
+                )
+                due = await session.scalar(
+                    select(func.min(Delivery.due_at)).where(
+                        Delivery.status == DeliveryStatus.QUEUED
+                    )
+                )
+            following = min((moment for moment in (look, due) if moment is not None), default=end)
+            following = max(following, self.clock.now() + timedelta(seconds=1))
+            if following > end:
+                self.clock.set(end)
+                return total
+            self.clock.set(following)
 
     async def deliveries(self, subscriber_id: int) -> list[Delivery]:
         async with self.sessions() as session:

@@ -9,7 +9,6 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select, update
 
 from newsletter.content.course import load_course
@@ -26,7 +25,6 @@ from newsletter.subscribers import (
     import_subscribers,
 )
 from tests.conftest import COURSE_DIR, COURSE_SLUG
-from tests.integration.test_postgres import postgres_url  # noqa: F401  (a fixture)
 
 NOW = datetime(2026, 6, 8, 8, 0, tzinfo=UTC)
 WEB_CONSENT = {
@@ -46,13 +44,6 @@ ADMIN_CONSENT = {
     "given_at": "2026-06-02T09:00:00+00:00",
     "source": "people.csv",
 }
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'newsletter.db'}"
-    return str(request.getfixturevalue("postgres_url"))
 
 
 async def populate(url: str, tmp_path: Path) -> None:

@@ -25,9 +25,9 @@ from newsletter.inbound.reports import Report, ReportKind
 from newsletter.subscribers import NewSubscriber, add_subscriber, add_tags, forget
 from newsletter.tokens import Tokens
 from tests.conftest import REPO
+from tests.databases import only_sqlite
 from tests.integration.harness import SECRET, Stack, settings_for, shipped_course
 from tests.integration.test_broadcasts import issue, send
-from tests.integration.test_postgres import postgres_url as postgres_url  # a fixture
 from tests.smtpd import SmtpServer
 
 START = datetime(2026, 6, 8, 8, 0, 0, 123456, tzinfo=UTC)
@@ -144,6 +144,7 @@ def next_delivery_id_floor(url: str) -> int:
 
 
 @pytest.mark.postgres
+@only_sqlite  # the list starts on SQLite
 def test_a_list_copied_to_postgresql_and_back_keeps_every_row_and_the_worker_goes_on(
     settings, tmp_path, smtp_server: SmtpServer, postgres_url
 ):
@@ -220,6 +221,7 @@ def test_a_list_copied_to_postgresql_and_back_keeps_every_row_and_the_worker_goe
 
 
 @pytest.mark.postgres
+@only_sqlite  # the list starts on SQLite
 def test_text_postgresql_cannot_store_is_refused_with_its_row_named_and_nothing_copied(
     settings, tmp_path, smtp_server: SmtpServer, postgres_url
 ):

@@ -26,6 +26,7 @@ from newsletter.db.session import create_engine, make_sessionmaker
 from newsletter.signup import pause_course, resume_course
 from newsletter.subscribers import NewSubscriber, add_subscriber, forget, unsubscribe
 from tests.conftest import REPO
+from tests.databases import only_sqlite
 from tests.integration.harness import Stack, settings_for, shipped_course
 from tests.smtpd import Received, SmtpServer
 
@@ -324,6 +325,7 @@ def hold_write_lock(database: Path, seconds: float) -> threading.Thread:
     return thread
 
 
+@only_sqlite  # SQLite's write lock, held by another process
 def test_outcomes_wait_for_a_busy_database_and_nothing_is_sent_twice(
     settings, tmp_path, smtp_server
 ):

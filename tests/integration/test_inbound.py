@@ -188,7 +188,7 @@ def test_a_hard_bounce_suppresses_the_address_and_nothing_more_is_sent(
 
             # Weeks later, only Bob still gets lessons.
             smtp_server.messages.clear()
-            await stack.run_for(timedelta(days=21))
+            await stack.run_through(timedelta(days=21))
             assert {rcpt for _, rcpts, _ in smtp_server.messages for rcpt in rcpts} == {
                 "bob@example.com"
             }
@@ -486,7 +486,7 @@ def test_the_mailto_unsubscribe_of_a_lesson_leaves_its_course(settings, tmp_path
                 assert enrollment is not None
                 assert enrollment.status == EnrollmentStatus.LEFT
             smtp_server.messages.clear()
-            await stack.run_for(timedelta(days=21))
+            await stack.run_through(timedelta(days=21))
             assert smtp_server.messages == []  # and nobody was written back to either
 
     run(scenario())

@@ -4,17 +4,15 @@ LOCKED claims, timestamptz columns, the migrations); skipped where none answers.
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from newsletter import signup
-from newsletter.config import Settings
 from newsletter.courses import queue_course
 from newsletter.db import queries
 from newsletter.db.models import (
@@ -26,43 +24,20 @@ from newsletter.db.models import (
 from newsletter.db.session import create_engine as create_async_engine
 from newsletter.db.session import make_sessionmaker, upgrade_database
 from tests.conftest import REPO
+from tests.databases import only_postgres
 from tests.integration.harness import Stack, settings_for, shipped_course
 from tests.smtpd import SmtpServer
 
-SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 Sessions = async_sessionmaker[AsyncSession]
 T = TypeVar("T")
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A database of this test's own, dropped afterwards."""
-    name = f"newsletter_test_{secrets.token_hex(4)}"
-    admin = create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # no server here: say so rather than fail
-        admin.dispose()
-        pytest.skip(f"no PostgreSQL server at {SERVER}: {type(exc).__name__}")
-    try:
-        yield f"{SERVER}/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def on_postgres(settings: Settings, tmp_path, url: str) -> Settings:  # type: ignore[no-untyped-def]
-    local = settings_for(settings, tmp_path, batch_size=10)
-    return local.model_copy(update={"database": local.database.model_copy(update={"url": url})})
-
-
+@only_postgres
 def test_two_dispatchers_on_postgresql_never_send_a_delivery_twice(
-    settings, tmp_path, smtp_server: SmtpServer, postgres_url
+    settings, tmp_path, smtp_server: SmtpServer
 ):
-    config = on_postgres(settings, tmp_path, postgres_url)
+    config = settings_for(settings, tmp_path, batch_size=10)
     start = datetime(2026, 6, 9, 9, 0, tzinfo=UTC)
 
     async def scenario() -> None:

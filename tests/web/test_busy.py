@@ -18,6 +18,7 @@ from newsletter.db.session import create_engine, make_sessionmaker
 from newsletter.db.web_models import SignupAttempt
 from newsletter.web.app import create_app
 from newsletter.web.routes import RETRY_BUSY_S
+from tests.databases import only_sqlite
 from tests.web.site import Site, csrf_of, with_site
 
 WAIT_S = 0.5
@@ -51,6 +52,7 @@ def assert_busy(answer: httpx.Response) -> None:
     assert answer.headers["x-content-type-options"] == "nosniff"
 
 
+@only_sqlite  # SQLite's write lock (PostgreSQL: tests/web/test_postgres_web.py)
 def test_a_signup_while_another_process_holds_the_write_lock_gets_a_503_and_writes_nothing(
     settings, tmp_path, smtp_server, lock_holder, caplog
 ):
@@ -73,6 +75,7 @@ def test_a_signup_while_another_process_holds_the_write_lock_gets_a_503_and_writ
     with_site(waiting(settings), tmp_path, smtp_server, scenario)
 
 
+@only_sqlite  # SQLite's write lock (PostgreSQL: tests/web/test_postgres_web.py)
 def test_signups_queued_behind_a_held_lock_share_one_wait_not_one_each(
     settings, tmp_path, smtp_server, lock_holder
 ):
@@ -91,6 +94,7 @@ def test_signups_queued_behind_a_held_lock_share_one_wait_not_one_each(
     with_site(waiting(settings), tmp_path, smtp_server, scenario)
 
 
+@only_sqlite  # SQLite's write lock (PostgreSQL: tests/web/test_postgres_web.py)
 def test_confirming_and_leaving_while_the_lock_is_held_get_a_503_and_change_nothing(
     settings, tmp_path, smtp_server, lock_holder
 ):

@@ -20,21 +20,18 @@ from newsletter.tokens import LinkMaker, Tokens
 from newsletter.web.app import create_app
 from newsletter.web.routes import RETRY_BUSY_S
 from tests.conftest import REPO
-from tests.integration import test_postgres
-from tests.integration.harness import Stack, shipped_course
+from tests.databases import only_postgres
+from tests.integration.harness import Stack, settings_for, shipped_course
 from tests.integration.test_postgres import (
     SIGNUP_AT,
     Sessions,
     confirmations_of,
-    on_postgres,
     overlapping,
     run_on_postgres,
 )
 from tests.web.site import CLIENT_IP, LINK_SECRET, START
 
 pytestmark = pytest.mark.postgres
-#: A database of each test's own, as in the PostgreSQL tests of the delivery stack.
-postgres_url = test_postgres.postgres_url
 SECRET = "web-test-secret-0123456789"
 
 
@@ -69,10 +66,11 @@ def test_two_signups_at_once_for_an_address_one_short_of_its_daily_cap_queue_one
     run_on_postgres(postgres_url, scenario)
 
 
+@only_postgres
 def test_a_signup_waiting_for_a_lock_past_the_database_wait_gets_a_503(
-    settings, tmp_path, smtp_server, postgres_url
+    settings, tmp_path, smtp_server
 ):
-    config = on_postgres(settings, tmp_path, postgres_url)
+    config = settings_for(settings, tmp_path, batch_size=10)
     config = config.model_copy(
         update={"web": config.web.model_copy(update={"database_wait_s": 0.3})}
     )
@@ -85,7 +83,7 @@ def test_a_signup_waiting_for_a_lock_past_the_database_wait_gets_a_503(
         transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 5000))
         client = httpx.AsyncClient(transport=transport, base_url=config.site.base)
         # Another signup from the same client, holding its turn (the advisory lock).
-        holder = create_engine(postgres_url)
+        holder = create_engine(config.database.url)
         try:
             async with holder.connect() as connection:
                 key = signup.client_key(SECRET, CLIENT_IP)

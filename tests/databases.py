@@ -1,0 +1,73 @@
+"""The databases a test runs on: a SQLite file of its own, and a PostgreSQL database of its
+own on the server named by TEST_POSTGRES_URL (.ci/run sets it; unset, the PostgreSQL half of
+each test is skipped, saying why).
+
+A test that asks for `database_url`, or in tests/integration, tests/web and the crash tests for
+`settings`, runs twice: `[sqlite]` and `[postgresql]`. A test about one engine's own
+behaviour (SQLite's write lock, PostgreSQL's row locks) says so with `only_sqlite` or
+`only_postgres`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+
+from newsletter.config import Settings
+
+#: A database on the PostgreSQL server to connect to while creating and dropping the tests'
+#: own, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+POSTGRES_SERVER = os.environ.get("TEST_POSTGRES_URL", "")
+ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+only_sqlite = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+only_postgres = pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+
+
+def sqlite_url(folder: Path) -> str:
+    return f"sqlite:///{folder / 'newsletter.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """An empty PostgreSQL database of this test's own, dropped afterwards."""
+    if not POSTGRES_SERVER:
+        pytest.skip("TEST_POSTGRES_URL is not set: no PostgreSQL server to run on")
+    server = make_url(POSTGRES_SERVER)
+    name = f"newsletter_test_{secrets.token_hex(4)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=ENGINES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of this test's own: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path)
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def on_database(settings: Settings, url: str) -> Settings:
+    return settings.model_copy(
+        update={"database": settings.database.model_copy(update={"url": url})}
+    )
+
+
+@pytest.fixture(name="settings")
+def settings_on_test_database(settings: Settings, database_url: str) -> Settings:
+    """The shipped settings on this test's own database (imported by the conftest of each
+    folder whose tests all use one, to stand in for the plain `settings`)."""
+    return on_database(settings, database_url)
