@@ -5,7 +5,8 @@ each test is skipped, saying why).
 A test that asks for `database_url`, or in tests/integration, tests/web and the crash tests for
 `settings`, runs twice: `[sqlite]` and `[postgresql]`. A test about one engine's own
 behaviour (SQLite's write lock, PostgreSQL's row locks) says so with `only_sqlite` or
-`only_postgres`."""
+`only_postgres`. The command-line tests in tests/e2e run on SQLite, and on both engines where
+they say `on_each_engine`: those whose commands run queries of their own, or start workers."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ POSTGRES_SERVER = os.environ.get("TEST_POSTGRES_URL", "")
 ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 only_sqlite = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+on_each_engine = pytest.mark.parametrize("database_url", ENGINES, indirect=True)
 only_postgres = pytest.mark.parametrize(
     "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
 )
@@ -45,6 +47,8 @@ def postgres_url() -> Iterator[str]:
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
+            # A test's commits need not wait for the disk: it never outlives a crash.
+            connection.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
         yield server.set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
@@ -52,12 +56,17 @@ def postgres_url() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=ENGINES)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database of this test's own: a SQLite file, then a PostgreSQL database."""
+def url_of(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The empty database of the engine `request` is parametrised with."""
     if request.param == "sqlite":
         return sqlite_url(tmp_path)
     return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(params=ENGINES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of this test's own: a SQLite file, then a PostgreSQL database."""
+    return url_of(request, tmp_path)
 
 
 def on_database(settings: Settings, url: str) -> Settings:

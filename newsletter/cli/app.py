@@ -115,9 +115,20 @@ def reporting_errors(command: Callable[[], object]) -> None:
         sys.exit(1)
     except DBAPIError as exc:  # locked, unreachable, or a schema that needs `db upgrade`
         first_line = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        if _lacks_schema(exc):
+            first_line += " (a new database: run `newsletter db upgrade` first)"
         err.print(f"error: database: {first_line}", markup=False, highlight=False)
         sys.exit(1)
     except Fail:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _lacks_schema(exc: DBAPIError) -> bool:
+    """A table is missing: a PostgreSQL database nobody has upgraded yet (SQLite's file
+    migrates itself, unless it was made elsewhere)."""
+    undefined_table = "42P01"
+    return getattr(exc.orig, "sqlstate", None) == undefined_table or "no such table" in str(
+        exc.orig
+    )

@@ -9,21 +9,35 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.db.session import upgrade_database
 from tests.conftest import REPO
+from tests.databases import sqlite_url, url_of
+
+
+@pytest.fixture(params=["sqlite"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """SQLite, and PostgreSQL too for the tests that say `on_each_engine` (tests/databases.py):
+    a process's start-up costs a second here, and the database's part of each command runs
+    on both engines in tests/integration and tests/web."""
+    return url_of(request, tmp_path)
 
 
 @pytest.fixture
-def admin(tmp_path: Path):  # type: ignore[no-untyped-def]
+def admin(tmp_path: Path, database_url: str):  # type: ignore[no-untyped-def]
     """Runs `newsletter …` against a database and var/ folder of this test's own, its
-    output piped (not a terminal)."""
-    return admin_in(tmp_path)
+    output piped (not a terminal). A PostgreSQL database has had its `db upgrade`, as at
+    installation (SQLite's file migrates itself)."""
+    if not database_url.startswith("sqlite"):
+        upgrade_database(database_url)
+    return admin_in(tmp_path, database_url)
 
 
-def admin_in(folder: Path):  # type: ignore[no-untyped-def]
-    """`newsletter …` on the database and var/ folder in `folder`."""
+def admin_in(folder: Path, database_url: str | None = None):  # type: ignore[no-untyped-def]
+    """`newsletter …` on the database (a SQLite file in `folder` unless given) and the var/
+    folder in `folder`."""
     base = {k: v for k, v in os.environ.items() if not k.upper().startswith("NEWSLETTER_")}
     base |= {
-        "NEWSLETTER_DATABASE__URL": f"sqlite:///{folder / 'newsletter.db'}",
+        "NEWSLETTER_DATABASE__URL": database_url or sqlite_url(folder),
         "NEWSLETTER_PATHS__VAR": str(folder / "var"),
         "NEWSLETTER_SECRET_KEY": "admin-cli-test-secret",
     }

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, func, select
 
 from newsletter.db.models import Delivery, DeliveryStatus, Subscriber
 from tests.conftest import REPO
+from tests.databases import on_each_engine
 from tests.e2e.conftest import ok
 from tests.e2e.test_crash import stop, wait_until
 from tests.smtpd import SmtpServer
@@ -71,6 +72,7 @@ def test_a_changed_file_of_the_same_name_is_refused(admin, tmp_path: Path):
     assert "rename the file to send it as a new issue" in refused.stderr
 
 
+@on_each_engine
 def test_a_send_killed_while_queueing_10000_resumes_and_queues_each_once(admin, tmp_path: Path):
     people = tmp_path / "people.csv"
     people.write_text(
@@ -188,8 +190,8 @@ class Deliveries:
     """What the database says of the issue's deliveries, read while workers write it (with
     the driver's own transactions, which take no lock to read a WAL database)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.engine = create_engine(f"sqlite:///{folder / 'newsletter.db'}")
+    def __init__(self, database_url: str) -> None:
+        self.engine = create_engine(database_url)
 
     def statuses(self) -> Counter[str]:
         with self.engine.connect() as connection:
@@ -210,13 +212,14 @@ class Deliveries:
 
 
 @pytest.fixture
-def deliveries(tmp_path: Path) -> Iterator[Deliveries]:
-    reader = Deliveries(tmp_path)
+def deliveries(database_url: str) -> Iterator[Deliveries]:
+    reader = Deliveries(database_url)
     yield reader
     reader.engine.dispose()
 
 
 @pytest.mark.timeout(2 * SLOW_S)
+@on_each_engine
 def test_a_worker_killed_mid_send_to_10000_loses_nobody_and_repeats_within_the_crash_bound(
     admin, tmp_path: Path, smtp_server: SmtpServer, deliveries: Deliveries
 ):

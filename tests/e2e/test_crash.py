@@ -24,9 +24,12 @@ from sqlalchemy import select
 from newsletter.config import Settings
 from newsletter.db.models import Delivery, DeliveryStatus
 from tests.conftest import REPO
+from tests.databases import on_each_engine
+from tests.databases import settings_on_test_database as settings_on_test_database
 from tests.integration.harness import Stack, settings_for, shipped_course
 from tests.smtpd import SmtpServer
 
+pytestmark = on_each_engine  # workers killed on SQLite and on PostgreSQL
 SUBSCRIBERS = 40
 RECORD_EVERY = 5
 CONNECTIONS = 2

@@ -20,7 +20,6 @@ from newsletter.db.models import SubscriberStatus
 from newsletter.db.session import create_engine, make_sessionmaker, upgrade_database
 from newsletter.subscribers import NewSubscriber, add_subscriber, add_tags
 from tests.conftest import COURSE_DIR
-from tests.integration.test_postgres import postgres_url as postgres_url  # a fixture
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.databases import on_each_engine
 from tests.e2e.conftest import ok
 
 COURSE = "leg-weakness-after-microdiscectomy"
 
 
+@on_each_engine
 def test_the_forecast_shows_each_persons_mail_and_sends_nothing(admin, tmp_path: Path):
     ok(admin("sequences", "queue", f"lessons/{COURSE}"))
     ok(

@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 
 from tests.conftest import COURSE_DIR, COURSE_SLUG, REPO
+from tests.databases import on_each_engine
 from tests.e2e.conftest import ok
 from tests.smtpd import SmtpServer
 
 
+@on_each_engine
 def test_queuing_the_same_course_again_says_unchanged_and_adds_no_version(admin, tmp_path):
     course = Path(shutil.copytree(COURSE_DIR, tmp_path / COURSE_SLUG))
     first = ok(admin("sequences", "queue", str(course)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from tests.databases import on_each_engine
 from tests.smtpd import SmtpServer
 
 
@@ -29,6 +30,7 @@ def test_tick_and_status_exit_non_zero_while_sending_is_paused(admin):
     assert admin("tick").returncode == 0
 
 
+@on_each_engine
 def test_status_names_the_refusals_of_the_last_hour_by_domain_and_reply(
     admin, smtp_server: SmtpServer
 ):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import COURSE_DIR, REPO
+from tests.databases import on_each_engine
 from tests.e2e.conftest import admin_in, ok
 
 NAMES = {
@@ -180,6 +181,7 @@ def test_an_error_is_one_line_however_long_when_piped(admin):
     assert result.stderr.startswith("error: ")
 
 
+@on_each_engine
 def test_subscribers_list_and_show_as_json(admin):
     ok(admin("subscribers", "add", "ana@example.com", "--name", "[/] Zoë 用户"))
     ok(admin("subscribers", "add", "bo@example.com", "--timezone", "Europe/Paris"))
