@@ -11,7 +11,12 @@ from jinja2 import Environment
 from newsletter.config import Settings, load_settings
 from newsletter.content.course import Course, load_course
 from newsletter.render import make_environment
-from tests.databases import database_url, postgres_url  # noqa: F401  (fixtures for every test)
+from tests.databases import (  # noqa: F401  (fixtures for every test)
+    database_url,
+    migrated_postgres,
+    migrated_sqlite,
+    postgres_url,
+)
 from tests.smtpd import SmtpServer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from newsletter.config import Settings
+from newsletter.db.session import upgrade_database
 
 #: A database on the PostgreSQL server to connect to while creating and dropping the tests'
 #: own, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres
@@ -36,9 +39,9 @@ def sqlite_url(folder: Path) -> str:
     return f"sqlite:///{folder / 'newsletter.db'}"
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """An empty PostgreSQL database of this test's own, dropped afterwards."""
+@contextmanager
+def postgres_database(template: str = "template1") -> Iterator[str]:
+    """A new database on the PostgreSQL server, a copy of `template`, dropped afterwards."""
     if not POSTGRES_SERVER:
         pytest.skip("TEST_POSTGRES_URL is not set: no PostgreSQL server to run on")
     server = make_url(POSTGRES_SERVER)
@@ -46,7 +49,7 @@ def postgres_url() -> Iterator[str]:
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
+            connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
             # A test's commits need not wait for the disk: it never outlives a crash.
             connection.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
         yield server.set(database=name).render_as_string(hide_password=False)
@@ -56,17 +59,45 @@ def postgres_url() -> Iterator[str]:
         admin.dispose()
 
 
-def url_of(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The empty database of the engine `request` is parametrised with."""
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """An empty PostgreSQL database of this test's own (no schema: `db upgrade` not run)."""
+    with postgres_database() as url:
+        yield url
+
+
+# Each test's database is a copy of one migrated once per test process: migrating each
+# anew would cost more than many of the tests.
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    url = sqlite_url(tmp_path_factory.mktemp("migrated"))
+    upgrade_database(url)
+    return Path(make_url(url).database or "")
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres() -> Iterator[str]:
+    """The name of a migrated database that is only ever copied."""
+    with postgres_database() as url:
+        upgrade_database(url)
+        yield str(make_url(url).database)
+
+
+def migrated_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated database of this test's own, on the engine `request` is parametrised with
+    (for a fixture to yield from)."""
     if request.param == "sqlite":
-        return sqlite_url(tmp_path)
-    return str(request.getfixturevalue("postgres_url"))
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), tmp_path / "newsletter.db")
+        yield sqlite_url(tmp_path)
+    else:
+        with postgres_database(template=request.getfixturevalue("migrated_postgres")) as url:
+            yield url
 
 
 @pytest.fixture(params=ENGINES)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database of this test's own: a SQLite file, then a PostgreSQL database."""
-    return url_of(request, tmp_path)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated database of this test's own: a SQLite file, then a PostgreSQL database."""
+    yield from migrated_database(request, tmp_path)
 
 
 def on_database(settings: Settings, url: str) -> Settings:

@@ -5,30 +5,28 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from newsletter.db.session import upgrade_database
 from tests.conftest import REPO
-from tests.databases import sqlite_url, url_of
+from tests.databases import migrated_database, sqlite_url
 
 
 @pytest.fixture(params=["sqlite"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """SQLite, and PostgreSQL too for the tests that say `on_each_engine` (tests/databases.py):
     a process's start-up costs a second here, and the database's part of each command runs
     on both engines in tests/integration and tests/web."""
-    return url_of(request, tmp_path)
+    yield from migrated_database(request, tmp_path)
 
 
 @pytest.fixture
 def admin(tmp_path: Path, database_url: str):  # type: ignore[no-untyped-def]
     """Runs `newsletter …` against a database and var/ folder of this test's own, its
-    output piped (not a terminal). A PostgreSQL database has had its `db upgrade`, as at
-    installation (SQLite's file migrates itself)."""
-    if not database_url.startswith("sqlite"):
-        upgrade_database(database_url)
+    output piped (not a terminal). The database has had its `db upgrade`, as at
+    installation."""
     return admin_in(tmp_path, database_url)
 
 

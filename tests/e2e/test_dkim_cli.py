@@ -12,7 +12,7 @@ from newsletter.delivery.transport import list_outbox
 from newsletter.dkim import dns_record_value
 from tests.conftest import COURSE_SLUG
 from tests.dkim_verifiers import dkimpy_verifies, mail_dkim_result
-from tests.e2e.conftest import ok
+from tests.e2e.conftest import admin_in, ok
 
 
 def printed_config(stdout: str) -> dict[str, str]:
@@ -85,7 +85,8 @@ def test_a_test_send_with_the_printed_config_is_signed_over_its_marked_subject(a
     assert mail_dkim_result(message, key, "s2026", "example.org") == "pass"
 
 
-def test_commands_that_send_stop_at_once_on_a_key_they_cannot_use(admin, tmp_path):
+def test_commands_that_send_stop_at_once_on_a_key_they_cannot_use(tmp_path):
+    admin = admin_in(tmp_path)  # no database yet
     missing = tmp_path / "nowhere.pem"
     dkim = {
         "NEWSLETTER_DKIM__DOMAIN": "example.org",
