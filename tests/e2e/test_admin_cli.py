@@ -78,14 +78,13 @@ def test_the_same_run_delivers_to_a_real_smtp_server(admin, smtp_server: SmtpSer
     ok(admin("sequences", "queue", f"lessons/{COURSE_SLUG}"))
     ok(admin("subscribers", "add", "bo@example.com"))
     ok(admin("enroll", COURSE_SLUG, "bo@example.com", "--start-at", MONDAY_9AM.isoformat()))
-    for due in DUE:
+    for due in DUE[:2]:  # the rest of the course goes as in the outbox test above
         tick(admin, due, **smtp)
     subjects = [
         message_from_bytes(data, policy=policy.default)["Subject"]
         for _, _, data in smtp_server.messages
     ]
-    assert len(subjects) == 6
-    assert subjects[0] == "Welcome, and why your leg may stay weak"
+    assert subjects == ["Welcome, and why your leg may stay weak", "Where sciatica often starts"]
     assert {rcpt for _, rcpts, _ in smtp_server.messages for rcpt in rcpts} == {"bo@example.com"}
 
 
@@ -269,14 +268,13 @@ def test_a_paused_sequence_sends_nothing_until_resumed(admin, tmp_path):
     assert len(list_outbox(tmp_path / "var" / "outbox")) == 1
 
 
-@on_each_engine
 def test_removing_a_subscriber_stops_their_course(admin, tmp_path):
     ok(admin("sequences", "queue", f"lessons/{COURSE_SLUG}"))
     ok(admin("subscribers", "add", "gil@example.com"))
     ok(admin("enroll", COURSE_SLUG, "gil@example.com", "--start-at", MONDAY_9AM.isoformat()))
     tick(admin, DUE[0])
     ok(admin("subscribers", "remove", "gil@example.com"))
-    for due in DUE[1:]:
+    for due in (DUE[1], DUE[-1]):  # when the next lesson, and the last, would have gone
         tick(admin, due)
     assert len(list_outbox(tmp_path / "var" / "outbox")) == 1
     assert "unsubscribed" in ok(admin("subscribers", "list"))

@@ -72,7 +72,6 @@ def test_a_changed_file_of_the_same_name_is_refused(admin, tmp_path: Path):
     assert "rename the file to send it as a new issue" in refused.stderr
 
 
-@on_each_engine
 def test_a_send_killed_while_queueing_10000_resumes_and_queues_each_once(admin, tmp_path: Path):
     people = tmp_path / "people.csv"
     people.write_text(

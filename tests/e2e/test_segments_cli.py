@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.databases import on_each_engine
 from tests.e2e.conftest import ok
 
 COURSE = "leg-weakness-after-microdiscectomy"
@@ -16,7 +15,6 @@ def emails(result: str) -> set[str]:
     return {row["email"] for row in json.loads(result)["subscribers"]}
 
 
-@on_each_engine
 def test_tags_from_the_cli_and_an_import_select_a_segment(admin, tmp_path: Path):
     ok(admin("sequences", "queue", f"lessons/{COURSE}"))
     ok(admin("subscribers", "add", "ann@example.com", "--enroll", COURSE))
