@@ -70,9 +70,9 @@ def postgres_url() -> Iterator[str]:
 # anew would cost more than many of the tests.
 @pytest.fixture(scope="session")
 def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    url = sqlite_url(tmp_path_factory.mktemp("migrated"))
-    upgrade_database(url)
-    return Path(make_url(url).database or "")
+    folder = tmp_path_factory.mktemp("migrated")
+    upgrade_database(sqlite_url(folder))
+    return folder / "newsletter.db"
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import select, text
 
 from newsletter import signup
-from newsletter.config import Settings
 from newsletter.db import queries
 from newsletter.db.copy import copy_database, copy_order
 from newsletter.db.models import Base, SubscriberStatus
@@ -25,7 +24,7 @@ from newsletter.inbound.reports import Report, ReportKind
 from newsletter.subscribers import NewSubscriber, add_subscriber, add_tags, forget
 from newsletter.tokens import Tokens
 from tests.conftest import REPO
-from tests.databases import only_sqlite
+from tests.databases import on_database, only_sqlite
 from tests.integration.harness import SECRET, Stack, settings_for, shipped_course
 from tests.integration.test_broadcasts import issue, send
 from tests.smtpd import SmtpServer
@@ -123,12 +122,6 @@ def rows_of(url: str) -> dict[str, list[tuple[Any, ...]]]:
         engine.dispose()
 
 
-def on(settings: Settings, url: str) -> Settings:
-    return settings.model_copy(
-        update={"database": settings.database.model_copy(update={"url": url})}
-    )
-
-
 def next_delivery_id_floor(url: str) -> int:
     """The highest delivery id the database ever handed out."""
     engine = create_sync_engine(url)
@@ -182,7 +175,9 @@ def test_a_list_copied_to_postgresql_and_back_keeps_every_row_and_the_worker_goe
     sent_before = {row[0]: row for row in original["deliveries"]}
 
     async def go_on() -> None:
-        stack = await Stack.start(on(config, postgres_url), smtp_server, START + timedelta(days=3))
+        stack = await Stack.start(
+            on_database(config, postgres_url), smtp_server, START + timedelta(days=3)
+        )
         try:
             await stack.run_for(timedelta(days=3), step=timedelta(hours=6))
             async with stack.sessions.begin() as session:
