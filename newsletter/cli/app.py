@@ -128,7 +128,6 @@ def reporting_errors(command: Callable[[], object]) -> None:
 def _lacks_schema(exc: DBAPIError) -> bool:
     """A table is missing: a PostgreSQL database nobody has upgraded yet (SQLite's file
     migrates itself, unless it was made elsewhere)."""
-    undefined_table = "42P01"
-    return getattr(exc.orig, "sqlstate", None) == undefined_table or "no such table" in str(
-        exc.orig
-    )
+    if getattr(exc.orig, "sqlstate", None) == "42P01":  # PostgreSQL's undefined_table
+        return True
+    return "no such table" in str(exc.orig)
